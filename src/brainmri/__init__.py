@@ -1,0 +1,12 @@
+"""brainmri: train, evaluate and deploy ResNet classifiers for brain tumours on MRI slices.
+
+The Python API lives in the submodules (``brainmri.data``, ``brainmri.train``,
+``brainmri.evaluate``, ``brainmri.predict`` ...); the ``brainmri`` command is a thin
+layer over them.
+"""
+
+from brainmri.errors import BrainMRIError
+from brainmri.labels import CLASSES
+
+__version__ = "0.1.0"
+__all__ = ["BrainMRIError", "CLASSES", "__version__"]

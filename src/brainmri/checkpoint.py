@@ -1,0 +1,123 @@
+"""Checkpoints that carry their own model card, written atomically.
+
+A checkpoint is a plain dict loadable with ``torch.load(weights_only=True)`` (no pickled
+code runs when a user opens a model someone sent them):
+
+``{"format": "brainmri-checkpoint", "version": 1, "card": {...}, "model_state": {...},
+"optimizer_state": {...} | None, "epoch": int, "extra": {...}}``
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from brainmri.errors import BrainMRIError
+
+FORMAT = "brainmri-checkpoint"
+VERSION = 1
+
+NOTICE = (
+    "Research software. Not a medical device: not validated for clinical diagnosis, "
+    "and must not be used to make or support clinical decisions."
+)
+INTENDED_USE = (
+    "Research on automated classification of single axial/coronal/sagittal brain MRI slices "
+    "into glioma, meningioma, pituitary tumour or no tumour, and comparison of architectures."
+)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place, so that a crash
+    never leaves a half-written file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    card: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save model weights, model card and (for resuming) optimiser state atomically."""
+    import io
+
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "card": card,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": int(epoch),
+        "extra": extra or {},
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict, refusing anything that is not one of ours."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.pt", path / "best.pt"):
+            if candidate.exists():
+                path = candidate
+                break
+        else:
+            raise BrainMRIError(f"{path} is a folder without checkpoints/best.pt")
+    if not path.exists():
+        raise BrainMRIError(f"model file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise BrainMRIError(f"{path} is not a brainmri checkpoint (cannot be read as one)") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise BrainMRIError(f"{path} is not a brainmri checkpoint (no brainmri model card inside)")
+    if obj.get("version", 0) > VERSION:
+        raise BrainMRIError(f"{path} was written by a newer brainmri (format {obj['version']}); upgrade brainmri")
+    return obj
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model described by a checkpoint's card and load its weights (eval mode)."""
+    from brainmri.models import build_model
+
+    ckpt = read_checkpoint(path)
+    card = ckpt["card"]
+    try:
+        model = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
+    except KeyError as exc:
+        raise BrainMRIError(f"{path}: model card lacks {exc}") from None
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError:
+        raise BrainMRIError(
+            f"{path}: weights do not match architecture {card['arch']!r} named in its model card"
+        ) from None
+    model.eval().to(device)
+    return model, card

@@ -1,0 +1,87 @@
+"""Training configuration: the paper's settings as defaults, every one overridable.
+
+The effective configuration is saved as ``config.json`` in each run folder; a JSON (or
+YAML) file in the same shape can be passed back with ``--config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from brainmri.errors import BrainMRIError
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = ""  # prepared folder (OUT of `brainmri data prepare`)
+    split: str | None = None  # an existing split file; None: make one from seed/test_size
+    test_size: float = 0.2
+    fold: int | None = None  # with a k-fold split file: which fold is held out
+    limit_per_class: int | None = None  # subsample for quick runs and tests
+    # model
+    arch: str = "resnet50"
+    weights: str = "imagenet"  # imagenet | none | PATH
+    finetune: str = "full"  # full | head | last
+    # optimisation (the paper: Adam 1e-4, 10 epochs, batch 32, cross-entropy)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    image_size: int = 256
+    # augmentation (rotation degrees; shifts and zoom as fractions; shear degrees)
+    augment: bool = True
+    rotation: float = 15.0
+    shift: float = 0.1
+    zoom: float = 0.1
+    shear: float = 10.0
+    hflip: bool = False
+    balance: str = "oversample"  # oversample (paper: extra augmented `normal`) | class_weights | none
+    # execution
+    seed: int = 42
+    deterministic: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 0
+    channels_last: bool = True
+    tensorboard: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise BrainMRIError(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a dict of TrainConfig fields."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BrainMRIError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as exc:
+        raise BrainMRIError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+    if not isinstance(values, dict):
+        raise BrainMRIError(f"config file {path} must hold a mapping of settings")
+    return values

@@ -1,0 +1,183 @@
+"""ResNet (and other torchvision) backbones topped with the paper's classification head.
+
+The paper's head: global average pooling, Dropout(0.2), Dense(128, ReLU), Dropout(0.2),
+Dense(4). torchvision backbones already end in global average pooling; we replace their
+final Linear layer with the head.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from brainmri.errors import BrainMRIError
+from brainmri.labels import CLASSES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PAPER_ARCHS = ("resnet50", "resnet101", "resnet152")
+FINETUNE_MODES = ("full", "head", "last")
+
+
+class InputAdapter(nn.Module):
+    """Grayscale [0, 1] input -> 3-channel input normalised as the backbone's weights expect.
+
+    Living inside the model, it travels with checkpoints and ONNX exports, so no caller can
+    forget or duplicate it.
+    """
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+
+def paper_head(in_features: int, num_classes: int = len(CLASSES), hidden: int = 128, dropout: float = 0.2) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class Classifier(nn.Module):
+    """InputAdapter -> backbone (its last Linear removed) -> paper head. Outputs logits."""
+
+    def __init__(self, backbone: nn.Module, in_features: int, num_classes: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.adapter = InputAdapter(mean, std)
+        self.backbone = backbone
+        self.head = paper_head(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.adapter(x)))
+
+
+def available_archs() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _strip_last_linear(model: nn.Module) -> int:
+    """Replace the backbone's final Linear layer by Identity; return its input width."""
+    for attr in ("fc", "classifier", "heads", "head"):
+        if not hasattr(model, attr):
+            continue
+        block = getattr(model, attr)
+        if isinstance(block, nn.Linear):
+            setattr(model, attr, nn.Identity())
+            return block.in_features
+        if isinstance(block, nn.Sequential):
+            for idx in range(len(block) - 1, -1, -1):
+                if isinstance(block[idx], nn.Linear):
+                    width = block[idx].in_features
+                    block[idx] = nn.Identity()
+                    # Dropout after the removed Linear would be dead weight: drop trailing layers.
+                    for later in range(len(block) - 1, idx, -1):
+                        del block[later]
+                    return width
+    raise BrainMRIError(f"architecture {type(model).__name__} has no final Linear layer to replace")
+
+
+def weights_cache_path(arch: str) -> Path:
+    """Where torch hub keeps torchvision's ImageNet weights for ``arch``."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    name = os.path.basename(urlparse(weights.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def imagenet_state_dict(arch: str) -> dict:
+    """torchvision's published ImageNet weights, from the torch hub cache or downloaded into it."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cache = weights_cache_path(arch)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        if cache.exists():
+            raise BrainMRIError(f"cannot read cached ImageNet weights {cache}: {exc}") from None
+        raise BrainMRIError(
+            f"ImageNet weights for {arch} are not cached at {cache} and cannot be downloaded "
+            f"({getattr(exc, 'reason', exc)}); put the file there, or use --weights none "
+            "(train from scratch) or --weights PATH (a local state dict or checkpoint)"
+        ) from None
+
+
+def _load_local_weights(path: Path, backbone: nn.Module) -> None:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BrainMRIError(f"weights file not found: {path}") from None
+    except Exception as exc:
+        raise BrainMRIError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(obj, dict) and obj.get("format") == "brainmri-checkpoint":
+        state = {k[len("backbone.") :]: v for k, v in obj["model_state"].items() if k.startswith("backbone.")}
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj
+    else:
+        raise BrainMRIError(f"{path} is neither a torchvision state dict nor a brainmri checkpoint")
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable]
+    if not usable or len(missing) > len(own) // 2:
+        raise BrainMRIError(f"weights in {path} do not fit this architecture ({len(missing)} of {len(own)} tensors missing)")
+    backbone.load_state_dict(usable, strict=False)
+
+
+def build_model(
+    arch: str = "resnet50",
+    weights: str = "imagenet",
+    num_classes: int = len(CLASSES),
+    finetune: str = "full",
+) -> nn.Module:
+    """Build a classifier: ``weights`` is ``imagenet``, ``none`` or a path to a local file.
+
+    ``finetune`` chooses what trains: ``full`` (the paper), ``head`` (frozen backbone) or
+    ``last`` (the last stage of the backbone and the head).
+    """
+    if arch not in available_archs():
+        raise BrainMRIError(f"unknown architecture {arch!r}; use a torchvision classification model, e.g. {', '.join(PAPER_ARCHS)}")
+    if finetune not in FINETUNE_MODES:
+        raise BrainMRIError(f"unknown fine-tuning mode {finetune!r}; choose one of {', '.join(FINETUNE_MODES)}")
+    backbone = torchvision.models.get_model(arch, weights=None)
+    if weights == "imagenet":
+        backbone.load_state_dict(imagenet_state_dict(arch))
+    elif weights not in ("none", "", None):
+        _load_local_weights(Path(weights), backbone)
+    width = _strip_last_linear(backbone)
+    model = Classifier(backbone, width, num_classes)
+    set_finetune(model, finetune)
+    return model
+
+
+def set_finetune(model: Classifier, mode: str) -> None:
+    """Freeze the parts of the backbone that ``mode`` does not train."""
+    params = list(model.backbone.named_parameters())
+    for _, p in params:
+        p.requires_grad = mode == "full"
+    if mode == "last":
+        if hasattr(model.backbone, "layer4"):
+            for p in model.backbone.layer4.parameters():
+                p.requires_grad = True
+        else:  # other families: unfreeze the last top-level child that has parameters
+            children = [c for c in model.backbone.children() if any(True for _ in c.parameters())]
+            for p in children[-1].parameters():
+                p.requires_grad = True
+    for p in model.head.parameters():
+        p.requires_grad = True
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,65 @@
+"""The single preprocessing path shared by data preparation, training, evaluation,
+prediction, export and the web app.
+
+A slice becomes an 8-bit grayscale ``size x size`` array (:func:`to_array`); batches of
+those arrays become the model's input with :func:`to_input`. Channel replication and
+ImageNet normalisation happen inside the model (:class:`brainmri.models.InputAdapter`), so
+an exported ONNX model and the PyTorch model take exactly the same input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from brainmri.images import MAX_PIXELS, read_gray
+
+#: Image size of the paper (256 x 256).
+DEFAULT_SIZE = 256
+
+
+def resize(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize an 8-bit grayscale array to ``size x size`` as the paper did (no aspect crop).
+
+    Pillow's bilinear filter widens its support when shrinking, so downsizing 512 px
+    slices does not alias.
+    """
+    if gray.shape == (size, size):
+        return gray
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR))
+
+
+def to_array(source: str | Path | bytes | np.ndarray, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode (unless already an array) and resize one slice to a ``size x size`` uint8 array."""
+    gray = source if isinstance(source, np.ndarray) else read_gray(source, max_pixels)
+    return resize(gray, size)
+
+
+def stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Stack uint8 arrays of shape (H, W) into a uint8 tensor of shape (N, 1, H, W)."""
+    return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+
+
+def to_input(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, H, W) -> float32 in [0, 1], the input every model and export takes."""
+    if batch.dtype == torch.uint8:
+        return batch.float().div_(255.0)
+    return batch.float()
+
+
+def describe(size: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """The preprocessing, as recorded in every model card so that others can repeat it."""
+    return {
+        "decode": "any format -> 8-bit grayscale (RGB: ITU-R 601 luma; 16-bit and DICOM: "
+        "window/min-max to 0..255; EXIF orientation applied; alpha composited on black)",
+        "resize": f"{size}x{size} bilinear, aspect ratio not kept",
+        "input": f"float32 tensor (N, 1, {size}, {size}) with values in [0, 1]",
+        "in_model": "channel replicated to 3, normalised with mean/std below",
+        "mean": list(map(float, mean)),
+        "std": list(map(float, std)),
+        "image_size": size,
+    }

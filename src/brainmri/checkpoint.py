@@ -121,3 +121,50 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         ) from None
     model.eval().to(device)
     return model, card
+
+
+def make_card(
+    arch: str,
+    image_size: int,
+    weights: str,
+    classes: list[str] | tuple[str, ...],
+    mean: list[float] | tuple[float, ...],
+    std: list[float] | tuple[float, ...],
+    finetune: str = "full",
+    training_data: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model card every checkpoint carries: enough to use, audit and cite the model."""
+    import datetime
+
+    from brainmri import __version__
+    from brainmri.preprocess import describe
+
+    if weights in ("imagenet",):
+        origin = f"torchvision ImageNet weights ({arch}, DEFAULT), fine-tuned"
+    elif weights in ("none", "", None):
+        origin = "random initialisation (trained from scratch)"
+    else:
+        origin = f"initialised from local file {weights}"
+    return {
+        "name": f"brainmri-{arch}",
+        "arch": arch,
+        "classes": list(classes),
+        "image_size": int(image_size),
+        "preprocessing": describe(image_size, mean, std),
+        "weights": weights or "none",
+        "weights_origin": origin,
+        "finetune": finetune,
+        "training_data": training_data or {},
+        "split": split or {},
+        "metrics": metrics or {},
+        "config": config or {},
+        "intended_use": INTENDED_USE,
+        "limitations": "Images are not split by patient; trained on one public dataset; "
+        "not validated on external clinical data.",
+        "notice": NOTICE,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "brainmri_version": __version__,
+    }

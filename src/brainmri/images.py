@@ -111,9 +111,7 @@ def read_gray(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np.nd
     return read_gray_info(source, max_pixels)[0]
 
 
-def read_gray_info(
-    source: str | Path | bytes, max_pixels: int = MAX_PIXELS
-) -> tuple[np.ndarray, tuple[int, int], str]:
+def read_gray_info(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int], str]:
     """Like :func:`read_gray`, also returning the original (width, height) and mode."""
     if isinstance(source, (str, Path)):
         try:

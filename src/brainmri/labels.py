@@ -60,9 +60,7 @@ def parse_label_map(spec: str | Mapping[str, str] | None) -> dict[str, str]:
     for src, dst in pairs:
         canon = ALIASES.get(_key(dst), dst if dst in CLASSES else None)
         if canon is None:
-            raise BrainMRIError(
-                f"--label-map maps {src!r} to unknown label {dst!r}; labels are: {', '.join(CLASSES)}"
-            )
+            raise BrainMRIError(f"--label-map maps {src!r} to unknown label {dst!r}; labels are: {', '.join(CLASSES)}")
         out[_key(src)] = canon
     return out
 

@@ -44,7 +44,9 @@ class InputAdapter(nn.Module):
         return (x - self.mean) / self.std
 
 
-def paper_head(in_features: int, num_classes: int = len(CLASSES), hidden: int = 128, dropout: float = 0.2) -> nn.Sequential:
+def paper_head(
+    in_features: int, num_classes: int = len(CLASSES), hidden: int = 128, dropout: float = 0.2
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Dropout(dropout),
         nn.Linear(in_features, hidden),
@@ -132,7 +134,9 @@ def _load_local_weights(path: Path, backbone: nn.Module) -> None:
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in usable]
     if not usable or len(missing) > len(own) // 2:
-        raise BrainMRIError(f"weights in {path} do not fit this architecture ({len(missing)} of {len(own)} tensors missing)")
+        raise BrainMRIError(
+            f"weights in {path} do not fit this architecture ({len(missing)} of {len(own)} tensors missing)"
+        )
     backbone.load_state_dict(usable, strict=False)
 
 
@@ -148,7 +152,9 @@ def build_model(
     ``last`` (the last stage of the backbone and the head).
     """
     if arch not in available_archs():
-        raise BrainMRIError(f"unknown architecture {arch!r}; use a torchvision classification model, e.g. {', '.join(PAPER_ARCHS)}")
+        raise BrainMRIError(
+            f"unknown architecture {arch!r}; use a torchvision classification model, e.g. {', '.join(PAPER_ARCHS)}"
+        )
     if finetune not in FINETUNE_MODES:
         raise BrainMRIError(f"unknown fine-tuning mode {finetune!r}; choose one of {', '.join(FINETUNE_MODES)}")
     backbone = torchvision.models.get_model(arch, weights=None)

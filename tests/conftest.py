@@ -1,0 +1,56 @@
+"""Shared fixtures. Real data comes from the shared dataset beside the project; nothing is
+copied into the repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SARTAJ = Path(os.environ.get("BRAINMRI_TEST_DATA", ROOT.parent / "shared" / "datasets" / "brain-tumor-mri-sartaj"))
+FOLDERS = ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor")
+
+
+@pytest.fixture(scope="session")
+def sartaj() -> Path:
+    """The raw public dataset (Training/ and Testing/ of class folders)."""
+    if not (SARTAJ / "Training").is_dir():
+        pytest.fail(f"shared dataset not found at {SARTAJ}; set BRAINMRI_TEST_DATA")
+    return SARTAJ
+
+
+def real_images(sartaj: Path, folder: str, n: int, split: str = "Training") -> list[Path]:
+    """The first ``n`` files (sorted, so every machine picks the same) of one class folder."""
+    return sorted((sartaj / split / folder).iterdir())[:n]
+
+
+@pytest.fixture(scope="session")
+def small_raw(sartaj: Path, tmp_path_factory) -> Path:
+    """A temporary folder of class sub-folders with 12 real images per class."""
+    out = tmp_path_factory.mktemp("small_raw")
+    for folder in FOLDERS:
+        (out / folder).mkdir()
+        for f in real_images(sartaj, folder, 12):
+            shutil.copy2(f, out / folder / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained resnet18 checkpoint at 64 px with a complete model card: for tests of
+    code that only needs *a* model (loading, export, serving), not a trained one."""
+    import torch
+
+    from brainmri.checkpoint import make_card, save_checkpoint
+    from brainmri.labels import CLASSES
+    from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", weights="none")
+    card = make_card("resnet18", 64, "none", CLASSES, IMAGENET_MEAN, IMAGENET_STD)
+    path = tmp_path_factory.mktemp("tiny_ckpt") / "best.pt"
+    save_checkpoint(path, model, card)
+    return path

@@ -103,6 +103,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def update_card(path: str | Path, **fields: Any) -> None:
+    """Replace fields of a checkpoint's model card (e.g. ``metrics`` after evaluation),
+    rewriting the file atomically and leaving weights and optimiser state untouched."""
+    import io
+
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt["card"] = {**ckpt["card"], **fields}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model described by a checkpoint's card and load its weights (eval mode)."""
     from brainmri.models import build_model

@@ -1,0 +1,109 @@
+"""Metrics against values computed by hand, and evaluation of a real (tiny) run."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from brainmri.evaluate import (
+    _accuracy_macro_f1,
+    bootstrap_ci,
+    calibration_bins,
+    compute_metrics,
+    roc_auc_ovr,
+)
+
+CLASSES4 = ("a", "b", "c", "d")
+# Ten predictions; class "d" is never predicted.
+Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3])
+Y_PRED = np.array([0, 0, 0, 1, 1, 1, 2, 2, 0, 2])
+
+
+def _proba(y_true: np.ndarray, y_pred: np.ndarray, right: float = 0.9, wrong: float = 0.5) -> np.ndarray:
+    """Top probability 0.9 on correct predictions and 0.5 on wrong ones, the rest spread evenly."""
+    proba = np.zeros((len(y_pred), 4))
+    for i, (t, p) in enumerate(zip(y_true, y_pred, strict=True)):
+        top = right if t == p else wrong
+        proba[i] = (1 - top) / 3
+        proba[i, p] = top
+    return proba
+
+
+def test_metrics_match_hand_computation_with_a_never_predicted_class():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UndefinedMetricWarning / division warnings may leak
+        m = compute_metrics(Y_TRUE, _proba(Y_TRUE, Y_PRED), CLASSES4, n_bootstrap=200, seed=1)
+    assert m["n"] == 10
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["confusion_matrix"] == [[3, 1, 0, 0], [0, 2, 1, 0], [1, 0, 1, 0], [0, 0, 1, 0]]
+    assert m["confusion_matrix_normalized"][0] == pytest.approx([0.75, 0.25, 0, 0])
+    assert m["confusion_matrix_normalized"][2] == pytest.approx([0.5, 0, 0.5, 0])
+    pc = m["per_class"]
+    assert [pc[c]["precision"] for c in CLASSES4] == pytest.approx([3 / 4, 2 / 3, 1 / 3, 0.0])
+    assert [pc[c]["recall"] for c in CLASSES4] == pytest.approx([3 / 4, 2 / 3, 1 / 2, 0.0])
+    assert [pc[c]["f1"] for c in CLASSES4] == pytest.approx([3 / 4, 2 / 3, 0.4, 0.0])
+    assert [pc[c]["specificity"] for c in CLASSES4] == pytest.approx([5 / 6, 6 / 7, 6 / 8, 1.0])
+    assert [pc[c]["support"] for c in CLASSES4] == [4, 3, 2, 1]
+    assert m["macro"]["precision"] == pytest.approx((3 / 4 + 2 / 3 + 1 / 3) / 4)
+    assert m["macro"]["recall"] == pytest.approx((3 / 4 + 2 / 3 + 1 / 2) / 4)
+    assert m["macro"]["f1"] == pytest.approx((3 / 4 + 2 / 3 + 0.4) / 4)
+    assert m["weighted"]["precision"] == pytest.approx((4 * 3 / 4 + 3 * 2 / 3 + 2 * 1 / 3) / 10)
+    assert m["weighted"]["recall"] == pytest.approx(0.6)
+    assert m["weighted"]["f1"] == pytest.approx((3 + 2 + 0.8) / 10)
+    # ECE: six correct at 0.9 (bin 13, gap 0.1) and four wrong at 0.5 (bin 7, gap 0.5).
+    assert m["ece"] == pytest.approx(0.6 * 0.1 + 0.4 * 0.5)
+    assert m["calibration"]["count"][13] == 6 and m["calibration"]["count"][7] == 4
+    assert sum(m["calibration"]["count"]) == 10
+    lo, hi = m["ci"]["accuracy"]
+    assert 0.0 <= lo < 0.6 < hi <= 1.0
+    lo, hi = m["ci"]["macro_f1"]
+    assert lo < m["macro"]["f1"] < hi
+
+
+def test_roc_auc_by_hand_and_class_absent_from_truth():
+    y = np.array([0, 0, 1, 1])
+    col0 = np.array([0.9, 0.4, 0.6, 0.2])
+    proba = np.stack([col0, 1 - col0, np.zeros(4)], axis=1)
+    per_class, macro = roc_auc_ovr(y, proba)
+    # positives {0.9, 0.4} against negatives {0.6, 0.2}: 3 of 4 pairs ranked right.
+    assert per_class[0] == pytest.approx(0.75)
+    assert per_class[1] == pytest.approx(0.75)
+    assert per_class[2] is None  # class never in y_true: undefined, not a crash or a warning
+    assert macro == pytest.approx(0.75)
+
+
+def test_calibration_of_a_perfectly_calibrated_bin_is_zero():
+    # Ten predictions at confidence 0.7, seven right: accuracy equals confidence.
+    y = np.array([0] * 7 + [1] * 3)
+    proba = np.tile([0.7, 0.3], (10, 1))
+    bins = calibration_bins(y, proba)
+    assert bins["ece"] == pytest.approx(0.0)
+    assert bins["accuracy"][10] == pytest.approx(0.7)  # 0.7 lies in (10/15, 11/15]
+
+
+def test_vectorised_bootstrap_statistics_equal_sklearn():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 4, size=(5, 40))
+    p = np.where(rng.random((5, 40)) < 0.6, t, rng.integers(0, 3, size=(5, 40)))
+    acc, f1 = _accuracy_macro_f1(t, p, 4)
+    for i in range(5):
+        assert acc[i] == pytest.approx(accuracy_score(t[i], p[i]))
+        assert f1[i] == pytest.approx(f1_score(t[i], p[i], labels=[0, 1, 2, 3], average="macro", zero_division=0))
+
+
+def test_bootstrap_is_seeded_and_narrows_with_more_data():
+    a = bootstrap_ci(Y_TRUE, Y_PRED, 4, n_resamples=300, seed=3)
+    b = bootstrap_ci(Y_TRUE, Y_PRED, 4, n_resamples=300, seed=3)
+    assert a == b
+    big = bootstrap_ci(np.tile(Y_TRUE, 20), np.tile(Y_PRED, 20), 4, n_resamples=300, seed=3)
+    assert big["accuracy"][1] - big["accuracy"][0] < a["accuracy"][1] - a["accuracy"][0]
+
+
+def test_bad_shapes_are_user_errors():
+    from brainmri.errors import BrainMRIError
+
+    with pytest.raises(BrainMRIError, match="shape"):
+        compute_metrics([0, 1], np.zeros((3, 4)), CLASSES4)

@@ -9,20 +9,28 @@ it was kept. Splits are made from the manifest and are group-aware, so an image 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from brainmri.checkpoint import atomic_write_text
 from brainmri.errors import BrainMRIError
-from brainmri.images import ImageError, read_gray
-from brainmri.labels import CLASSES
-from brainmri.preprocess import resize, stack
+from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
+from brainmri.labels import CLASSES, canonical_label, parse_label_map
+from brainmri.preprocess import DEFAULT_SIZE, resize, stack
 
 MANIFEST = "manifest.csv"
 PREPARE_JSON = "prepare.json"
@@ -42,6 +50,327 @@ MANIFEST_COLUMNS = (
 )
 SPLIT_COLUMNS = ("path", "label", "group", "side")
 KFOLD_COLUMNS = ("path", "label", "group", "fold")
+
+
+#: Default Hamming distance (of 64-bit perceptual hashes) at or under which two slices count
+#: as near duplicates; see docs/data.md for how it was chosen.
+PHASH_THRESHOLD = 2
+
+#: Folder names that mark a dataset's own split level above the class folders.
+SPLIT_FOLDERS = frozenset({"training", "train", "testing", "test", "validation", "val", "valid"})
+
+_TRAIN_FOLDERS = frozenset({"training", "train"})
+
+
+# --- scanning a source folder -------------------------------------------------------
+
+
+def _skip(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def scan(src: str | Path, label_map: str | Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """List the image files of a dataset folder with their canonical labels.
+
+    The layout is ``SRC/<class>/...`` or ``SRC/<split>/<class>/...`` (split folders such as
+    ``Training/`` or ``test/``); files below a class folder may be nested further. Files are
+    picked by suffix (``IMAGE_SUFFIXES``) but decoded by content later, so a misnamed file is
+    reported as unreadable rather than silently skipped.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise BrainMRIError(f"source folder not found: {src}")
+    if not src.is_dir():
+        raise BrainMRIError(f"source is not a folder: {src}")
+    mapping = parse_label_map(label_map) if not isinstance(label_map, dict) else label_map
+    rows: list[dict[str, str]] = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not _skip(d))
+        for name in sorted(files):
+            if _skip(name) or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            rel = Path(root, name).relative_to(src)
+            parts = rel.parts
+            split = ""
+            if len(parts) > 2 and parts[0].lower() in SPLIT_FOLDERS:
+                split, parts = parts[0], parts[1:]
+            if len(parts) < 2:
+                raise BrainMRIError(
+                    f"image {rel.as_posix()} is not inside a class folder; expected SRC/<class>/<image> "
+                    "or SRC/<split>/<class>/<image>"
+                )
+            label = canonical_label(parts[0], mapping)
+            rows.append(
+                {"source_path": rel.as_posix(), "label": label, "source_split": split, "class_folder": parts[0]}
+            )
+    if not rows:
+        raise BrainMRIError(
+            f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {src}; expected SRC/<class>/<image> "
+            "or SRC/<split>/<class>/<image>"
+        )
+    return sorted(rows, key=lambda r: r["source_path"])
+
+
+# --- preparing ----------------------------------------------------------------------
+
+
+def _output_names(rows: Sequence[dict[str, str]]) -> list[str]:
+    """``<label>/<name>.png`` for every row, unique and the same on every machine."""
+    used: set[str] = set()
+    out = []
+    for r in rows:
+        parts = list(Path(r["source_path"]).with_suffix("").parts)
+        parts.remove(r["class_folder"])
+        stem = re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(parts)).strip("_.") or "image"
+        name, n = f"{r['label']}/{stem}.png", 1
+        while name.lower() in used:
+            n += 1
+            name = f"{r['label']}/{stem}-{n}.png"
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
+def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
+    """Decode, resize, hash and write one slice (runs in a worker process)."""
+    import imagehash
+
+    src, dst, size, max_pixels = task
+    try:
+        gray, (width, height), mode = read_gray_info(src, max_pixels)
+    except ImageError as exc:
+        return {"status": f"unreadable: {exc}"}
+    arr = resize(gray, size)
+    img = Image.fromarray(arr)
+    img.save(dst, format="PNG")
+    return {
+        "width": str(width),
+        "height": str(height),
+        "mode": mode,
+        "pixel_hash": hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest(),
+        "phash": str(imagehash.phash(img)),
+        "status": "",
+    }
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def duplicate_groups(pixel_hashes: Sequence[str], phashes: Sequence[str], threshold: int) -> list[int]:
+    """Union-find over exact duplicates and phash pairs within ``threshold``: a root index per
+    item. ``threshold < 0`` groups exact duplicates only."""
+    n = len(pixel_hashes)
+    parent = list(range(n))
+
+    def union(a: int, b: int) -> None:
+        ra, rb = _find(parent, a), _find(parent, b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    first: dict[str, int] = {}
+    for i, h in enumerate(pixel_hashes):
+        union(first.setdefault(h, i), i)
+    if threshold >= 0 and n > 1:
+        bits = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+        for start in range(0, n, 1024):
+            block = bits[start : start + 1024]
+            dist = np.bitwise_count(block[:, None] ^ bits[None, :])
+            for a, b in zip(*np.nonzero(dist <= threshold), strict=True):
+                if start + a < b:
+                    union(int(start + a), int(b))
+    return [_find(parent, i) for i in range(n)]
+
+
+def _keep_key(row: dict[str, str]) -> tuple[int, str]:
+    """Which member of a duplicate group is kept: a training-folder copy, then the first path."""
+    split = row["source_split"].lower()
+    return (0 if split in _TRAIN_FOLDERS else 1 if not split else 2, row["source_path"])
+
+
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    src_r, out_r = src.resolve(), out.resolve()
+    if out_r == src_r or src_r in out_r.parents or out_r in src_r.parents:
+        raise BrainMRIError(f"output {out} must lie outside the source folder {src} (the source is never modified)")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise BrainMRIError(f"output {out} already exists; pass --overwrite to replace it")
+        if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
+            raise BrainMRIError(f"output {out} exists and is not a prepared folder; refusing to replace it")
+
+
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    size: int = DEFAULT_SIZE,
+    phash_threshold: int = PHASH_THRESHOLD,
+    label_map: str | Mapping[str, str] | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_pixels: int = MAX_PIXELS,
+) -> dict:
+    """Prepare a dataset as the paper did (grayscale, ``size x size``) and remove duplicates.
+
+    Writes ``OUT/<label>/*.png``, ``OUT/manifest.csv`` (one row per source file) and, last,
+    ``OUT/prepare.json``; everything is built in a hidden sibling folder and renamed into
+    place, so an interrupted run never leaves a folder that looks complete. Returns the
+    contents of ``prepare.json`` (settings and counts).
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    src, out = Path(src), Path(out)
+    if size < 8:
+        raise BrainMRIError(f"--size must be at least 8 pixels, got {size}")
+    mapping = parse_label_map(label_map)
+    rows = scan(src, mapping)
+    _check_output(src, out, overwrite)
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), 8)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    except OSError as exc:
+        raise BrainMRIError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None
+    try:
+        names = _output_names(rows)
+        for label in {r["label"] for r in rows}:
+            (tmp / label).mkdir()
+        tasks = [
+            (str(src / r["source_path"]), str(tmp / n), size, max_pixels) for r, n in zip(rows, names, strict=True)
+        ]
+        bar = tqdm(total=len(tasks), desc="prepare", unit="img", disable=not progress, leave=False)
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                results = []
+                for res in pool.map(_prepare_one, tasks, chunksize=16):
+                    results.append(res)
+                    bar.update()
+        else:
+            results = []
+            for t in tasks:
+                results.append(_prepare_one(t))
+                bar.update()
+        bar.close()
+        manifest = _deduplicate(rows, names, results, phash_threshold)
+        for m in manifest:
+            if m["status"] != "kept" and not m["status"].startswith("unreadable"):
+                (tmp / m["_name"]).unlink()
+        summary = _summarise(manifest, rows)
+        summary["settings"] = {
+            "source": str(src.resolve()),
+            "size": size,
+            "phash_threshold": phash_threshold,
+            "label_map": mapping,
+            "max_pixels": max_pixels,
+        }
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(manifest)
+        (tmp / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
+        (tmp / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_umask())
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            out.rename(trash / "old")
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _deduplicate(
+    rows: Sequence[dict[str, str]], names: Sequence[str], results: Sequence[dict[str, str]], threshold: int
+) -> list[dict[str, str]]:
+    """Manifest rows: group readable images, keep one per group, exclude label conflicts."""
+    manifest = []
+    for r, name, res in zip(rows, names, results, strict=True):
+        m = {k: "" for k in MANIFEST_COLUMNS}
+        m.update(source_path=r["source_path"], label=r["label"], source_split=r["source_split"], _name=name)
+        m.update(res)
+        manifest.append(m)
+    ok = [m for m in manifest if not m["status"]]
+    roots = duplicate_groups([m["pixel_hash"] for m in ok], [m["phash"] for m in ok], threshold)
+    members: dict[int, list[dict[str, str]]] = {}
+    for m, root in zip(ok, roots, strict=True):
+        members.setdefault(root, []).append(m)
+    for group in members.values():
+        group.sort(key=_keep_key)
+        first = group[0]
+        gid = first["pixel_hash"][:16]
+        conflict = len({m["label"] for m in group}) > 1
+        for m in group:
+            m["group"] = gid
+            if conflict:
+                m["status"] = "label_conflict"
+            elif m is first:
+                m["status"], m["output_path"] = "kept", m["_name"]
+            else:
+                m["status"], m["duplicate_of"] = "duplicate", first["source_path"]
+                m["_exact"] = "1" if m["pixel_hash"] == first["pixel_hash"] else ""
+    return manifest
+
+
+def _summarise(manifest: Sequence[dict[str, str]], rows: Sequence[dict[str, str]]) -> dict:
+    before = Counter(m["label"] for m in manifest)
+    after = Counter(m["label"] for m in manifest if m["status"] == "kept")
+    removed = {
+        "exact_duplicate": sum(1 for m in manifest if m["status"] == "duplicate" and m.get("_exact")),
+        "near_duplicate": sum(1 for m in manifest if m["status"] == "duplicate" and not m.get("_exact")),
+        "label_conflict": sum(1 for m in manifest if m["status"] == "label_conflict"),
+        "unreadable": sum(1 for m in manifest if m["status"].startswith("unreadable")),
+    }
+    groups: dict[str, list[dict[str, str]]] = {}
+    for m in manifest:
+        if m["group"]:
+            groups.setdefault(m["group"], []).append(m)
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    sizes = Counter(len(g) for g in dup_groups)
+    return {
+        "files": len(manifest),
+        "kept": sum(after.values()),
+        "before": {c: before.get(c, 0) for c in CLASSES},
+        "after": {c: after.get(c, 0) for c in CLASSES},
+        "removed": removed,
+        "duplicate_groups": len(dup_groups),
+        "duplicate_group_sizes": {str(k): v for k, v in sorted(sizes.items())},
+        "groups_across_source_splits": sum(1 for g in dup_groups if len({m["source_split"] for m in g}) > 1),
+        "label_conflict_groups": sum(1 for g in dup_groups if len({m["label"] for m in g}) > 1),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The per-class table and removal counts that ``brainmri data prepare`` prints."""
+    lines = [f"{'class':<18}{'before':>8}{'after':>8}"]
+    for c in CLASSES:
+        lines.append(f"{c:<18}{summary['before'][c]:>8}{summary['after'][c]:>8}")
+    lines.append(f"{'total':<18}{summary['files']:>8}{summary['kept']:>8}")
+    removed = summary["removed"]
+    lines.append(
+        "removed: "
+        + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in removed.items())
+        + f" ({summary['duplicate_groups']} duplicate groups, largest "
+        + f"{max(map(int, summary['duplicate_group_sizes']), default=1)}; "
+        + f"{summary['groups_across_source_splits']} span source splits; "
+        + f"{summary['label_conflict_groups']} with conflicting labels)"
+    )
+    return "\n".join(lines)
 
 
 # --- reading a prepared folder -------------------------------------------------------

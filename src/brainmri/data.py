@@ -220,6 +220,7 @@ def prepare(
     place, so an interrupted run never leaves a folder that looks complete. Returns the
     contents of ``prepare.json`` (settings and counts).
     """
+    import imagehash  # noqa: F401  (imported once here, so forked workers inherit it)
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -570,3 +571,27 @@ def load_split(
         raise BrainMRIError(f"images in {prepared} differ in size ({sorted(shapes)[:3]}...); pass size=")
     labels = torch.tensor([CLASSES.index(r["label"]) for r in rows], dtype=torch.int64)
     return stack(arrays), labels, paths
+
+
+def split(
+    prepared: str | Path,
+    out: str | Path | None = None,
+    test_size: float = 0.2,
+    seed: int = 42,
+    k: int | None = None,
+) -> Path:
+    """Make and write a split file: train/test (default) or ``k`` folds; returns its path."""
+    if k:
+        rows = make_kfold(prepared, k=k, seed=seed)
+        default = f"folds_k{k}.csv"
+    else:
+        rows = make_split(prepared, test_size=test_size, seed=seed)
+        default = "split.csv"
+    return write_split(rows, out if out is not None else Path(prepared) / default)
+
+
+def fetch(*args, **kwargs) -> Path:
+    """Download the public dataset; see :func:`brainmri.fetch.fetch`."""
+    from brainmri.fetch import fetch as _fetch
+
+    return _fetch(*args, **kwargs)

@@ -1,0 +1,139 @@
+"""Download the public dataset (Bhuvaji et al.) into a local cache, once.
+
+The archive is checked (zip integrity, expected ``Training/`` and ``Testing/`` class folders,
+optionally a SHA-256) before it is unpacked into a temporary sibling folder that is renamed
+into place; ``fetch.json`` is written last, so a cache folder without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from brainmri.errors import BrainMRIError
+
+DEFAULT_URL = "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet/archive/refs/heads/master.zip"
+DATASET_NAME = "brain-tumor-mri-sartaj"
+MARKER = "fetch.json"
+EXPECTED_SPLITS = ("Training", "Testing")
+
+
+def cache_home() -> Path:
+    """``$BRAINMRI_HOME``, default ``~/.cache/brainmri``."""
+    return Path(os.environ.get("BRAINMRI_HOME") or Path.home() / ".cache" / "brainmri")
+
+
+def default_dest() -> Path:
+    return cache_home() / "datasets" / DATASET_NAME
+
+
+def _download(url: str, path: Path, progress: bool) -> None:
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp, path.open("wb") as fh:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc="download", disable=not progress, leave=False
+            ) as bar:
+                while chunk := resp.read(1 << 20):
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BrainMRIError(
+            f"cannot download {url} ({reason}); if offline, pass a local copy of the dataset with --data DIR "
+            "(or run 'brainmri data prepare DIR OUT' on it)"
+        ) from None
+
+
+def _archive_root(zf: zipfile.ZipFile) -> str:
+    """Check the archive and return its top-level folder (GitHub archives have one)."""
+    names = [n for n in zf.namelist() if not n.startswith("__MACOSX/")]
+    for n in names:
+        p = PurePosixPath(n)
+        if p.is_absolute() or ".." in p.parts:
+            raise BrainMRIError(f"refusing archive with unsafe member path {n!r}")
+    tops = {PurePosixPath(n).parts[0] for n in names if n.strip("/")}
+    if len(tops) != 1:
+        raise BrainMRIError(f"unexpected archive layout: {len(tops)} top-level entries, expected one folder")
+    root = tops.pop()
+    for split in EXPECTED_SPLITS:
+        classes = {
+            PurePosixPath(n).parts[2] for n in names if PurePosixPath(n).parts[1:2] == (split,) and n.count("/") > 2
+        }
+        if len(classes) < 2:
+            raise BrainMRIError(f"archive lacks {root}/{split}/<class>/ folders; is it the Bhuvaji et al. dataset?")
+    bad = zf.testzip()
+    if bad is not None:
+        raise BrainMRIError(f"archive is corrupt (bad CRC in {bad}); run again with --force")
+    return root
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(
+    dest: str | Path | None = None,
+    url: str = DEFAULT_URL,
+    force: bool = False,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download, check and unpack the dataset; return the folder holding ``Training/`` and
+    ``Testing/``. A complete earlier download is reused unless ``force``."""
+    dest = Path(dest) if dest is not None else default_dest()
+    if (dest / MARKER).is_file() and not force:
+        return dest
+    if dest.exists() and not (dest / MARKER).is_file() and any(dest.iterdir()):
+        if not force:
+            raise BrainMRIError(f"{dest} exists but holds no finished download; remove it or pass --force")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    except OSError as exc:
+        raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+    try:
+        archive = work / "archive.zip"
+        _download(url, archive, progress)
+        digest = _sha256(archive)
+        if sha256 and digest.lower() != sha256.lower():
+            raise BrainMRIError(f"SHA-256 mismatch for {url}: got {digest}, expected {sha256}")
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                root = _archive_root(zf)
+                zf.extractall(work / "unpacked")
+        except zipfile.BadZipFile:
+            raise BrainMRIError(f"{url} is not a zip archive") from None
+        data = work / "unpacked" / root
+        counts = {split: sum(1 for p in (data / split).rglob("*") if p.is_file()) for split in EXPECTED_SPLITS}
+        info = {"url": url, "sha256": digest, "files": counts}
+        (data / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        data.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def ensure_dataset(data: str | Path | None, **kwargs) -> Path:
+    """The dataset folder to use: ``data`` if given (it must exist), else the fetched copy."""
+    if data is not None:
+        path = Path(data)
+        if not path.is_dir():
+            raise BrainMRIError(f"dataset folder not found: {path}")
+        return path
+    return fetch(**kwargs)

@@ -1,0 +1,223 @@
+"""ONNX export with the model card embedded, and loading such exports for ONNX Runtime.
+
+The graph takes ``image``: float32 (batch, 1, H, W) in [0, 1] (the same input as the PyTorch
+model: channel replication and normalisation are inside it) and returns ``logits`` and
+``probabilities`` (softmax of the logits), both (batch, classes); the batch size is dynamic.
+The model card is stored as JSON in the ONNX ``metadata_props`` under ``brainmri_card``, so
+the file alone says what it is, how to feed it and that it is not a medical device.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from brainmri.errors import BrainMRIError
+
+CARD_KEY = "brainmri_card"
+OPSET = 18
+FORMATS = ("onnx",)
+QUANTIZE = ("int8",)
+
+
+class _WithProbabilities(nn.Module):
+    """Adds the softmax as a second output, for users of the file who want probabilities."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(image)
+        return logits, torch.softmax(logits, dim=1)
+
+
+def to_onnx(model: nn.Module, card: dict[str, Any], opset: int = OPSET, dynamo: bool = True) -> Any:
+    """Export an eval-mode model to an in-memory ``onnx.ModelProto`` carrying ``card``.
+
+    Uses the torch.export-based exporter; falls back to the TorchScript exporter if that fails.
+    """
+    import onnx
+
+    size = int(card["image_size"])
+    wrapped = _WithProbabilities(model).eval()
+    example = (torch.rand(2, 1, size, size, device=next(model.parameters()).device),)
+    names = {"input_names": ["image"], "output_names": ["logits", "probabilities"], "opset_version": opset}
+    proto = None
+    if dynamo:
+        try:
+            program = torch.onnx.export(
+                wrapped,
+                example,
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                **names,
+            )
+            proto = program.model_proto
+        except Exception as exc:  # the new exporter fails on some models; the old one is the fallback
+            warnings.warn(
+                f"torch.export-based ONNX export failed ({exc}); using the TorchScript exporter", stacklevel=2
+            )
+    if proto is None:
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation and tracer warnings of the legacy exporter
+            torch.onnx.export(
+                wrapped,
+                example,
+                buf,
+                dynamo=False,
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+                **names,
+            )
+        proto = onnx.load_from_string(buf.getvalue())
+    set_card(proto, card)
+    return proto
+
+
+def set_card(proto: Any, card: dict[str, Any]) -> None:
+    """Store the card (JSON) in the model's metadata, replacing an older one."""
+    for i in reversed(range(len(proto.metadata_props))):
+        if proto.metadata_props[i].key == CARD_KEY:
+            del proto.metadata_props[i]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, json.dumps(card, sort_keys=True)
+    proto.producer_name = "brainmri"
+    proto.doc_string = f"{card.get('name', 'brainmri model')}: {card.get('notice', '')}"
+
+
+def load_onnx(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Read an ``.onnx`` file and its card; anything else is a clear error."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise BrainMRIError(f"model file not found: {path}")
+    try:
+        proto = onnx.load(str(path))
+    except Exception:
+        raise BrainMRIError(f"{path} is not an ONNX model (cannot be parsed)") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if CARD_KEY not in meta:
+        raise BrainMRIError(f"{path} is an ONNX model without a brainmri model card; export it with 'brainmri export'")
+    try:
+        card = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError:
+        raise BrainMRIError(f"{path}: the embedded model card is not valid JSON") from None
+    return proto, card
+
+
+def make_session(proto: Any, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with all graph optimisations; ``run`` is thread-safe."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    data = proto if isinstance(proto, bytes) else proto.SerializeToString()
+    try:
+        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BrainMRIError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The model card of a checkpoint, run folder or ``.onnx`` export."""
+    if Path(path).suffix.lower() == ".onnx":
+        return load_onnx(path)[1]
+    from brainmri.checkpoint import read_checkpoint
+
+    card = read_checkpoint(path).get("card")
+    if not isinstance(card, dict):
+        raise BrainMRIError(f"{path}: checkpoint without a model card")
+    return card
+
+
+def default_output(model_path: str | Path, quantize: str | None = None) -> Path:
+    """``runs/x/checkpoints/best.pt`` -> ``runs/x/checkpoints/best.onnx`` (``best.int8.onnx``)."""
+    path = Path(model_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    return path.with_suffix(".int8.onnx" if quantize else ".onnx")
+
+
+def export_model(
+    model_path: str | Path,
+    output: str | Path | None = None,
+    fmt: str = "onnx",
+    opset: int = OPSET,
+    dynamo: bool = True,
+) -> Path:
+    """Export a checkpoint (or run folder) to ONNX with its card; returns the written path."""
+    from brainmri.checkpoint import atomic_write_bytes, load_model
+
+    if fmt not in FORMATS:
+        raise BrainMRIError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(output) if output is not None else default_output(model_path)
+    if out.suffix.lower() != ".onnx":
+        raise BrainMRIError(f"output file must end in .onnx, not {out.name!r}")
+    model, card = load_model(model_path)
+    card = dict(
+        card, export={"format": "onnx", "opset": opset, "input": "image", "outputs": ["logits", "probabilities"]}
+    )
+    proto = to_onnx(model, card, opset=opset, dynamo=dynamo)
+    atomic_write_bytes(out, proto.SerializeToString())
+    return out
+
+
+def _lines(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return [f"{pad}(not recorded)"]
+        out = []
+        for k, v in value.items():
+            if isinstance(v, dict) and v and indent < 4:
+                out.append(f"{pad}{k}:")
+                out.extend(_lines(v, indent + 2))
+            else:
+                text = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                out.append(f"{pad}{k}: {text}")
+        return out
+    if isinstance(value, list):
+        return [f"{pad}{', '.join(map(str, value))}"]
+    return [f"{pad}{value}"]
+
+
+def format_card(card: dict[str, Any]) -> str:
+    """The card as readable text, most important facts first and the notice last."""
+    sections = [
+        ("Architecture", f"{card.get('arch', '?')} (fine-tuning: {card.get('finetune', '?')})"),
+        ("Classes (output order)", card.get("classes", [])),
+        ("Image size", f"{card.get('image_size', '?')} x {card.get('image_size', '?')}"),
+        ("Preprocessing", card.get("preprocessing", {})),
+        ("Weights origin", card.get("weights_origin", card.get("weights", "?"))),
+        ("Training data", card.get("training_data", {})),
+        ("Split", card.get("split", {})),
+        ("Metrics", card.get("metrics", {})),
+        ("Intended use", card.get("intended_use", "")),
+        ("Limitations", card.get("limitations", "")),
+    ]
+    if "export" in card:
+        sections.append(("Export", card["export"]))
+    lines = [f"Model card: {card.get('name', '?')}"]
+    meta = [
+        f"created {card['created']}" if card.get("created") else "",
+        f"brainmri {card.get('brainmri_version', '?')}",
+    ]
+    lines.append("  " + ", ".join(m for m in meta if m))
+    for title, value in sections:
+        lines.append("")
+        lines.append(f"{title}:")
+        lines.extend(_lines(value, 2))
+    lines.append("")
+    lines.append(f"NOTICE: {card.get('notice', '')}")
+    return "\n".join(lines)

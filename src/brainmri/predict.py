@@ -1,0 +1,295 @@
+"""Classify slices with a trained model: PyTorch checkpoints or ONNX exports, one code path.
+
+Decoding and resizing are :func:`brainmri.preprocess.to_array` and the model input is
+:func:`brainmri.preprocess.to_input`, exactly as in training, so a slice is seen the same
+way whichever backend runs it. Both backends produce logits; probabilities are the softmax
+computed here (:func:`softmax`), so the two backends differ only by float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import glob
+import io
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainmri.errors import BrainMRIError
+from brainmri.images import IMAGE_SUFFIXES
+from brainmri.preprocess import stack, to_array, to_input
+
+BACKENDS = ("torch", "onnx")
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class Prediction:
+    """One row of a prediction table; ``error`` is set (and the rest None) when the file failed."""
+
+    name: str
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable), shared by both backends."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
+class Predictor:
+    """A model and its card, loaded once; ``predict_arrays`` and ``explain`` are thread-safe.
+
+    ``model_path`` is a checkpoint, a run folder (uses ``checkpoints/best.pt``) or an ``.onnx``
+    export. ``backend="onnx"`` with a checkpoint exports it to ONNX in memory first (seconds);
+    an ``.onnx`` file always runs on ONNX Runtime. Grad-CAM needs the PyTorch weights, so
+    :meth:`explain` is unavailable for a bare ``.onnx`` file.
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "cpu", backend: str = "torch", threads: int | None = None):
+        if backend not in BACKENDS:
+            raise BrainMRIError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.model_path = Path(model_path)
+        self.device = torch.device(device)
+        self.model: torch.nn.Module | None = None
+        self.session = None
+        if is_onnx_file(model_path):
+            from brainmri.export import load_onnx
+
+            backend = "onnx"
+            model_proto, self.card = load_onnx(model_path)
+        else:
+            from brainmri.checkpoint import load_model
+
+            try:
+                self.model, self.card = load_model(model_path, device=self.device)
+            except (RuntimeError, AssertionError) as exc:  # e.g. device "cuda" without a GPU
+                raise BrainMRIError(
+                    f"cannot load {model_path} on device {device!r}: {str(exc).splitlines()[0]}"
+                ) from None
+            self.model.requires_grad_(False)
+            if backend == "onnx":
+                from brainmri.export import to_onnx
+
+                model_proto = to_onnx(self.model, self.card)
+        self.backend = backend
+        if backend == "onnx":
+            from brainmri.export import make_session
+
+            self.session = make_session(model_proto, threads=threads)
+        elif threads:
+            torch.set_num_threads(threads)
+        self.classes: list[str] = list(self.card["classes"])
+        self.image_size: int = int(self.card["image_size"])
+        self._cam_lock = threading.Lock()
+        self._cam_model: torch.nn.Module | None = None
+        self._cam_layer: torch.nn.Module | None = None
+
+    def predict_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 (H, W) arrays at ``image_size`` -> probabilities (N, C), float64."""
+        if len(arrays) == 0:
+            return np.zeros((0, len(self.classes)))
+        for arr in arrays:
+            if arr.shape != (self.image_size, self.image_size) or arr.dtype != np.uint8:
+                raise BrainMRIError(
+                    f"expected uint8 arrays of shape {(self.image_size, self.image_size)}, got {arr.dtype} {arr.shape}"
+                )
+        batch = to_input(stack(arrays))
+        if self.session is not None:
+            logits = self.session.run(["logits"], {"image": batch.numpy()})[0]
+        else:
+            with torch.inference_mode():
+                logits = self.model(batch.to(self.device)).float().cpu().numpy()
+        return softmax(logits)
+
+    def predict_sources(
+        self, sources: Sequence[str | Path | bytes], names: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        """Decode and classify; a source that cannot be decoded gets its own error row."""
+        if names is None:
+            names = [
+                s if isinstance(s, str) else str(s) if isinstance(s, Path) else f"<bytes {i}>"
+                for i, s in enumerate(sources)
+            ]
+        rows, arrays = self._decode(sources, names)
+        return self._fill(rows, arrays)
+
+    def _decode(
+        self, sources: Sequence[str | Path | bytes], names: Sequence[str]
+    ) -> tuple[list[Prediction], list[np.ndarray | None]]:
+        rows: list[Prediction] = []
+        arrays: list[np.ndarray | None] = []
+        for src, name in zip(sources, names, strict=True):
+            try:
+                arrays.append(to_array(src, self.image_size))
+                rows.append(Prediction(name))
+            except BrainMRIError as exc:  # ImageError: the reason is the message
+                arrays.append(None)
+                rows.append(Prediction(name, error=str(exc)))
+        return rows, arrays
+
+    def _fill(self, rows: list[Prediction], arrays: list[np.ndarray | None]) -> list[Prediction]:
+        good = [i for i, a in enumerate(arrays) if a is not None]
+        probs = self.predict_arrays([arrays[i] for i in good])
+        for i, p in zip(good, probs, strict=True):
+            rows[i].probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
+            rows[i].label = self.classes[int(np.argmax(p))]
+        return rows
+
+    def class_index(self, target_class: str | int | None, array: np.ndarray) -> int:
+        """Resolve ``target_class`` (name, index or None = the predicted class)."""
+        if target_class is None:
+            return int(np.argmax(self.predict_arrays([array])[0]))
+        if isinstance(target_class, (int, np.integer)):
+            if not 0 <= int(target_class) < len(self.classes):
+                raise BrainMRIError(f"class index {target_class} out of range 0..{len(self.classes) - 1}")
+            return int(target_class)
+        if target_class not in self.classes:
+            raise BrainMRIError(f"unknown target class {target_class!r}; classes: {', '.join(self.classes)}")
+        return self.classes.index(target_class)
+
+    def explain(self, array: np.ndarray, target_class: str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Grad-CAM for one uint8 (H, W) slice: (heatmap float (H, W) in [0, 1], overlay uint8 (H, W, 3))."""
+        from brainmri.explain import grad_cam, overlay
+
+        if self.model is None:
+            raise BrainMRIError(
+                "Grad-CAM needs the PyTorch checkpoint; explanations are not available for an .onnx file"
+            )
+        index = self.class_index(target_class, array)
+        x = to_input(stack([array]))
+        # Grad-CAM hooks are not re-entrant; a private copy of the model keeps them away from
+        # concurrent predict_arrays calls on self.model.
+        with self._cam_lock:
+            if self._cam_model is None:
+                from brainmri.explain import target_layer
+
+                self._cam_model = copy.deepcopy(self.model).eval()
+                self._cam_layer = target_layer(self._cam_model, self.image_size)
+            heat = grad_cam(self._cam_model, self._cam_layer, x.to(self.device), index)
+        return heat, overlay(array, heat)
+
+    def explain_panel(self, array: np.ndarray, target_class: str | int | None = None, title: str | None = None) -> Any:
+        """The slice and its Grad-CAM overlay side by side, titled with class and probability."""
+        from brainmri.explain import panel
+
+        probs = self.predict_arrays([array])[0]
+        index = self.class_index(target_class, array)
+        heat, over = self.explain(array, index)
+        predicted = self.classes[int(np.argmax(probs))]
+        caption = f"predicted {predicted} (p={probs.max():.3f})"
+        if self.classes[index] != predicted:
+            caption += f"; Grad-CAM for {self.classes[index]} (p={probs[index]:.3f})"
+        else:
+            caption += "; Grad-CAM for the predicted class"
+        return panel(array, over, caption if title is None else f"{title}\n{caption}")
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (searched recursively for image suffixes) and glob patterns -> files.
+
+    A named file is kept even if missing or unreadable, so that it gets an error row; a
+    folder without images or a pattern without matches is a usage error.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        text = str(raw)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise BrainMRIError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            out.extend(found)
+        elif not path.exists() and glob.has_magic(text):
+            matched = sorted(glob.glob(text, recursive=True))
+            if not matched:
+                raise BrainMRIError(f"no files match {text!r}")
+            out.extend(expand_paths(matched))
+        else:
+            out.append(path)
+    if not out:
+        raise BrainMRIError("no input images given")
+    return out
+
+
+def iter_predictions(
+    predictor: Predictor, paths: Sequence[Path], batch_size: int = DEFAULT_BATCH_SIZE
+) -> Iterator[tuple[Prediction, np.ndarray | None]]:
+    """Predict in batches (bounded memory for large folders); yields (row, decoded array)."""
+    if batch_size < 1:
+        raise BrainMRIError("batch size must be at least 1")
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        rows, arrays = predictor._decode(chunk, [str(p) for p in chunk])
+        yield from zip(predictor._fill(rows, arrays), arrays, strict=True)
+
+
+def predict_paths(
+    predictor: Predictor, paths: Iterable[str | Path], batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[Prediction]:
+    """Expand ``paths`` (files, folders, globs) and classify every image found."""
+    return [row for row, _ in iter_predictions(predictor, expand_paths(paths), batch_size)]
+
+
+def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
+    """A plain-text table: file, predicted class, one probability column per class, error."""
+    header = ["file", "predicted", *classes]
+    lines = [header]
+    for r in rows:
+        if r.ok:
+            lines.append([r.name, r.label or "", *(f"{r.probabilities[c]:.4f}" for c in classes)])
+        else:
+            lines.append([r.name, "ERROR", *("-" for _ in classes), r.error or ""])
+    widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(header))]
+    out = []
+    for line in lines:
+        cells = [cell.ljust(widths[i]) if i < len(widths) else cell for i, cell in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def write_predictions(path: str | Path, rows: Sequence[Prediction], classes: Sequence[str], card: dict) -> Path:
+    """Write ``.csv`` (one column per class, empty for failed rows) or ``.json`` (with the model name)."""
+    from brainmri.checkpoint import atomic_write_text
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["file", "predicted", *classes, "error"])
+        for r in rows:
+            probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.ok else ["" for _ in classes]
+            writer.writerow([r.name, r.label or "", *probs, r.error or ""])
+        atomic_write_text(path, buf.getvalue())
+    elif suffix == ".json":
+        doc = {
+            "model": card.get("name", ""),
+            "arch": card.get("arch", ""),
+            "classes": list(classes),
+            "notice": card.get("notice", ""),
+            "predictions": [asdict(r) for r in rows],
+        }
+        atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    else:
+        raise BrainMRIError(f"--output must end in .csv or .json, not {path.name!r}")
+    return path

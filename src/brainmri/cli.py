@@ -118,7 +118,116 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "predict",
+        help="classify MRI slices (files, folders, globs) with a trained model",
+        description="Classify JPEG, PNG, TIFF, BMP and DICOM slices with the preprocessing used in training. "
+        "Prints a table; a file that cannot be read gets its own row with the reason, and the exit status is 1 "
+        "if any file failed. Research software, not a medical device.",
+    )
+    p.add_argument("model", help="checkpoint (.pt), run folder (uses checkpoints/best.pt) or .onnx export")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--output", "-o", default=None, help="also write the results to FILE.csv or FILE.json")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default) or onnx (ONNX Runtime; an .onnx model always uses it)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all)")
+    p.add_argument("--explain", metavar="DIR", default=None, help="write a Grad-CAM panel per image into DIR")
+    p.add_argument(
+        "--target-class", default=None, help="with --explain: class to explain (default: the predicted class)"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="do not print the table")
+    p.set_defaults(func=_run_predict)
+
+    e = sub.add_parser(
+        "export",
+        help="export a model to ONNX with its model card embedded",
+        description="Export a checkpoint to ONNX (input 'image' float32 (N,1,H,W) in [0,1], outputs 'logits' and "
+        "'probabilities', dynamic batch), with the model card as JSON in the metadata (key brainmri_card).",
+    )
+    e.add_argument("model", help="checkpoint (.pt) or run folder")
+    e.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
+    e.add_argument("--output", "-o", default=None, help="output file (default: beside the checkpoint, .onnx)")
+    e.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    e.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of the torch.export one")
+    e.set_defaults(func=_run_export)
+
+    i = sub.add_parser(
+        "info",
+        help="print a model's card",
+        description="Print the model card of a checkpoint, run folder or .onnx export: classes, preprocessing, "
+        "architecture, weights origin, training data, split, metrics, intended use and notice.",
+    )
+    i.add_argument("model", help="checkpoint (.pt), run folder or .onnx export")
+    i.add_argument("--json", action="store_true", help="print the card as JSON")
+    i.set_defaults(func=_run_info)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from brainmri.predict import Predictor, expand_paths, format_table, iter_predictions, write_predictions
+
+    if args.output is not None and Path(args.output).suffix.lower() not in (".csv", ".json"):
+        raise BrainMRIError(f"--output must end in .csv or .json, not {Path(args.output).name!r}")
+    if args.batch_size < 1:
+        raise BrainMRIError("--batch-size must be at least 1")
+    paths = expand_paths(args.paths)
+    predictor = Predictor(args.model, device=args.device, backend=args.backend, threads=args.threads)
+    if args.target_class is not None:
+        if args.explain is None:
+            raise BrainMRIError("--target-class only makes sense with --explain DIR")
+        if args.target_class not in predictor.classes:
+            raise BrainMRIError(
+                f"unknown --target-class {args.target_class!r}; classes: {', '.join(predictor.classes)}"
+            )
+    if args.explain is not None and predictor.model is None:
+        raise BrainMRIError("--explain needs the PyTorch checkpoint, not an .onnx file")
+    explain_dir = Path(args.explain) if args.explain is not None else None
+    used: set[str] = set()
+    rows = []
+    for row, array in iter_predictions(predictor, paths, args.batch_size):
+        rows.append(row)
+        if explain_dir is not None and array is not None:
+            stem = Path(row.name).stem
+            name, n = f"{stem}_gradcam.png", 1
+            while name in used:
+                n += 1
+                name = f"{stem}_{n}_gradcam.png"
+            used.add(name)
+            explain_dir.mkdir(parents=True, exist_ok=True)
+            predictor.explain_panel(array, args.target_class, title=Path(row.name).name).save(explain_dir / name)
+    if not args.quiet:
+        print(format_table(rows, predictor.classes))
+    if args.output is not None:
+        write_predictions(args.output, rows, predictor.classes, predictor.card)
+    failed = sum(not r.ok for r in rows)
+    if failed:
+        print(f"brainmri: {failed} of {len(rows)} files could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from brainmri.export import export_model
+
+    out = export_model(args.model, args.output, fmt=args.format, opset=args.opset, dynamo=not args.legacy)
+    print(out)
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from brainmri.export import format_card, read_card
+
+    card = read_card(args.model)
+    print(json.dumps(card, indent=2, sort_keys=True) if args.json else format_card(card))
+    return 0
 
 
 # --- bench ---------------------------------------------------------------------------

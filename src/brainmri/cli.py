@@ -111,7 +111,154 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
-    pass
+    ev = sub.add_parser(
+        "evaluate",
+        help="metrics, confidence intervals and figures for a trained run",
+        description="Evaluate a run's best checkpoint on its held-out split, or on any labelled folder "
+        "(read with the same label aliases and preprocessing as training). Writes metrics.json, "
+        "predictions.csv and figures; prints the metrics as a table.",
+    )
+    ev.add_argument("run", metavar="RUN", help="run folder made by 'brainmri train'")
+    ev.add_argument("--data", help="labelled folder of class folders to evaluate on instead of the held-out split")
+    ev.add_argument("--label-map", help="extra folder names for --data, e.g. 'tumor_g=glioma_tumor,none=normal'")
+    ev.add_argument("--name", help="name of the evaluation folder RUN/eval/NAME (default: the folder's name)")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default: 1000)")
+    ev.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default: 64)")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    ev.set_defaults(func=_run_evaluate)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="train and evaluate several architectures on one split, write report.md/report.html",
+        description="The paper's experiment: train several architectures on the same prepared data, split "
+        "and settings, evaluate them and write a side-by-side report. Rerunning resumes.",
+    )
+    cmp.add_argument("--data", required=True, help="prepared folder (made by 'brainmri data prepare')")
+    cmp.add_argument("--out", default="comparison", help="comparison folder (default: ./comparison)")
+    cmp.add_argument("--archs", default="resnet50,resnet101,resnet152", help="comma-separated architectures")
+    cmp.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
+    cmp.add_argument("--config", help="JSON/YAML file of training settings (flags override it)")
+    _add_comparison_training_flags(cmp)
+    cmp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cmp.set_defaults(func=_run_compare)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="fetch, prepare and compare ResNet-50/101/152 as in the paper; prints the report's path",
+        description="Reproduce the paper in one command: fetch the dataset (or use --data), prepare it, "
+        "train and evaluate the architectures, and write a report. '--preset quick' finishes on a CPU "
+        "in minutes; '--preset paper' (default) uses the published settings.",
+    )
+    rep.add_argument("--data", help="dataset folder of class folders (default: download the public dataset)")
+    rep.add_argument("--preset", default="paper", help="paper (default) or quick")
+    rep.add_argument("--out", default="reproduce", help="work folder (default: ./reproduce)")
+    rep.add_argument("--archs", help="comma-separated architectures (default: resnet50,resnet101,resnet152)")
+    rep.add_argument("--weights", help="imagenet, none (from scratch) or PATH (default: the preset's)")
+    rep.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    rep.add_argument("--image-size", type=int, help="image size in pixels (default: the preset's)")
+    rep.add_argument("--limit-per-class", type=int, help="images per class and side (default: the preset's)")
+    rep.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    rep.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
+    rep.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
+    rep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.set_defaults(func=_run_reproduce)
+
+
+def _add_comparison_training_flags(p: argparse.ArgumentParser) -> None:
+    """The training settings a comparison shares; unset flags keep the config file's or the paper's value."""
+    p.add_argument("--weights", help="imagenet (default), none or PATH")
+    p.add_argument("--epochs", type=int, help="epochs (default: 10)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: 32)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--image-size", type=int, help="image size in pixels (default: 256)")
+    p.add_argument("--finetune", help="full (default), head or last")
+    p.add_argument("--test-size", type=float, help="held-out fraction (default: 0.2)")
+    p.add_argument("--limit-per-class", type=int, help="at most N images per class and side (quick runs)")
+    p.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--precision", help="auto (default), fp32, bf16 or fp16")
+
+
+def _archs(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    if not archs:
+        raise BrainMRIError("--archs is empty; give e.g. resnet50,resnet101,resnet152")
+    return archs
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from brainmri.evaluate import evaluate_run, format_table
+
+    metrics = evaluate_run(
+        args.run,
+        data=args.data,
+        label_map=args.label_map,
+        name=args.name,
+        n_bootstrap=args.bootstrap,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(format_table(metrics))
+    where = metrics["figures"]["confusion_matrix.png"].rsplit("/", 1)[0] if metrics.get("figures") else args.run
+    print(f"\nmetrics.json, predictions.csv and figures written to {where}")
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from brainmri.config import TrainConfig, load_config_file
+    from brainmri.experiments import compare
+
+    values = load_config_file(args.config) if args.config else {}
+    config = TrainConfig.from_dict(values)
+    for name in ("weights", "epochs", "batch_size", "lr", "image_size", "finetune", "test_size", "seed", "device"):
+        if getattr(args, name) is not None:
+            config = config.replace(**{name: getattr(args, name)})
+    if args.limit_per_class is not None:
+        config = config.replace(limit_per_class=args.limit_per_class)
+    if args.precision is not None:
+        config = config.replace(precision=args.precision)
+    report = compare(
+        args.data,
+        args.out,
+        config,
+        archs=_archs(args.archs),
+        cv=args.cv,
+        n_bootstrap=args.bootstrap,
+        progress=not args.no_progress,
+        meta={"n_bootstrap": args.bootstrap},
+    )
+    print(report.with_name("report.md"))
+    print(report)
+    return 0
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from brainmri.experiments import reproduce
+
+    report = reproduce(
+        data=args.data,
+        preset=args.preset,
+        out=args.out,
+        archs=_archs(args.archs),
+        weights=args.weights,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        limit_per_class=args.limit_per_class,
+        batch_size=args.batch_size,
+        cv=args.cv,
+        seed=args.seed,
+        device=args.device,
+        n_bootstrap=args.bootstrap,
+        progress=not args.no_progress,
+    )
+    print(report.with_name("report.md"))
+    print(report)
+    return 0
 
 
 # --- predict, export, info -----------------------------------------------------------

@@ -266,7 +266,10 @@ def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.nda
         )
     if not split.is_file():
         raise BrainMRIError(f"run {run_dir} has no split.csv; evaluate on a labelled folder with --data DIR")
-    fold = config.get("fold")
+    # train.py resolves k-fold files into a single train/test split.csv; older or hand-made
+    # runs may keep the k-fold file, which needs the fold.
+    with split.open(encoding="utf-8") as fh:
+        fold = config.get("fold") if "fold" in fh.readline().strip().split(",") else None
     images, labels, paths = load_split(prepared, split, "test", fold=fold, size=card["image_size"])
     source = {"kind": "held-out", "prepared": str(prepared), "split": str(split), "fold": fold, "skipped": []}
     return images, labels.numpy(), paths, source

@@ -46,6 +46,8 @@ def _download(url: str, path: Path, progress: bool) -> None:
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
                     bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        raise BrainMRIError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; check --url") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise BrainMRIError(

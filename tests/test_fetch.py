@@ -1,0 +1,115 @@
+"""Downloading the dataset archive, served by a local HTTP server that the test starts."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import real_images
+
+from brainmri.cli import main
+from brainmri.errors import BrainMRIError
+from brainmri.fetch import MARKER, ensure_dataset, fetch
+
+TOP = "Brain-Tumor-Classification-DataSet-master"
+
+
+def _make_zip(path: Path, sartaj: Path, layout_ok: bool = True) -> Path:
+    """A small archive with the GitHub archive's layout and two real slices per folder."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{TOP}/README.md", "dataset")
+        for split in ("Training", "Testing") if layout_ok else ("Training",):
+            for folder in ("glioma_tumor", "no_tumor"):
+                for f in real_images(sartaj, folder, 2, split):
+                    zf.write(f, f"{TOP}/{split}/{folder}/{f.name}")
+    return path
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """Serve tmp_path over HTTP on 127.0.0.1; yields (base URL, list of requested paths)."""
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_download_check_unpack_idempotent(tmp_path, sartaj, server, monkeypatch):
+    base, requests = server
+    archive = _make_zip(tmp_path / "master.zip", sartaj)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    monkeypatch.setenv("BRAINMRI_HOME", str(tmp_path / "home"))
+    path = fetch(url=f"{base}/master.zip", sha256=digest, progress=False)
+    assert path == tmp_path / "home" / "datasets" / "brain-tumor-mri-sartaj"
+    assert sorted(p.name for p in (path / "Testing").iterdir()) == ["glioma_tumor", "no_tumor"]
+    names = sorted(p.name for p in (path / "Training" / "glioma_tumor").iterdir())
+    assert names == sorted(f.name for f in real_images(sartaj, "glioma_tumor", 2))
+    assert (path / MARKER).is_file() and requests == ["/master.zip"]
+    assert fetch(url=f"{base}/master.zip", progress=False) == path
+    assert requests == ["/master.zip"], "a finished download must not be fetched again"
+    assert ensure_dataset(None, url=f"{base}/master.zip", progress=False) == path
+    fetch(url=f"{base}/master.zip", force=True, progress=False)
+    assert len(requests) == 2
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_file_url_and_cli(tmp_path, sartaj, capsys):
+    archive = _make_zip(tmp_path / "master.zip", sartaj)
+    dest = tmp_path / "data"
+    assert main(["data", "fetch", "--dest", str(dest), "--url", archive.as_uri()]) == 0
+    assert capsys.readouterr().out.strip() == str(dest)
+    assert len(list((dest / "Training").rglob("*.jpg"))) == 4
+
+
+def test_bad_archives_rejected(tmp_path, sartaj, server):
+    base, _ = server
+    _make_zip(tmp_path / "half.zip", sartaj, layout_ok=False)
+    (tmp_path / "page.zip").write_text("<html>not found</html>")
+    good = _make_zip(tmp_path / "good.zip", sartaj)
+    with pytest.raises(BrainMRIError, match="Testing"):
+        fetch(tmp_path / "d1", url=f"{base}/half.zip", progress=False)
+    with pytest.raises(BrainMRIError, match="not a zip"):
+        fetch(tmp_path / "d2", url=f"{base}/page.zip", progress=False)
+    with pytest.raises(BrainMRIError, match="SHA-256 mismatch"):
+        fetch(tmp_path / "d3", url=f"{base}/good.zip", sha256="0" * 64, progress=False)
+    with pytest.raises(BrainMRIError, match="404"):
+        fetch(tmp_path / "d4", url=f"{base}/missing.zip", progress=False)
+    assert good.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".", "d"))]  # nothing half-written
+
+
+def test_offline_says_how_to_use_local_copy(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    code = main(["data", "fetch", "--dest", str(tmp_path / "d"), "--url", f"http://127.0.0.1:{port}/x.zip"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--data DIR" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "d").exists()
+
+
+def test_ensure_dataset_with_local_copy(tmp_path):
+    assert ensure_dataset(str(tmp_path)) == tmp_path
+    with pytest.raises(BrainMRIError, match="not found"):
+        ensure_dataset(str(tmp_path / "missing"))

@@ -1,0 +1,413 @@
+"""A local web app and REST API to try a trained model on MRI slices.
+
+``brainmri serve MODEL`` loads the model once, then serves a page (``static/``, no external
+resources) and a small JSON API:
+
+* ``POST /api/predict`` -- multipart, one or more files; per-file probabilities and, with
+  ``?overlay=1`` (or a form field ``overlay=1``), the Grad-CAM overlay and the slice the
+  model saw, as base64 PNG.
+* ``GET /api/model`` -- the model card; ``GET /health`` -- liveness and upload limits;
+  ``/docs`` -- OpenAPI docs.
+
+Uploads are parsed from the request stream into memory with a per-file size limit, so
+nothing uploaded touches the disk and an oversized upload is refused after ``max_bytes``,
+not after it has been read in full. Formats are recognised by content (``images.read_gray``).
+Decoding and inference run in a bounded thread pool; the model is shared by all requests
+(``predict.Predictor`` is thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import io
+import ipaddress
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from brainmri import __version__
+from brainmri.errors import BrainMRIError
+from brainmri.images import ImageError
+from brainmri.preprocess import to_array
+
+log = logging.getLogger("brainmri.serve")
+
+STATIC = Path(__file__).with_name("static")
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_FILES = 16
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+TOKEN_ENV = "BRAINMRI_SERVE_TOKEN"
+
+#: Small form fields (``overlay=1``) are all we accept besides files.
+MAX_FIELD_BYTES = 1024
+#: Multipart overhead allowed per part when checking Content-Length up front.
+PART_OVERHEAD = 16 * 1024
+
+# The page loads nothing from elsewhere; results are data: URLs.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": message}`` with an HTTP status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytearray = field(default_factory=bytearray)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]") in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to expose the model beyond this machine without a token."""
+    if token is not None and not token.strip():
+        raise BrainMRIError("--token must not be empty")
+    if not is_loopback(host) and not token:
+        raise BrainMRIError(
+            f"binding to {host} makes the service reachable from other machines; "
+            f"pass --token (or set {TOKEN_ENV}) so that every API call needs it, or use --host 127.0.0.1"
+        )
+
+
+def _png_b64(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+async def read_uploads(request: Request, max_bytes: int, max_files: int) -> tuple[list[Upload], dict[str, str]]:
+    """Parse a multipart body from the stream into memory, enforcing limits while reading."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
+        raise ApiError(400, "send the images as multipart/form-data, one or more files in the field 'files'")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > max_files * (max_bytes + PART_OVERHEAD):
+        raise ApiError(
+            413, f"request too large: {int(length):,} bytes (limit {max_files} files of {max_bytes:,} bytes)"
+        )
+
+    uploads: list[Upload] = []
+    fields: dict[str, str] = {}
+    part: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        part.clear()
+        part.update(headers={}, field=b"", value=b"", upload=None, data=bytearray())
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][part["field"].lower()] = part["value"]
+        part["field"], part["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disp = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        part["name"] = disp.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in disp:
+            if len(uploads) >= max_files:
+                raise ApiError(413, f"too many files in one request (limit {max_files})")
+            name = os.path.basename(disp[b"filename"].decode("utf-8", "replace").replace("\\", "/"))[:200]
+            part["unnamed"] = not name
+            part["upload"] = Upload(name or f"file-{len(uploads) + 1}")
+            uploads.append(part["upload"])
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        upload: Upload | None = part["upload"]
+        buf = upload.data if upload is not None else part["data"]
+        buf += data[start:end]
+        if upload is not None and len(buf) > max_bytes:
+            raise ApiError(413, f"{upload.name}: file too large (limit {max_bytes / 2**20:g} MB a file)")
+        if upload is None and len(buf) > MAX_FIELD_BYTES:
+            raise ApiError(413, f"form field {part['name']!r} too large")
+
+    def on_part_end() -> None:
+        upload: Upload | None = part["upload"]
+        if upload is None:
+            fields[part["name"]] = part["data"].decode("utf-8", "replace")
+        elif not upload.data and part["unnamed"]:
+            uploads.remove(upload)  # an empty file input submitted by a form: no file chosen
+
+    parser = MultipartParser(
+        params[b"boundary"],
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as exc:  # python-multipart raises several types for malformed bodies
+        raise ApiError(400, f"malformed multipart body: {exc}") from None
+    return uploads, fields
+
+
+def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
+    """Decode, classify and (optionally) explain a batch; a bad file fails alone."""
+    results: list[dict[str, Any]] = []
+    arrays: list[np.ndarray] = []
+    for up in uploads:
+        try:
+            arr = to_array(bytes(up.data), predictor.image_size)
+        except ImageError as exc:
+            results.append({"name": up.name, "ok": False, "error": str(exc)})
+            continue
+        arrays.append(arr)
+        results.append({"name": up.name, "ok": True, "_array": arr})
+    probs = predictor.predict_arrays(arrays) if arrays else np.zeros((0, len(predictor.classes)))
+    good = [r for r in results if r["ok"]]
+    for res, p in zip(good, probs, strict=True):
+        arr = res.pop("_array")
+        best = int(np.argmax(p))
+        res["label"] = predictor.classes[best]
+        res["probability"] = float(p[best])
+        res["probabilities"] = {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
+        if overlay:
+            _, over = predictor.explain(arr, target_class=best)
+            res["overlay_png"] = _png_b64(over)
+            res["slice_png"] = _png_b64(arr)
+    return results
+
+
+def create_app(
+    model_path: str | Path,
+    token: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+    workers: int = 2,
+    device: str = "cpu",
+) -> FastAPI:
+    """Load the model (a bad path raises BrainMRIError here, before any server starts)."""
+    from brainmri.predict import Predictor
+
+    if max_bytes < 1 or max_files < 1 or workers < 1:
+        raise BrainMRIError("size limit, file limit and workers must be at least 1")
+    predictor = Predictor(model_path, device=device)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A bounded pool per server run: at most ``workers`` decodes/inferences at once.
+        app.state.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brainmri-infer")
+        try:
+            yield
+        finally:
+            app.state.executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="brainmri",
+        version=__version__,
+        description="Try a brain-tumour MRI classifier on single slices. "
+        "Research software, not a medical device: not for clinical use.",
+        lifespan=lifespan,
+    )
+    app.state.predictor = predictor
+
+    bearer = HTTPBearer(auto_error=False)
+    x_token = APIKeyHeader(name="X-Token", auto_error=False)
+
+    def require_token(
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer), header: str | None = Depends(x_token)
+    ) -> None:
+        if token is None:
+            return
+        given = cred.credentials if cred is not None else header
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>' or 'X-Token: <token>'")
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 413:
+            headers = {"Connection": "close"}  # the rest of the body is not read
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": f"invalid request: {msg}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("error while serving %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal server error (details are in the server log)"}, status_code=500)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if request.url.path == "/" or request.url.path.startswith("/static/"):
+            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", summary="Liveness and upload limits (no token needed)")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "token_required": token is not None,
+            "limits": {"max_bytes": max_bytes, "max_files": max_files},
+        }
+
+    @app.get("/api/model", summary="The model card", dependencies=[Depends(require_token)])
+    async def model_card() -> dict[str, Any]:
+        return predictor.card
+
+    upload_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["files"],
+                        "properties": {
+                            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "overlay": {"type": "boolean", "description": "also return Grad-CAM overlays"},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+    @app.post(
+        "/api/predict",
+        summary="Classify one or more slices (JPEG, PNG, TIFF, BMP or DICOM; recognised by content)",
+        dependencies=[Depends(require_token)],
+        openapi_extra=upload_schema,
+    )
+    async def predict(request: Request, overlay: bool = False) -> dict[str, Any]:
+        uploads, fields = await read_uploads(request, max_bytes, max_files)
+        if not uploads:
+            raise ApiError(400, "no files in the request: send one or more images in the field 'files'")
+        want_overlay = overlay or _truthy(fields.get("overlay"))
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(
+            request.app.state.executor, predict_uploads, predictor, uploads, want_overlay
+        )
+        return {"model": predictor.card.get("name", ""), "classes": list(predictor.classes), "results": results}
+
+    return app
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread on a free loopback port; yields its URL.
+
+    For notebooks, load tests and browser tests: the socket is bound before the server
+    starts, so there is no race for the port, and the server stops when the block ends.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    if not is_loopback(host):
+        raise BrainMRIError(f"running() binds loopback addresses only, not {host}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=64))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        yield f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def serve(
+    model_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+    workers: int = 2,
+    device: str = "cpu",
+) -> None:
+    """Check the bind address, load the model, then run uvicorn until interrupted."""
+    import uvicorn
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    check_bind(host, token)
+    if not 0 <= port <= 65535:
+        raise BrainMRIError(f"--port must be 0..65535, got {port}")
+    app = create_app(model_path, token=token, max_bytes=max_bytes, max_files=max_files, workers=workers, device=device)
+    if is_loopback(host):
+        # A page on another site cannot reach us through DNS rebinding: only loopback names.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
+    shown = f"[{host}]" if ":" in host else host
+    print(f"brainmri: serving {model_path} on http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=64, timeout_graceful_shutdown=5)

@@ -388,7 +388,46 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "serve",
+        help="local web app and REST API to try a model on MRI slices",
+        description="Serve a web page and a JSON API (POST /api/predict, GET /api/model, GET /health, /docs) "
+        "for one model, loaded once at start. Uploads are analysed in memory, never written to disk.",
+    )
+    p.add_argument("model", help="checkpoint (.pt) or run folder with checkpoints/best.pt")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="require this token on every API call (Authorization: Bearer TOKEN); needed for any host but "
+        "loopback; defaults to $BRAINMRI_SERVE_TOKEN",
+    )
+    p.add_argument("--max-mb", type=float, default=20.0, help="size limit per uploaded file in MB (default: 20)")
+    p.add_argument("--max-files", type=int, default=16, help="files per request (default: 16)")
+    p.add_argument("--workers", type=int, default=2, help="inference threads (default: 2)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from brainmri.serve import TOKEN_ENV, serve
+
+    if args.max_mb <= 0:
+        raise BrainMRIError(f"--max-mb must be positive, got {args.max_mb}")
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        token=args.token if args.token is not None else os.environ.get(TOKEN_ENV),
+        max_bytes=int(args.max_mb * 1024 * 1024),
+        max_files=args.max_files,
+        workers=args.workers,
+        device=args.device,
+    )
+    return 0
 
 
 # --- entry point ---------------------------------------------------------------------

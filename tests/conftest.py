@@ -54,3 +54,27 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_ckpt") / "best.pt"
     save_checkpoint(path, model, card)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_raw: Path, tmp_path_factory) -> Path:
+    """A real, tiny training run folder (resnet18 from scratch, 64 px, 2 epochs, about 10
+    images per class) for tests of code that needs a trained run: evaluation, prediction,
+    serving. Returns ``runs/<name>``; the prepared data is its config's ``data``."""
+    from brainmri.config import TrainConfig
+    from brainmri.data import prepare
+    from brainmri.train import train
+
+    base = tmp_path_factory.mktemp("trained_run")
+    prepare(small_raw, base / "prepared", size=64, workers=1, progress=False)
+    config = TrainConfig(
+        data=str(base / "prepared"),
+        arch="resnet18",
+        weights="none",
+        epochs=2,
+        batch_size=8,
+        image_size=64,
+        limit_per_class=10,
+        deterministic=True,
+    )
+    return train(config, base / "runs" / "resnet18", progress=False)

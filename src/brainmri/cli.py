@@ -104,7 +104,79 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    pass
+    from brainmri.models import FINETUNE_MODES
+
+    s = argparse.SUPPRESS  # unset flags stay out of the namespace: flags > --config file > defaults
+    p = sub.add_parser(
+        "train",
+        help="train a classifier (the paper's settings by default)",
+        description="Train a ResNet (or any torchvision classifier) with the paper's head on a prepared folder. "
+        "Settings: defaults < --config FILE < flags. Runs under torchrun for several processes/GPUs.",
+    )
+    p.add_argument("--config", metavar="FILE", help="JSON or YAML file of settings (see a run's config.json)")
+    p.add_argument("--data", metavar="PREPARED", default=s, help="folder made by 'brainmri data prepare'")
+    p.add_argument("--split", metavar="FILE", default=s, help="split file (default: a new stratified split)")
+    p.add_argument("--fold", type=int, default=s, help="held-out fold of a k-fold split file")
+    p.add_argument("--test-size", type=float, default=s, help="test fraction of a new split (0.2)")
+    p.add_argument("--limit-per-class", type=int, default=s, metavar="N", help="at most N images per class and side")
+    p.add_argument("--arch", default=s, help="resnet50 (default), resnet101, resnet152 or any torchvision classifier")
+    p.add_argument("--weights", default=s, help="imagenet (default), none, or PATH to a state dict or checkpoint")
+    p.add_argument("--finetune", choices=FINETUNE_MODES, default=s, help="what trains: full (default), head, last")
+    p.add_argument("--epochs", type=int, default=s, help="10")
+    p.add_argument("--batch-size", type=int, default=s, help="32 (per process under torchrun)")
+    p.add_argument("--lr", type=float, default=s, help="Adam learning rate (1e-4)")
+    p.add_argument("--weight-decay", type=float, default=s, help="0")
+    p.add_argument("--image-size", type=int, default=s, help="256")
+    p.add_argument("--balance", choices=("oversample", "class_weights", "none"), default=s, help="oversample (paper)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=s, help="train without augmentation")
+    p.add_argument("--rotation", type=float, default=s, help="degrees (15)")
+    p.add_argument("--shift", type=float, default=s, help="fraction of the size (0.1)")
+    p.add_argument("--zoom", type=float, default=s, help="fraction (0.1)")
+    p.add_argument("--shear", type=float, default=s, help="degrees (10)")
+    p.add_argument("--hflip", action="store_true", default=s, help="also flip horizontally")
+    p.add_argument("--seed", type=int, default=s, help="42")
+    p.add_argument("--deterministic", action="store_true", default=s, help="identical histories on one machine")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=s, help="auto")
+    p.add_argument("--device", default=s, help="auto (GPU if any), cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=s, help="DataLoader processes that augment on the CPU (0)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=s)
+    p.add_argument("--tensorboard", action="store_true", default=s, help="write TensorBoard event files")
+    p.add_argument("--runs-dir", default="runs", help="parent of run folders (runs)")
+    p.add_argument("--name", help="run folder name (default: <arch>-<weights>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_run_train)
+
+
+_TRAIN_CLI_ONLY = ("command", "func", "config", "runs_dir", "name", "resume", "overwrite", "quiet")
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """TrainConfig from defaults, then the --config file, then the flags actually given."""
+    from brainmri.config import TrainConfig, load_config_file
+
+    values = TrainConfig().to_dict()
+    if args.config:
+        values.update(load_config_file(args.config))
+    values.update({k: v for k, v in vars(args).items() if k not in _TRAIN_CLI_ONLY})
+    return TrainConfig.from_dict(values)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from brainmri.train import default_run_name, train
+
+    config = train_config_from_args(args)
+    if args.resume and not args.name:
+        raise BrainMRIError("--resume needs --name of the run to continue")
+    run_dir = Path(args.runs_dir) / (args.name or default_run_name(config))
+    run_dir = train(config, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0":
+        print(run_dir)
+    return 0
 
 
 # --- evaluate, compare, reproduce ----------------------------------------------------

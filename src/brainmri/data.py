@@ -142,7 +142,7 @@ def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
         return {"status": f"unreadable: {exc}"}
     arr = resize(gray, size)
     img = Image.fromarray(arr)
-    img.save(dst, format="PNG")
+    img.save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
     return {
         "width": str(width),
         "height": str(height),

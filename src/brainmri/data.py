@@ -82,7 +82,7 @@ def scan(src: str | Path, label_map: str | Mapping[str, str] | None = None) -> l
         raise BrainMRIError(f"source folder not found: {src}")
     if not src.is_dir():
         raise BrainMRIError(f"source is not a folder: {src}")
-    mapping = parse_label_map(label_map) if not isinstance(label_map, dict) else label_map
+    mapping = parse_label_map(label_map)
     rows: list[dict[str, str]] = []
     for root, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not _skip(d))

@@ -174,15 +174,42 @@ def set_finetune(model: Classifier, mode: str) -> None:
     for _, p in params:
         p.requires_grad = mode == "full"
     if mode == "last":
-        if hasattr(model.backbone, "layer4"):
-            for p in model.backbone.layer4.parameters():
-                p.requires_grad = True
-        else:  # other families: unfreeze the last top-level child that has parameters
-            children = [c for c in model.backbone.children() if any(True for _ in c.parameters())]
-            for p in children[-1].parameters():
+        for module in last_stage(model.backbone):
+            for p in module.parameters():
                 p.requires_grad = True
     for p in model.head.parameters():
         p.requires_grad = True
+
+
+def last_stage(backbone: nn.Module) -> list[nn.Module]:
+    """The modules that ``finetune='last'`` trains: ResNet's ``layer4``, and the same idea for
+    other families.
+
+    Wrappers that hold nearly all parameters (``features``, AlexNet's ``classifier``) are
+    entered; then modules are taken from the end until one holds a real share (5 %) of the
+    parameters, so that a trailing norm layer (DenseNet's ``norm5``) does not count as a stage.
+    Modules that run after an entered wrapper (ConvNeXt's final LayerNorm) train as well.
+    """
+
+    def size(m: nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    chosen: list[nn.Module] = []
+    module = backbone
+    while True:
+        kids = [c for c in module.children() if size(c) > 0]
+        if not kids:
+            return [*chosen, module]
+        big = max(kids, key=size)
+        if size(big) >= 0.9 * size(module) and any(True for _ in big.children()):
+            chosen += kids[kids.index(big) + 1 :]
+            module = big
+            continue
+        for kid in reversed(kids):
+            chosen.append(kid)
+            if size(kid) >= 0.05 * size(module):
+                return chosen
+        return chosen
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

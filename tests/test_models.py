@@ -1,0 +1,116 @@
+"""Models: the paper's depths with the paper's head, weights from the torch hub cache, local
+files or nothing, fine-tuning modes, other torchvision families."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from brainmri.errors import BrainMRIError
+from brainmri.models import build_model, count_parameters, weights_cache_path
+
+
+def _head_layers(model: nn.Module) -> list[str]:
+    return [type(m).__name__ for m in model.head]
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnet101", "resnet152"])
+def test_paper_depths_have_the_paper_head_and_expected_size(arch):
+    model = build_model(arch, weights="none")
+    assert _head_layers(model) == ["Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert [m.p for m in model.head if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+    assert (model.head[1].in_features, model.head[1].out_features) == (2048, 128)
+    assert (model.head[4].in_features, model.head[4].out_features) == (128, 4)
+    assert isinstance(model.backbone.fc, nn.Identity)
+    # torchvision's model minus its 1000-way fc, plus the head (2048*128+128 + 128*4+4).
+    reference = torchvision.models.get_model(arch, weights=None)
+    expected = count_parameters(reference) - (2048 * 1000 + 1000) + (2048 * 128 + 128) + (128 * 4 + 4)
+    assert count_parameters(model) == expected
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty TORCH_HOME and hub dir, restored afterwards, with downloads failing as offline."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return tmp_path
+
+
+def test_imagenet_weights_load_from_the_torch_hub_cache(torch_home):
+    path = weights_cache_path("resnet50")
+    assert str(path).startswith(str(torch_home))
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(3)
+    state = torchvision.models.get_model("resnet50").state_dict()
+    torch.save(state, path)
+    model = build_model("resnet50", weights="imagenet")
+    assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
+    assert torch.equal(model.backbone.layer4[2].bn3.running_mean, state["layer4.2.bn3.running_mean"])
+
+
+def test_imagenet_weights_offline_fail_in_one_line_with_the_alternatives(torch_home):
+    with pytest.raises(BrainMRIError) as err:
+        build_model("resnet50", weights="imagenet")
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(weights_cache_path("resnet50")) in message
+    assert "--weights none" in message and "--weights PATH" in message
+
+
+def test_local_weights_state_dict_and_checkpoint(tmp_path, tiny_checkpoint):
+    torch.manual_seed(5)
+    state = torchvision.models.resnet18().state_dict()
+    torch.save(state, tmp_path / "r18.pth")
+    model = build_model("resnet18", weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)["model_state"]
+    model = build_model("resnet18", weights=str(tiny_checkpoint))
+    assert torch.equal(model.backbone.layer1[0].conv1.weight, ckpt["backbone.layer1.0.conv1.weight"])
+
+    with pytest.raises(BrainMRIError, match="do not fit"):
+        build_model("resnet50", weights=str(tmp_path / "r18.pth"))
+    with pytest.raises(BrainMRIError, match="not found"):
+        build_model("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_finetune_modes_choose_what_trains():
+    def trainable(model):  # "head" or "backbone.<stage>" of every trainable parameter
+        return {
+            ".".join(n.split(".")[: 1 if n.startswith("head") else 2])
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
+
+    assert trainable(build_model("resnet18", "none", finetune="head")) == {"head"}
+    assert trainable(build_model("resnet18", "none", finetune="last")) == {"head", "backbone.layer4"}
+    full = build_model("resnet18", "none", finetune="full")
+    assert count_parameters(full, trainable_only=True) == count_parameters(full)
+    with pytest.raises(BrainMRIError, match="fine-tuning mode"):
+        build_model("resnet18", "none", finetune="some")
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "densenet121", "convnext_tiny", "alexnet"])
+def test_other_torchvision_families_get_the_same_head(arch):
+    model = build_model(arch, weights="none", finetune="last")
+    assert _head_layers(model) == ["Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert model.head[4].out_features == 4
+    trainable = count_parameters(model, trainable_only=True)
+    assert count_parameters(model.head) < trainable < count_parameters(model)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 64, 64)).shape == (1, 4)
+
+
+def test_unknown_architecture_is_a_user_error():
+    with pytest.raises(BrainMRIError, match="unknown architecture 'resnet51'"):
+        build_model("resnet51", weights="none")

@@ -1,0 +1,120 @@
+"""ONNX export: parity with PyTorch on real slices, dynamic batch, embedded card; brainmri info."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import FOLDERS, real_images
+
+from brainmri.checkpoint import NOTICE, read_checkpoint
+from brainmri.cli import main
+from brainmri.export import CARD_KEY, load_onnx
+from brainmri.predict import Predictor
+from brainmri.preprocess import to_array
+
+
+@pytest.fixture(scope="module")
+def model_path(request) -> Path:
+    """A briefly trained model when the training fixture exists, else the untrained one."""
+    for name in ("trained_run", "tiny_checkpoint"):
+        try:
+            return Path(request.getfixturevalue(name))
+        except pytest.FixtureLookupError:
+            continue
+    raise AssertionError("no model fixture")
+
+
+@pytest.fixture(scope="module")
+def onnx_path(model_path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", str(model_path), "--format", "onnx", "--output", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_files(sartaj) -> list[Path]:
+    return [p for folder in FOLDERS for p in real_images(sartaj, folder, 3, split="Testing")]
+
+
+def test_torch_and_onnxruntime_agree_on_real_images(model_path, onnx_path, real_files):
+    torch_pred, onnx_pred = Predictor(model_path), Predictor(onnx_path)
+    assert onnx_pred.backend == "onnx" and onnx_pred.session is not None and onnx_pred.model is None
+    arrays = [to_array(f, torch_pred.image_size) for f in real_files]
+    expected = torch_pred.predict_arrays(arrays)
+    got = onnx_pred.predict_arrays(arrays)  # one batch of 12
+    assert got.shape == expected.shape == (len(real_files), 4)
+    assert np.abs(got - expected).max() < 1e-4
+    single = np.concatenate([onnx_pred.predict_arrays([a]) for a in arrays[:3]])  # dynamic batch: 1
+    assert np.abs(single - expected[:3]).max() < 1e-4
+    # The graph's own softmax output agrees with the logits path.
+    from brainmri.preprocess import stack, to_input
+
+    probs = onnx_pred.session.run(["probabilities"], {"image": to_input(stack(arrays)).numpy()})[0]
+    assert np.abs(probs - expected).max() < 1e-4
+
+
+def test_card_is_embedded(model_path, onnx_path):
+    proto = onnx.load(str(onnx_path))
+    onnx.checker.check_model(proto)
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic: dynamic batch
+    card = json.loads({p.key: p.value for p in proto.metadata_props}[CARD_KEY])
+    original = read_checkpoint(model_path)["card"]
+    assert {k: v for k, v in card.items() if k != "export"} == original
+    assert card["export"]["format"] == "onnx" and card["notice"] == NOTICE
+
+
+def test_predict_with_onnx_backend_matches_torch(model_path, onnx_path, real_files, tmp_path):
+    args = [*map(str, real_files[:4]), "-q"]
+    assert main(["predict", str(model_path), *args, "--output", str(tmp_path / "t.csv")]) == 0
+    assert main(["predict", str(onnx_path), *args, "--backend", "onnx", "--output", str(tmp_path / "o.csv")]) == 0
+    with open(tmp_path / "t.csv") as a, open(tmp_path / "o.csv") as b:
+        rows_t, rows_o = list(csv.DictReader(a)), list(csv.DictReader(b))
+    classes = read_checkpoint(model_path)["card"]["classes"]
+    assert [r["file"] for r in rows_t] == [r["file"] for r in rows_o] and len(rows_t) == 4
+    for rt, ro in zip(rows_t, rows_o, strict=True):
+        assert rt["predicted"] == ro["predicted"]
+        assert max(abs(float(rt[c]) - float(ro[c])) for c in classes) < 1e-4
+
+
+def test_info_prints_the_whole_card(model_path, onnx_path, capsys):
+    card = read_checkpoint(model_path)["card"]
+    assert main(["info", str(model_path)]) == 0
+    text = capsys.readouterr().out
+    for heading in ("Architecture", "Classes", "Image size", "Preprocessing", "Weights origin", "Training data"):
+        assert f"\n{heading}" in text
+    for heading in ("Split", "Metrics", "Intended use"):
+        assert f"\n{heading}" in text
+    assert card["arch"] in text and ", ".join(card["classes"]) in text and card["weights_origin"] in text
+    assert card["intended_use"] in text and text.rstrip().endswith(NOTICE)
+    assert main(["info", str(onnx_path), "--json"]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    assert from_onnx["classes"] == card["classes"] and from_onnx["export"]["opset"] == 18
+
+
+def test_bad_models_are_one_clear_line(onnx_path, real_files, tmp_path, capsys):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage" * 10)
+    foreign = tmp_path / "foreign.onnx"
+    proto = onnx.load(str(onnx_path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(foreign))
+    cases = [
+        (["info", str(junk)], "not an ONNX model"),
+        (["predict", str(foreign), str(real_files[0])], "without a brainmri model card"),
+        (["predict", str(onnx_path), str(real_files[0]), "--explain", str(tmp_path / "c")], "needs the PyTorch"),
+        (["export", str(tmp_path / "missing.pt")], "not found"),
+        (["export", str(onnx_path), "--output", str(tmp_path / "x.pb")], "must end in .onnx"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err
+    assert load_onnx(onnx_path)[1]["image_size"] > 0

@@ -1,0 +1,229 @@
+"""brainmri predict: real slices from the shared dataset, every input format, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FOLDERS, real_images
+from PIL import Image
+
+from brainmri.checkpoint import read_checkpoint, save_checkpoint
+from brainmri.cli import main
+from brainmri.images import read_gray
+from brainmri.predict import Predictor, expand_paths, predict_paths
+from brainmri.preprocess import to_array
+
+
+@pytest.fixture(scope="module")
+def model_path(request) -> Path:
+    """A briefly trained model when the training fixture exists, else the untrained one."""
+    for name in ("trained_run", "tiny_checkpoint"):
+        try:
+            return Path(request.getfixturevalue(name))
+        except pytest.FixtureLookupError:
+            continue
+    raise AssertionError("no model fixture")
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path) -> Predictor:
+    return Predictor(model_path)
+
+
+@pytest.fixture(scope="module")
+def real_files(sartaj) -> list[Path]:
+    """Two test-side slices of each class folder."""
+    return [p for folder in FOLDERS for p in real_images(sartaj, folder, 2, split="Testing")]
+
+
+def huge_png(path: Path, width: int = 20000, height: int = 20000) -> None:
+    """A valid 8-bit grayscale PNG of zeros, streamed through zlib so that the 400 MP image is
+    never held in memory (the file is ~400 kB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    comp = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0 + pixels
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def dicom_file(path: Path, pixels: np.ndarray) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_table_csv_json_with_corrupt_files(predictor, model_path, real_files, tmp_path, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    for f in real_files:
+        (good / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(real_files[0].read_bytes()[:2000])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    missing = tmp_path / "missing.jpg"
+    out_csv, out_json = tmp_path / "pred.csv", tmp_path / "pred.json"
+
+    args = ["predict", str(model_path), str(good), str(truncated), str(text), str(missing), "--batch-size", "3"]
+    assert main([*args, "--output", str(out_csv)]) == 1
+    captured = capsys.readouterr()
+    table = captured.out.splitlines()
+    assert table[0].split()[:2] == ["file", "predicted"] and table[0].split()[2:] == predictor.classes
+    assert len(table) == 1 + len(real_files) + 3
+    assert "3 of 11 files could not be read" in captured.err
+
+    rows = read_csv(out_csv)
+    assert list(rows[0]) == ["file", "predicted", *predictor.classes, "error"]
+    by_name = {Path(r["file"]).name: r for r in rows}
+    assert "corrupt" in by_name["truncated.jpg"]["error"]
+    assert "not an image" in by_name["notes.png"]["error"]
+    assert "no such file" in by_name["missing.jpg"]["error"]
+    for name in ("truncated.jpg", "notes.png", "missing.jpg"):
+        assert by_name[name]["predicted"] == "" and all(by_name[name][c] == "" for c in predictor.classes)
+
+    # Good rows: the same probabilities as the Python API on the same files, argmax = predicted.
+    expected = {Path(p.name).name: p for p in predictor.predict_sources(sorted(good.iterdir()))}
+    assert len(expected) == len(real_files)
+    for name, pred in expected.items():
+        row = by_name[name]
+        probs = np.array([float(row[c]) for c in predictor.classes])
+        assert row["error"] == "" and row["predicted"] == pred.label == predictor.classes[int(probs.argmax())]
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.allclose(probs, [pred.probabilities[c] for c in predictor.classes], atol=2e-6)
+        assert any(line.startswith(row["file"]) and pred.label in line for line in table)
+
+    assert main([*args, "--output", str(out_json), "--quiet"]) == 1
+    doc = json.loads(out_json.read_text())
+    assert doc["classes"] == predictor.classes and "not a medical device" in doc["notice"].lower()
+    preds = {Path(p["name"]).name: p for p in doc["predictions"]}
+    assert preds.keys() == by_name.keys()
+    assert preds["notes.png"]["label"] is None and "not an image" in preds["notes.png"]["error"]
+    for name, pred in expected.items():
+        assert preds[name]["label"] == pred.label and preds[name]["error"] is None
+        assert preds[name]["probabilities"] == pytest.approx(pred.probabilities, abs=1e-6)
+    assert capsys.readouterr().out == ""
+
+
+def test_every_format_gives_the_same_prediction(predictor, real_files, tmp_path):
+    gray = read_gray(real_files[4])
+    gray = np.round((gray - gray.min()) * (255.0 / (gray.max() - gray.min()))).astype(np.uint8)  # full range
+    sources = []
+    for fmt, suffix in (("PNG", ".png"), ("TIFF", ".tif"), ("BMP", ".bmp")):
+        sources.append(tmp_path / f"slice{suffix}")
+        Image.fromarray(gray).save(sources[-1], fmt)
+    sources.append(tmp_path / "slice.dcm")
+    dicom_file(sources[-1], gray.astype(np.uint16) * 16)  # 12-bit DICOM, stretched back to 0..255 on decode
+    rows = predict_paths(predictor, [str(tmp_path / "slice.*")])
+    assert sorted(Path(r.name).suffix for r in rows) == [".bmp", ".dcm", ".png", ".tif"]
+    reference = predictor.predict_arrays([to_array(gray, predictor.image_size)])[0]
+    for row in rows:
+        assert row.ok, row.error
+        assert np.allclose([row.probabilities[c] for c in predictor.classes], reference, atol=1e-6), row.name
+
+
+def test_batched_equals_one_by_one_and_thread_safe(predictor, real_files):
+    arrays = [to_array(f, predictor.image_size) for f in real_files]
+    together = predictor.predict_arrays(arrays)
+    alone = np.concatenate([predictor.predict_arrays([a]) for a in arrays])
+    assert together.shape == (len(arrays), len(predictor.classes))
+    assert np.allclose(together, alone, atol=1e-5)
+    results: list[np.ndarray] = [None] * 3  # type: ignore[list-item]
+
+    def work(i: int) -> None:
+        results[i] = predictor.predict_arrays(arrays[i:] + arrays[:i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, res in enumerate(results):
+        assert np.allclose(res, np.roll(together, -i, axis=0), atol=1e-5)
+
+
+def test_expand_paths(real_files, tmp_path):
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    (nested / "x.JPG").write_bytes(real_files[0].read_bytes())
+    (tmp_path / "a" / "y.png").write_bytes(b"")
+    (tmp_path / "a" / "readme.txt").write_text("skip me")
+    assert [p.name for p in expand_paths([tmp_path / "a"])] == ["x.JPG", "y.png"]
+    assert [p.name for p in expand_paths([str(tmp_path / "a" / "**" / "*.JPG")])] == ["x.JPG"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no images"):
+        expand_paths([tmp_path / "empty"])
+    with pytest.raises(Exception, match="no files match"):
+        expand_paths([str(tmp_path / "*.dcm")])
+
+
+def test_bad_input_is_one_clear_line(model_path, real_files, tmp_path, capsys):
+    def run(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err
+        return code, err
+
+    (tmp_path / "empty").mkdir()
+    code, err = run("predict", str(model_path), str(tmp_path / "empty"))
+    assert code == 2 and err.count("\n") == 0 and "no images" in err
+
+    notckpt = tmp_path / "model.pt"
+    notckpt.write_text("hello")
+    code, err = run("predict", str(notckpt), str(real_files[0]))
+    assert code == 2 and err.count("\n") == 0 and "not a brainmri checkpoint" in err
+
+    # A checkpoint whose card names another architecture than its weights.
+    ckpt = read_checkpoint(model_path)
+    model = torch.nn.Linear(1, 1)
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, model, dict(ckpt["card"], arch="resnet34"))
+    code, err = run("predict", str(other), str(real_files[0]))
+    assert code == 2 and err.count("\n") == 0 and "do not match architecture 'resnet34'" in err
+
+    code, err = run("predict", str(model_path), str(real_files[0]), "--output", str(tmp_path / "x.xlsx"))
+    assert code == 2 and ".csv or .json" in err
+
+    big = tmp_path / "huge.png"
+    huge_png(big)
+    assert big.stat().st_size < 2_000_000 and struct.unpack(">II", big.read_bytes()[16:24]) == (20000, 20000)
+    code = main(["predict", str(model_path), str(big), str(real_files[0]), "--output", str(tmp_path / "r.csv")])
+    assert code == 1
+    rows = {Path(r["file"]).name: r for r in read_csv(tmp_path / "r.csv")}
+    assert "image too large" in rows["huge.png"]["error"]
+    assert rows[real_files[0].name]["predicted"] in Predictor(model_path).classes
+
+
+def test_predict_sources_bytes(predictor, real_files):
+    data = real_files[0].read_bytes()
+    rows = predictor.predict_sources([data, b"junk", io.BytesIO(data).getvalue()], names=["a", "b", "c"])
+    assert [r.name for r in rows] == ["a", "b", "c"]
+    assert rows[0].ok and not rows[1].ok and rows[2].probabilities == rows[0].probabilities

@@ -158,6 +158,8 @@ def test_request_errors_are_json(client):
     assert r.status_code == 400 and "no files" in r.json()["error"]
     r = client.post("/api/predict", data={"overlay": "1"})
     assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]
+    r = client.post("/api/predict", params={"overlay": "maybe"}, files={"files": ("a.jpg", b"x")})
+    assert r.status_code == 422 and r.json()["error"].startswith("invalid request: query.overlay")
     r = client.post("/api/predict", content=b"\xff\xd8 raw bytes", headers={"Content-Type": "image/jpeg"})
     assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]
     r = client.post(
@@ -203,7 +205,7 @@ def test_oversized_upload_is_refused_while_streaming():
 
 
 def test_token_required_on_every_api_call(tiny_checkpoint, slices):
-    app = create_app(tiny_checkpoint, token="s3cret-token")
+    app = create_app(tiny_checkpoint, token="s3cret-token", allowed_hosts=["testserver"])
     files = {"files": ("a.jpg", slices[0].read_bytes())}
     with TestClient(app) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Token": "s3cret"}):
@@ -213,6 +215,8 @@ def test_token_required_on_every_api_call(tiny_checkpoint, slices):
         r = c.post("/api/predict", files=files, headers={"X-Token": "s3cret-token"})
         assert r.status_code == 200 and r.json()["results"][0]["ok"]
         assert c.get("/health").json()["token_required"] is True
+        r = c.get("/health", headers={"Host": "attacker.example:8000"})
+        assert r.status_code == 400 and r.json() == {"error": "invalid Host header"}
 
 
 def test_unexpected_errors_are_generic_json(app, slices, monkeypatch, caplog):

@@ -108,6 +108,14 @@ def _png_b64(array: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _host_name(host: str) -> str:
+    """``Host`` header without the port: ``127.0.0.1:8000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -225,8 +233,13 @@ def create_app(
     max_files: int = DEFAULT_MAX_FILES,
     workers: int = 2,
     device: str = "cpu",
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
-    """Load the model (a bad path raises BrainMRIError here, before any server starts)."""
+    """Load the model (a bad path raises BrainMRIError here, before any server starts).
+
+    ``allowed_hosts`` (host names without port) limits the ``Host`` header the app answers;
+    ``serve`` sets it to the loopback names when bound to loopback.
+    """
     from brainmri.predict import Predictor
 
     if max_bytes < 1 or max_files < 1 or workers < 1:
@@ -286,6 +299,9 @@ def create_app(
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
+        if allowed_hosts is not None and _host_name(request.headers.get("host", "")) not in allowed_hosts:
+            # A page on another site cannot reach a loopback service through DNS rebinding.
+            return JSONResponse({"error": "invalid Host header"}, status_code=400)
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -399,15 +415,19 @@ def serve(
 ) -> None:
     """Check the bind address, load the model, then run uvicorn until interrupted."""
     import uvicorn
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     check_bind(host, token)
     if not 0 <= port <= 65535:
         raise BrainMRIError(f"--port must be 0..65535, got {port}")
-    app = create_app(model_path, token=token, max_bytes=max_bytes, max_files=max_files, workers=workers, device=device)
-    if is_loopback(host):
-        # A page on another site cannot reach us through DNS rebinding: only loopback names.
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
+    app = create_app(
+        model_path,
+        token=token,
+        max_bytes=max_bytes,
+        max_files=max_files,
+        workers=workers,
+        device=device,
+        allowed_hosts=list(LOOPBACK_NAMES) if is_loopback(host) else None,
+    )
     shown = f"[{host}]" if ":" in host else host
     print(f"brainmri: serving {model_path} on http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=64, timeout_graceful_shutdown=5)

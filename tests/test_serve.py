@@ -231,6 +231,16 @@ def test_unexpected_errors_are_generic_json(app, slices, monkeypatch, caplog):
     assert "secret internal detail" in caplog.text  # logged on the server, not sent
 
 
+def test_model_without_grad_cam_still_predicts(app, client, slices, monkeypatch):
+    def no_cam(array, target_class=None):
+        raise BrainMRIError("Grad-CAM needs the PyTorch checkpoint")
+
+    monkeypatch.setattr(app.state.predictor, "explain", no_cam)
+    res = client.post("/api/predict?overlay=1", files={"files": ("a.jpg", slices[0].read_bytes())}).json()["results"][0]
+    assert res["ok"] and res["label"] and "overlay_png" not in res
+    assert res["overlay_error"] == "Grad-CAM needs the PyTorch checkpoint"
+
+
 def test_start_up_failures_are_one_line(tiny_checkpoint, tmp_path, capsys):
     with pytest.raises(BrainMRIError, match="not found"):
         create_app(tmp_path / "missing.pt")

@@ -220,9 +220,13 @@ def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> lis
         res["probability"] = float(p[best])
         res["probabilities"] = {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
         if overlay:
-            _, over = predictor.explain(arr, target_class=best)
-            res["overlay_png"] = _png_b64(over)
             res["slice_png"] = _png_b64(arr)
+            try:
+                _, over = predictor.explain(arr, target_class=best)
+            except BrainMRIError as exc:  # e.g. an .onnx model: no Grad-CAM without PyTorch weights
+                res["overlay_error"] = str(exc)
+            else:
+                res["overlay_png"] = _png_b64(over)
     return results
 
 

@@ -139,6 +139,8 @@ function showResult(card, result, classes) {
   if (result.overlay_png) {
     body.appendChild(figure("data:image/png;base64," + result.overlay_png, "Grad-CAM overlay", "overlay",
       "Grad-CAM: regions that drove \u201c" + result.label + "\u201d"));
+  } else if (result.overlay_error) {
+    body.appendChild(el("p", "overlay-error", "No Grad-CAM overlay: " + result.overlay_error));
   }
   const pred = el("div", "prediction");
   pred.appendChild(el("div", "label-caption", "Predicted class"));

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,118 @@ def test_bad_shapes_are_user_errors():
 
     with pytest.raises(BrainMRIError, match="shape"):
         compute_metrics([0, 1], np.zeros((3, 4)), CLASSES4)
+
+
+# --- evaluate_run on a real (tiny) training run -------------------------------------------
+
+
+def _copy_run(run, dest):
+    """Evaluation writes into the run folder; work on a copy so the shared fixture stays as trained."""
+    import shutil
+
+    dest.mkdir()
+    for name in ("config.json", "split.csv", "history.csv", "summary.json", "environment.json"):
+        shutil.copy2(run / name, dest / name)
+    (dest / "checkpoints").mkdir()
+    shutil.copy2(run / "checkpoints" / "best.pt", dest / "checkpoints" / "best.pt")
+    return dest
+
+
+@pytest.mark.slow
+def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
+    import csv
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from brainmri.checkpoint import read_checkpoint
+    from brainmri.data import read_manifest
+    from brainmri.evaluate import evaluate_run, format_table, read_history, read_predictions
+    from brainmri.report import FIGURES
+
+    run = _copy_run(trained_run, tmp_path / "run")
+    m = evaluate_run(run, n_bootstrap=100)
+    with (run / "split.csv").open() as fh:
+        test_rows = [r for r in csv.DictReader(fh) if r["side"] == "test"]
+    assert m["n"] == len(test_rows) and sum(map(sum, m["confusion_matrix"])) == len(test_rows)
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+    history = read_history(run)
+    assert m["run"]["avg_train_loss"] == pytest.approx(np.mean([r["train_loss"] for r in history]))
+    assert m["run"]["avg_val_loss"] == pytest.approx(np.mean([r["val_loss"] for r in history]))
+    assert m["run"]["training_seconds"] == json.loads((run / "summary.json").read_text())["total_seconds"]
+    for name in FIGURES:
+        with Image.open(run / "figures" / name) as img:
+            assert img.format == "PNG"
+    card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]
+    assert card["metrics"]["accuracy"] == m["accuracy"] and card["metrics"]["n"] == m["n"]
+    table = format_table(m)
+    assert "macro avg" in table and "95% CI" in table and "training time" in table
+
+    # The same test images as raw source files (JPEGs, under alias folder names) plus an unreadable
+    # file: the folder path must give the same predictions as the prepared held-out split.
+    prepared = json.loads((run / "config.json").read_text())["data"]
+    by_output = {r["output_path"]: r for r in read_manifest(prepared)}
+    source_root = json.loads((Path(prepared) / "prepare.json").read_text())["settings"]["source"]
+    ext = tmp_path / "external"
+    alias = {
+        "glioma_tumor": "glioma",
+        "meningioma_tumor": "Meningioma",
+        "pituitary_tumor": "pituitary",
+        "normal": "notumor",
+    }
+    for r in test_rows:
+        src = by_output[r["path"]]["source_path"]
+        dest = ext / alias[r["label"]] / src.replace("/", "__")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(source_root) / src, dest)
+    (ext / "glioma" / "broken.jpg").write_bytes(b"not a jpeg")
+    e = evaluate_run(run, data=ext, name="external", n_bootstrap=100)
+    assert e["n"] == m["n"]
+    assert [s["path"] for s in e["source"]["skipped"]] == ["glioma/broken.jpg"]
+    y_ext, p_ext, _, _ = read_predictions(run / "eval" / "external" / "predictions.csv")
+    y_held, p_held, _, _ = read_predictions(run / "predictions.csv")
+    assert sorted(y_ext.tolist()) == sorted(y_held.tolist())
+    assert np.allclose(np.sort(p_ext, axis=0), np.sort(p_held, axis=0), atol=1e-4)
+    assert e["accuracy"] == pytest.approx(m["accuracy"])
+    assert (run / "eval" / "external" / "confusion_matrix.png").is_file()
+    card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]
+    assert card["metrics"]["external"]["external"]["n"] == e["n"]
+    assert card["metrics"]["accuracy"] == m["accuracy"]  # held-out metrics kept
+
+
+def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
+    from brainmri.cli import main
+
+    assert main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brainmri: error:") and "best.pt" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_unknown_folder_names_says_how_to_map(trained_run, tmp_path, capsys):
+    import json
+
+    from brainmri.cli import main
+
+    run = _copy_run(trained_run, tmp_path / "run")
+    (tmp_path / "ext" / "tumour_x").mkdir(parents=True)
+    prepared = json.loads((run / "config.json").read_text())["data"]
+    img = next((Path(prepared) / "normal").glob("*.png"))
+    (tmp_path / "ext" / "tumour_x" / "a.png").write_bytes(img.read_bytes())
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "ext")]) == 2
+    assert "--label-map" in capsys.readouterr().err
+    args = [
+        "evaluate",
+        str(run),
+        "--data",
+        str(tmp_path / "ext"),
+        "--label-map",
+        "tumour_x=normal",
+        "--bootstrap",
+        "50",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "normal" in out
+    assert (run / "eval" / "ext" / "metrics.json").is_file()

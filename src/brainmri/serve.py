@@ -26,7 +26,7 @@ import io
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,23 +250,18 @@ def create_app(
         raise BrainMRIError("size limit, file limit and workers must be at least 1")
     predictor = Predictor(model_path, device=device)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # A bounded pool per server run: at most ``workers`` decodes/inferences at once.
-        app.state.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brainmri-infer")
-        try:
-            yield
-        finally:
-            app.state.executor.shutdown(wait=True, cancel_futures=True)
+    # One bounded pool for the app's lifetime: at most ``workers`` decodes/inferences at once,
+    # however many servers or test clients run the app. Idle threads end with the process.
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="brainmri-infer")
 
     app = FastAPI(
         title="brainmri",
         version=__version__,
         description="Try a brain-tumour MRI classifier on single slices. "
         "Research software, not a medical device: not for clinical use.",
-        lifespan=lifespan,
     )
     app.state.predictor = predictor
+    app.state.executor = executor
 
     bearer = HTTPBearer(auto_error=False)
     x_token = APIKeyHeader(name="X-Token", auto_error=False)
@@ -363,9 +358,7 @@ def create_app(
             raise ApiError(400, "no files in the request: send one or more images in the field 'files'")
         want_overlay = overlay or _truthy(fields.get("overlay"))
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(
-            request.app.state.executor, predict_uploads, predictor, uploads, want_overlay
-        )
+        results = await loop.run_in_executor(executor, predict_uploads, predictor, uploads, want_overlay)
         return {"model": predictor.card.get("name", ""), "classes": list(predictor.classes), "results": results}
 
     return app

@@ -8,7 +8,6 @@ format it arrived in. Formats are recognised by content, never by file name.
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +73,18 @@ def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
 
 def _decode_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int], str]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            size, mode = img.size, img.mode
-            if size[0] * size[1] > max_pixels:
-                raise ImageError(f"image too large: {size[0]}x{size[1]} pixels (limit {max_pixels:,})")
-            img.load()
-            img = ImageOps.exif_transpose(img)
+        # Our own limit is checked from the header before any pixel is decoded; it sits
+        # below Pillow's bomb threshold, so Pillow's process-wide warning filters (not
+        # thread-safe to change) never come into play.
+        img = Image.open(io.BytesIO(data))
+        size, mode = img.size, img.mode
+        if size[0] * size[1] > max_pixels:
+            raise ImageError(f"image too large: {size[0]}x{size[1]} pixels (limit {max_pixels:,})")
+        img.load()
+        img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageError("image too large: refused as a possible decompression bomb") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (unrecognised format)") from None

@@ -1,0 +1,225 @@
+"""Training on a few dozen real images at 64 px: run folder, resume, determinism, reloading,
+torchrun, the command line and the batch augmentation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from brainmri.augment import affine_matrices, make_augmenter, sample_params
+from brainmri.checkpoint import load_model, read_checkpoint
+from brainmri.cli import build_parser, main, train_config_from_args
+from brainmri.config import TrainConfig
+from brainmri.data import load_split
+from brainmri.errors import BrainMRIError
+from brainmri.labels import CLASSES
+from brainmri.train import (
+    HISTORY_COLUMNS,
+    class_weights,
+    epoch_order,
+    evaluate_batches,
+    resolve_precision,
+    train,
+)
+
+
+def read_history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def prepared(trained_run) -> Path:
+    return Path(json.loads((trained_run / "config.json").read_text())["data"])
+
+
+def tiny_config(prepared: Path, **changes) -> TrainConfig:
+    values = dict(
+        data=str(prepared),
+        arch="resnet18",
+        weights="none",
+        epochs=2,
+        batch_size=8,
+        image_size=64,
+        limit_per_class=6,
+        deterministic=True,
+    )
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.mark.slow
+def test_resnet50_epoch_writes_the_whole_run_folder(prepared, tmp_path):
+    config = tiny_config(prepared, arch="resnet50", epochs=1, tensorboard=True, deterministic=False)
+    run = train(config, tmp_path / "r50", progress=False)
+
+    assert json.loads((run / "config.json").read_text()) == config.to_dict()
+    history = read_history(run)
+    assert len(history) == 1 and tuple(history[0]) == HISTORY_COLUMNS
+    assert 0.0 <= float(history[0]["val_acc"]) <= 1.0 and float(history[0]["images_per_second"]) > 0
+    with (run / "split.csv").open() as fh:
+        split = list(csv.DictReader(fh))
+    n_train = sum(r["side"] == "train" for r in split)
+    assert n_train == 24 and {r["side"] for r in split} == {"train", "test"}
+    assert "epoch 1/1 train_loss" in (run / "train.log").read_text()
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and summary["epochs"] == 1 and len(summary["epoch_seconds"]) == 1
+    assert summary["total_seconds"] >= summary["epoch_seconds"][0] > 0
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]
+    assert card["arch"] == "resnet50" and card["classes"] == list(CLASSES)
+    assert sum(card["training_data"]["counts"].values()) == n_train
+    assert card["split"]["train"] == n_train and card["metrics"]["val_acc"] == pytest.approx(summary["best_val_acc"])
+    last = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and last["optimizer_state"] is not None
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_history_as_an_uninterrupted_one(prepared, tmp_path):
+    config = tiny_config(prepared, limit_per_class=4)
+    straight = train(config, tmp_path / "straight", progress=False)
+
+    def interrupt(epoch: int, step: int) -> None:
+        if (epoch, step) == (2, 1):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run, progress=False, step_callback=interrupt)
+    assert not (run / "summary.json").exists() and len(read_history(run)) == 1
+    assert read_checkpoint(run / "checkpoints" / "last.pt")["extra"]["step"] == 1
+    with pytest.raises(BrainMRIError, match="already exists"):
+        train(config, run, progress=False)
+
+    train(config, run, resume=True, progress=False)
+    timing = {"seconds", "images_per_second"}
+    a = [{k: v for k, v in row.items() if k not in timing} for row in read_history(straight)]
+    b = [{k: v for k, v in row.items() if k not in timing} for row in read_history(run)]
+    assert len(b) == 2 and a == b
+    assert "resumed" in (run / "train.log").read_text()
+    with pytest.raises(BrainMRIError, match="already finished"):
+        train(config, run, resume=True, progress=False)
+
+
+def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(trained_run, prepared):
+    model, card = load_model(trained_run / "checkpoints" / "best.pt")
+    x, y, _ = load_split(prepared, trained_run / "split.csv", "test", size=card["image_size"])
+    loss, correct, n = evaluate_batches(model, x, y, 8, torch.device("cpu"))
+    best = card["metrics"]
+    row = read_history(trained_run)[best["epoch"] - 1]
+    assert correct / n == pytest.approx(float(row["val_acc"])) == pytest.approx(best["val_acc"])
+    assert loss / n == pytest.approx(best["val_loss"], rel=1e-4)
+    again, _ = load_model(trained_run)
+    with torch.no_grad():
+        assert torch.equal(model(x[:4].float() / 255), again(x[:4].float() / 255))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_write_one_run(prepared, tmp_path):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "brainmri", "train", "--data", str(prepared), "--arch", "resnet18", "--weights", "none",
+        "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--limit-per-class", "4",
+        "--device", "cpu", "--runs-dir", str(tmp_path), "--name", "ddp", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
+    assert len(read_history(tmp_path / "ddp")) == 1
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["finished"]
+    assert done.stdout.strip().splitlines() == [str(tmp_path / "ddp")]
+
+
+def test_cli_flags_override_the_config_file_which_overrides_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("epochs: 3\nlr: 0.5\narch: resnet101\n")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "2", "--hflip"])
+    config = train_config_from_args(args)
+    assert (config.epochs, config.lr, config.arch, config.hflip) == (2, 0.5, "resnet101", True)
+    assert (config.batch_size, config.image_size, config.weights) == (32, 256, "imagenet")
+    (tmp_path / "bad.json").write_text('{"epochz": 3}')
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "bad.json")])
+    with pytest.raises(BrainMRIError, match="unknown config keys: epochz"):
+        train_config_from_args(args)
+
+
+def test_cli_user_errors_exit_2_and_never_touch_an_existing_run(trained_run, tmp_path, capsys):
+    before = (trained_run / "history.csv").read_text()
+    common = ["--runs-dir", str(trained_run.parent), "--name", trained_run.name]
+    assert main(["train", "--data", str(tmp_path), *common]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--resume", *common]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert (trained_run / "history.csv").read_text() == before
+    assert main(["train", "--data", str(tmp_path / "missing"), "--runs-dir", str(tmp_path), "--name", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "prepared data folder not found" in err and err.count("\n") == 1
+
+
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(BrainMRIError, match="needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(BrainMRIError, match="unknown precision"):
+        resolve_precision("fp8", cpu)
+
+
+def test_oversampling_balances_each_epoch_and_class_weights_are_balanced():
+    labels = torch.tensor([0] * 6 + [1] * 6 + [2] * 5 + [3] * 2)
+    order = epoch_order(labels, "oversample", seed=1, epoch=1)
+    assert torch.bincount(labels[order]).tolist() == [6, 6, 6, 6]
+    assert set(order.tolist()) == set(range(len(labels)))
+    assert not torch.equal(order, epoch_order(labels, "oversample", seed=1, epoch=2))
+    assert torch.equal(order, epoch_order(labels, "oversample", seed=1, epoch=1))
+    assert sorted(epoch_order(labels, "none", seed=1, epoch=1).tolist()) == list(range(len(labels)))
+    weights = class_weights(labels)
+    assert torch.allclose(weights * torch.bincount(labels), torch.full((4,), len(labels) / 4))
+
+
+def test_batch_augmentation_matches_torchvision_affine_per_image():
+    config = TrainConfig(hflip=True)
+    torch.manual_seed(0)
+    batch = torch.rand(6, 1, 40, 32)
+    params = sample_params(6, config, (40, 32), torch.Generator().manual_seed(2))
+    theta = affine_matrices(params, (40, 32))
+    grid = torch.nn.functional.affine_grid(theta, [6, 1, 40, 32], align_corners=False)
+    ours = torch.nn.functional.grid_sample(batch, grid, align_corners=False)
+    for i in range(6):
+        ref = TF.affine(
+            batch[i],
+            angle=float(params["angle"][i]),
+            translate=[float(params["tx"][i]), float(params["ty"][i])],
+            scale=float(params["scale"][i]),
+            shear=[float(params["shear"][i]), 0.0],
+            interpolation=TF.InterpolationMode.BILINEAR,
+        )
+        if params["flip"][i]:
+            ref = TF.horizontal_flip(ref)
+        assert torch.allclose(ours[i], ref, atol=1e-4)
+
+
+def test_augmenter_on_uint8_batches():
+    images = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    plain = make_augmenter(TrainConfig(augment=False))(images)
+    assert plain.dtype == torch.float32 and torch.equal(plain, images.float() / 255)
+    augment = make_augmenter(TrainConfig())
+    a = augment(images, generator=torch.Generator().manual_seed(1))
+    b = augment(images, generator=torch.Generator().manual_seed(1))
+    c = augment(images, generator=torch.Generator().manual_seed(2))
+    assert a.shape == images.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    with pytest.raises(BrainMRIError, match="zoom"):
+        make_augmenter(TrainConfig(zoom=1.5))

@@ -453,7 +453,47 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "bench",
+        help="measure training, data, preparation and inference speed against a naive baseline",
+        description="Measure, in one run, training throughput of our pipeline and of a naive torchvision "
+        "baseline, the data pipeline alone, the matmul peak and the fraction of it training reaches, "
+        "inference latency/throughput (PyTorch and ONNX Runtime), prepare throughput and peak memory. "
+        "Prints a table and writes JSON.",
+    )
+    p.add_argument("--data", help="folder of class sub-folders of real slices (default: %(default)s if it exists)")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--quick", action="store_true", help="a reduced run of about a minute (resnet50, few steps)")
+    p.add_argument("--archs", help="comma-separated architectures to train (default: resnet50,resnet101,resnet152)")
+    p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default: 256)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: 16 on CPU, 32 on GPU; --quick 4)")
+    p.add_argument("--warmup", type=int, help="untimed training steps first (default: 1 on CPU, 10 on GPU)")
+    p.add_argument("--steps", type=int, help="timed training steps (default: 3 on CPU, 40 on GPU)")
+    p.add_argument("--baseline-workers", type=int, default=0, help="DataLoader workers of the baseline (default: 0)")
+    p.add_argument("--infer-arch", default="resnet50", help="architecture for the inference timings")
+    p.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from brainmri.bench import format_table, run_bench, write_json
+
+    result = run_bench(
+        data=args.data,
+        device=args.device,
+        quick=args.quick,
+        archs=[a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else None,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        steps=args.steps,
+        baseline_workers=args.baseline_workers,
+        infer_arch=args.infer_arch,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    print(format_table(result))
+    print(f"wrote {write_json(result, args.json)}")
+    return 0
 
 
 # --- serve ---------------------------------------------------------------------------

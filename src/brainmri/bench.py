@@ -61,9 +61,9 @@ def default_settings(device: torch.device, quick: bool) -> dict[str, Any]:
         }
     return {
         "archs": ["resnet50", "resnet101", "resnet152"],
-        "batch_size": 32 if gpu else 16,
+        "batch_size": 32 if gpu else 8,
         "warmup": 10 if gpu else 1,
-        "steps": 40 if gpu else 3,
+        "steps": 40 if gpu else 2,
         "latency_runs": 100 if gpu else 30,
         "batch_runs": 10 if gpu else 2,
     }
@@ -152,7 +152,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, max_size: int, seconds
         rate = 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
         if rate > best:
             best, best_n = rate, n
-        if once * reps > 4 * seconds:  # too slow to grow further in reasonable time
+        if 8 * once > seconds:  # the next size (8x the work) would take too long to time
             break
         n *= 2
     return {"gflops": best, "size": best_n}
@@ -398,37 +398,53 @@ def time_baseline_data(raw: Path, image_size: int, batch_size: int, batches: int
 # --- inference and preparation --------------------------------------------------------------
 
 
+def time_predictor(
+    predictor: Any, arrays: Sequence[np.ndarray], latency_runs: int, batch_runs: int
+) -> dict[str, float]:
+    """Latency of one slice (median, 95th percentile) and throughput of batches of 32 through
+    ``Predictor.predict_arrays``: what ``brainmri predict`` and the web app call."""
+    batch = [arrays[i % len(arrays)] for i in range(32)]
+    for _ in range(2):
+        predictor.predict_arrays(batch[:1])
+    latencies = []
+    for i in range(latency_runs):
+        start = time.perf_counter()
+        predictor.predict_arrays([arrays[i % len(arrays)]])
+        latencies.append((time.perf_counter() - start) * 1000)
+    predictor.predict_arrays(batch)
+    start = time.perf_counter()
+    for _ in range(batch_runs):
+        predictor.predict_arrays(batch)
+    return {
+        "latency_ms_p50": statistics.median(latencies),
+        "latency_ms_p95": _percentile(latencies, 95),
+        "batch32_ips": 32 * batch_runs / (time.perf_counter() - start),
+    }
+
+
 def time_inference(
-    checkpoint: Path, arrays: Sequence[np.ndarray], device: torch.device, latency_runs: int, batch_runs: int
+    checkpoint: Path,
+    arrays: Sequence[np.ndarray],
+    device: torch.device,
+    latency_runs: int,
+    batch_runs: int,
+    int8: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Latency of one slice and throughput of batches of 32 through :class:`brainmri.predict.Predictor`,
-    for the PyTorch model and its ONNX Runtime export (CPU provider)."""
+    """:func:`time_predictor` for the PyTorch model, its ONNX Runtime export (CPU provider) and,
+    with ``int8``, the int8 export of ``brainmri export --quantize int8`` calibrated on ``arrays``."""
+    from brainmri import export
     from brainmri.predict import Predictor
 
-    batch = [arrays[i % len(arrays)] for i in range(32)]
+    onnx_path = export.export_model(checkpoint, checkpoint.with_suffix(".onnx"))
+    models = {"torch": (checkpoint, str(device)), "onnx": (onnx_path, "cpu")}
+    if int8 and hasattr(export, "quantize_int8"):
+        int8_path = checkpoint.with_suffix(".int8.onnx")
+        export.quantize_int8(onnx_path, int8_path, list(arrays))
+        models["onnx_int8"] = (int8_path, "cpu")
     out: dict[str, dict[str, float]] = {}
-    for backend in ("torch", "onnx"):
-        started = time.perf_counter()
-        predictor = Predictor(checkpoint, device=str(device) if backend == "torch" else "cpu", backend=backend)
-        load_seconds = time.perf_counter() - started
-        for _ in range(2):
-            predictor.predict_arrays(batch[:1])
-        latencies = []
-        for i in range(latency_runs):
-            start = time.perf_counter()
-            predictor.predict_arrays([arrays[i % len(arrays)]])
-            latencies.append((time.perf_counter() - start) * 1000)
-        predictor.predict_arrays(batch)
-        start = time.perf_counter()
-        for _ in range(batch_runs):
-            predictor.predict_arrays(batch)
-        batch_ips = 32 * batch_runs / (time.perf_counter() - start)
-        out[backend] = {
-            "latency_ms_p50": statistics.median(latencies),
-            "latency_ms_p95": _percentile(latencies, 95),
-            "batch32_ips": batch_ips,
-            "load_seconds": load_seconds,
-        }
+    for name, (path, dev) in models.items():
+        predictor = Predictor(path, device=dev, backend="torch" if name == "torch" else "onnx")
+        out[name] = time_predictor(predictor, arrays, latency_runs, batch_runs)
         del predictor
         gc.collect()
     return out
@@ -610,7 +626,7 @@ def run_bench(
         arrays = [to_array(f, image_size) for f in files[:32]]
         result["inference"] = {
             "arch": infer_arch,
-            **time_inference(ckpt, arrays, dev, settings["latency_runs"], settings["batch_runs"]),
+            **time_inference(ckpt, arrays, dev, settings["latency_runs"], settings["batch_runs"], int8=not quick),
         }
         # No implementation can beat the forward pass's FLOPs at the measured matmul peak.
         forward = flops_per_image(infer_arch, image_size, backward=False)
@@ -691,7 +707,9 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"{'inference ' + result['inference']['arch']:<24}{'p50 ms':>9}{'p95 ms':>9}{'batch-32 img/s':>16}",
     ]
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx", "onnx_int8"):
+        if backend not in result["inference"]:
+            continue
         r = result["inference"][backend]
         lines.append(f"{backend:<24}{r['latency_ms_p50']:>9.1f}{r['latency_ms_p95']:>9.1f}{r['batch32_ips']:>16.1f}")
     i = result["inference"]

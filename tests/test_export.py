@@ -118,3 +118,24 @@ def test_bad_models_are_one_clear_line(onnx_path, real_files, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err
     assert load_onnx(onnx_path)[1]["image_size"] > 0
+
+
+def test_int8_quantisation_reports_and_keeps_agreement(onnx_path, sartaj, real_files, tmp_path, capsys):
+    from brainmri.export import load_calibration, quantize_int8
+
+    size = load_onnx(onnx_path)[1]["image_size"]
+    calibration = load_calibration([str(sartaj / "Training" / f) for f in FOLDERS], size, limit=24)
+    assert len(calibration) == 24
+    out = tmp_path / "model.int8.onnx"
+    check = quantize_int8(onnx_path, out, calibration)
+    assert check["images"] == 12 and check["calibration_images"] == 12
+    int8, fp32 = Predictor(out), Predictor(onnx_path)
+    assert int8.card["export"]["int8_check"] == check and "int8" in int8.card["export"]["quantization"]
+    nodes = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in nodes and "DequantizeLinear" in nodes
+    arrays = [to_array(f, size) for f in real_files]  # Testing side: not used for calibration
+    p8, p32 = int8.predict_arrays(arrays), fp32.predict_arrays(arrays)
+    assert 0 < np.abs(p8 - p32).max() < 0.1
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.75
+    assert main(["export", str(onnx_path), "--quantize", "int8"]) == 2
+    assert "needs --calibration" in capsys.readouterr().err

@@ -374,6 +374,19 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--output", "-o", default=None, help="output file (default: beside the checkpoint, .onnx)")
     e.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     e.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of the torch.export one")
+    e.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="also write an int8 model (FILE.int8.onnx, static quantisation) and report its agreement with float32",
+    )
+    e.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="PATH",
+        default=None,
+        help="with --quantize: real slices (files, folders, globs); half calibrate, half check agreement",
+    )
     e.set_defaults(func=_run_export)
 
     i = sub.add_parser(
@@ -432,10 +445,27 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from brainmri.export import export_model
+    from brainmri.export import default_output, export_model, load_calibration, load_onnx, quantize_int8
+    from brainmri.predict import expand_paths
 
+    if args.quantize and not args.calibration:
+        raise BrainMRIError("--quantize int8 needs --calibration PATH... (real slices, e.g. the training folder)")
+    if args.calibration and not args.quantize:
+        raise BrainMRIError("--calibration only makes sense with --quantize int8")
+    if args.calibration:
+        expand_paths(args.calibration)  # fail before the slow export
     out = export_model(args.model, args.output, fmt=args.format, opset=args.opset, dynamo=not args.legacy)
     print(out)
+    if args.quantize:
+        arrays = load_calibration(args.calibration, int(load_onnx(out)[1]["image_size"]))
+        qout = default_output(out, quantize=args.quantize)
+        check = quantize_int8(out, qout, arrays)
+        print(qout)
+        print(
+            f"int8 vs float32 on {check['images']} held-out calibration slices: top-1 agreement "
+            f"{check['top1_agreement']:.1%}, largest probability difference "
+            f"{check['max_abs_probability_difference']:.4f}"
+        )
     return 0
 
 

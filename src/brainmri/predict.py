@@ -126,10 +126,7 @@ class Predictor:
     ) -> list[Prediction]:
         """Decode and classify; a source that cannot be decoded gets its own error row."""
         if names is None:
-            names = [
-                s if isinstance(s, str) else str(s) if isinstance(s, Path) else f"<bytes {i}>"
-                for i, s in enumerate(sources)
-            ]
+            names = [str(s) if isinstance(s, (str, Path)) else f"<bytes {i}>" for i, s in enumerate(sources)]
         rows, arrays = self._decode(sources, names)
         return self._fill(rows, arrays)
 
@@ -253,6 +250,8 @@ def predict_paths(
 def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
     """A plain-text table: file, predicted class, one probability column per class, error."""
     header = ["file", "predicted", *classes]
+    if any(not r.ok for r in rows):
+        header.append("error")
     lines = [header]
     for r in rows:
         if r.ok:

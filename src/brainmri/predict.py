@@ -68,6 +68,8 @@ class Predictor:
     def __init__(self, model_path: str | Path, device: str = "cpu", backend: str = "torch", threads: int | None = None):
         if backend not in BACKENDS:
             raise BrainMRIError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if threads is not None and threads < 1:
+            raise BrainMRIError(f"threads must be at least 1, got {threads}")
         self.model_path = Path(model_path)
         self.device = torch.device(device)
         self.model: torch.nn.Module | None = None

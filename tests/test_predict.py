@@ -159,7 +159,7 @@ def test_batched_equals_one_by_one_and_thread_safe(predictor, real_files):
     results: list[np.ndarray] = [None] * 3  # type: ignore[list-item]
 
     def work(i: int) -> None:
-        results[i] = predictor.predict_arrays(arrays[i:] + arrays[:i])
+        results[i] = predictor.predict_arrays(arrays[i:4] + arrays[:i])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
     for t in threads:
@@ -167,7 +167,7 @@ def test_batched_equals_one_by_one_and_thread_safe(predictor, real_files):
     for t in threads:
         t.join()
     for i, res in enumerate(results):
-        assert np.allclose(res, np.roll(together, -i, axis=0), atol=1e-5)
+        assert np.allclose(res, np.roll(together[:4], -i, axis=0), atol=1e-5)
 
 
 def test_expand_paths(real_files, tmp_path):

@@ -1,0 +1,104 @@
+"""``brainmri reproduce --preset quick`` end to end on the shared dataset, resuming, and
+``compare --cv`` on a tiny prepared folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from brainmri.cli import main
+from brainmri.experiments import METRIC_COLUMNS, PUBLISHED
+from brainmri.report import FIGURES
+
+ARCHS = ("resnet50", "resnet101", "resnet152")
+
+
+def _table_rows(md: str, first_header: str) -> tuple[list[str], list[list[str]]]:
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return header, rows
+
+
+@pytest.mark.slow
+def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
+    out = tmp_path / "repro"
+    args = ["reproduce", "--preset", "quick", "--data", str(sartaj), "--weights", "none", "--out", str(out)]
+    assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    html_path = Path(printed[-1])
+    assert html_path == out / "quick" / "report.html" and html_path.is_file()
+    md = (out / "quick" / "report.md").read_text()
+
+    header, rows = _table_rows(md, "Model")
+    assert header[1 : 1 + len(METRIC_COLUMNS)] == list(METRIC_COLUMNS)
+    assert [r[0] for r in rows] == ["ResNet-50", "ResNet-101", "ResNet-152"]
+    for row in rows:
+        assert len(row) == len(header)
+        assert all(re.fullmatch(r"\d+\.\d+", cell) for cell in row[1 : 1 + len(METRIC_COLUMNS)]), row
+    assert [r[-2] for r in rows] == [f"{PUBLISHED[a]['accuracy']:.2f}" for a in ARCHS]
+    _, stats = _table_rows(md, "Model | Test images")
+    assert all(re.fullmatch(r"\d\.\d{3}–\d\.\d{3}", r[2]) for r in stats)  # accuracy CI
+
+    # Every figure of every architecture: referenced, present, a valid PNG, embedded in the HTML.
+    linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    expected = [f"runs/{a}/figures/{name}" for a in ARCHS for name in FIGURES]
+    assert linked == expected
+    for rel in linked:
+        with Image.open(out / "quick" / rel) as img:
+            assert img.format == "PNG"
+            img.verify()
+    page = html_path.read_text()
+    assert page.count('src="data:image/png;base64,') == len(expected)
+    assert "https://" not in page and "http://" not in page
+
+    # The report says what was used and what it cannot claim.
+    assert "Preset: quick" in md and "Weights: none" in md and "Image size: 48 x 48" in md
+    assert "not split by patient" in md and "Not for clinical diagnosis" in md
+
+    # Rerunning resumes: prepared data reused, finished architectures skipped; an architecture
+    # whose evaluation is missing is evaluated again without retraining.
+    (out / "quick" / "runs" / "resnet152" / "metrics.json").unlink()
+    checkpoint_mtime = (out / "quick" / "runs" / "resnet152" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
+    log = capsys.readouterr().out
+    assert "using prepared data" in log
+    assert "resnet50: finished earlier, skipped" in log and "resnet101: finished earlier, skipped" in log
+    assert "resnet152: evaluating" in log and "resnet152: training" not in log
+    assert (out / "quick" / "runs" / "resnet152" / "metrics.json").is_file()
+    assert (out / "quick" / "runs" / "resnet152" / "checkpoints" / "best.pt").stat().st_mtime_ns >= checkpoint_mtime
+
+    # Other settings in the same folder are refused instead of mixing two experiments.
+    assert main([*args, "--epochs", "3", "--no-progress"]) == 2
+    assert "other settings (epochs)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_cross_validation_reports_mean_and_std(trained_run, tmp_path, capsys):
+    import json
+
+    prepared = json.loads((trained_run / "config.json").read_text())["data"]
+    out = tmp_path / "cv"
+    args = ["compare", "--data", prepared, "--out", str(out), "--archs", "resnet18", "--cv", "2"]
+    args += ["--weights", "none", "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--bootstrap", "50"]
+    assert main([*args, "--no-progress"]) == 0
+    md = (out / "report.md").read_text()
+    header, rows = _table_rows(md, "Model")
+    assert [r[0] for r in rows] == ["ResNet-18"]
+    assert all(re.fullmatch(r"\d+\.\d+ ± \d+\.\d+", c) for c in rows[0][1 : 1 + len(METRIC_COLUMNS)]), rows
+    assert rows[0][-2:] == ["–", "–"]  # no published numbers for resnet18
+    folds = [json.loads((out / "runs" / "resnet18" / f"fold{k}" / "metrics.json").read_text()) for k in (0, 1)]
+    pooled = json.loads((out / "runs" / "resnet18" / "pooled" / "metrics.json").read_text())
+    kept = sum(1 for _ in (out / "folds_k2.csv").open()) - 1
+    assert folds[0]["n"] + folds[1]["n"] == pooled["n"] == kept  # every image tested exactly once
+    for name in FIGURES:
+        assert (out / "runs" / "resnet18" / "pooled" / name).is_file()
+    assert "2 folds" in md

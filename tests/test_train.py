@@ -223,3 +223,17 @@ def test_augmenter_on_uint8_batches():
     assert 0.0 <= a.min() and a.max() <= 1.0
     with pytest.raises(BrainMRIError, match="zoom"):
         make_augmenter(TrainConfig(zoom=1.5))
+
+
+def test_missing_imagenet_weights_fail_before_a_run_folder_is_written(prepared, tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch" / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(BrainMRIError, match="--weights none"):
+        train(tiny_config(prepared, weights="imagenet"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -443,7 +443,8 @@ def train(
     run_dir = Path(run_dir)
     rank, world_size = _dist_env()
     device = resolve_device(config.device)
-    if world_size > 1 and not dist.is_initialized():
+    own_group = world_size > 1 and not dist.is_initialized()
+    if own_group:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -457,13 +458,13 @@ def train(
     finally:
         torch.use_deterministic_algorithms(deterministic)  # leave the process as we found it
         torch.backends.cudnn.benchmark = benchmark
-        if world_size > 1 and dist.is_initialized():
+        if own_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started) -> Path:
     main = rank == 0
-    error = None
+    error, rows = None, None
     if main:
         try:
             _check_run_dir(run_dir, overwrite, resume)
@@ -471,15 +472,9 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                 saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
                 config = saved.replace(device=config.device, workers=config.workers)
             _validate(config)
-            precision = resolve_precision(config.precision, device)
+            resolve_precision(config.precision, device)
             if not resume:
                 rows = _effective_split(config)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                from brainmri.data import write_split
-
-                write_split(rows, run_dir / "split.csv")
-                _write_json(run_dir / "config.json", config.to_dict())
-            _write_json(run_dir / "environment.json", environment_info(device, precision, world_size))
         except BrainMRIError as exc:
             error = str(exc)
     _broadcast_error(error, world_size)
@@ -487,7 +482,6 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
         saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         config = saved.replace(device=config.device, workers=config.workers)
     precision = resolve_precision(config.precision, device)
-    log = _Log(run_dir / "train.log" if main else None, echo=progress and main)
 
     # Reproducibility: seeds for everything that uses global RNG (dropout, weight init).
     torch.manual_seed(config.seed + rank)
@@ -497,6 +491,19 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+    # The model before anything is written: missing weights must not leave a run folder behind.
+    model = build_model(config.arch, config.weights, len(CLASSES), config.finetune).to(device)
+    if main:
+        if not resume:
+            from brainmri.data import write_split
+
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_split(rows, run_dir / "split.csv")
+            _write_json(run_dir / "config.json", config.to_dict())
+        _write_json(run_dir / "environment.json", environment_info(device, precision, world_size))
+    _broadcast_error(None, world_size)  # every rank waits until split.csv exists
+    log = _Log(run_dir / "train.log" if main else None, echo=progress and main)
 
     # Data: decoded once, held as uint8 tensors (on the GPU when training there).
     from brainmri.data import load_split
@@ -515,8 +522,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
         f"loaded in {time.perf_counter() - t0:.1f}s"
     )
 
-    # Model, loss, optimiser.
-    model = build_model(config.arch, config.weights, len(CLASSES), config.finetune).to(device)
+    # Loss, optimiser.
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]

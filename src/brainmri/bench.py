@@ -505,7 +505,7 @@ def run_bench(
     batch_size: int | None = None,
     warmup: int | None = None,
     steps: int | None = None,
-    baseline_workers: int = 0,
+    baseline_workers: int | None = None,
     infer_arch: str = "resnet50",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -528,6 +528,10 @@ def run_bench(
             if value < (0 if name == "warmup" else 1):
                 raise BrainMRIError(f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}")
             settings[name] = value
+    if baseline_workers is None:
+        # The textbook loop uses DataLoader workers; on a small CPU-only machine they would only
+        # take cores from the model, so the baseline decodes in the main process there.
+        baseline_workers = min(8, os.cpu_count() or 1) if dev.type == "cuda" else 0
     if baseline_workers < 0:
         raise BrainMRIError("--baseline-workers must be >= 0")
     if image_size < 32:

@@ -499,7 +499,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="training batch size (default: 8 on CPU, 32 on GPU; --quick 4)")
     p.add_argument("--warmup", type=int, help="untimed training steps first (default: 1 on CPU, 10 on GPU)")
     p.add_argument("--steps", type=int, help="timed training steps (default: 2 on CPU, 40 on GPU)")
-    p.add_argument("--baseline-workers", type=int, default=0, help="DataLoader workers of the baseline (default: 0)")
+    p.add_argument(
+        "--baseline-workers", type=int, help="DataLoader workers of the baseline (default: 0 on CPU, up to 8 on GPU)"
+    )
     p.add_argument("--infer-arch", default="resnet50", help="architecture for the inference timings")
     p.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     p.set_defaults(func=_run_bench)

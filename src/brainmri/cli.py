@@ -104,7 +104,7 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    from brainmri.models import FINETUNE_MODES
+    from brainmri.config import FINETUNE_MODES
 
     s = argparse.SUPPRESS  # unset flags stay out of the namespace: flags > --config file > defaults
     p = sub.add_parser(

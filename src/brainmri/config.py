@@ -14,6 +14,9 @@ from typing import Any
 
 from brainmri.errors import BrainMRIError
 
+#: What trains: the whole network (the paper), the head only, or the last stage and the head.
+FINETUNE_MODES = ("full", "head", "last")
+
 
 @dataclass
 class TrainConfig:

@@ -17,13 +17,13 @@ import torch
 import torchvision
 from torch import nn
 
+from brainmri.config import FINETUNE_MODES
 from brainmri.errors import BrainMRIError
 from brainmri.labels import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_ARCHS = ("resnet50", "resnet101", "resnet152")
-FINETUNE_MODES = ("full", "head", "last")
 
 
 class InputAdapter(nn.Module):

@@ -39,6 +39,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"image_size": 48, "epochs": 1, "limit_per_class": 32, "weights": "imagenet", "batch_size": 32},
 }
 
+#: Size at which ``reproduce`` prepares data (the paper's); presets train at their own size.
+PREPARE_SIZE = 256
+
 COMPARISON_JSON = "comparison.json"
 METRIC_COLUMNS = (
     "Validation accuracy",
@@ -496,8 +499,10 @@ def reproduce(
     log: Log = print,
 ) -> Path:
     """Fetch (or use ``data``), prepare, and compare with a preset's settings; returns the
-    HTML report. ``out/prepared-<size>/`` is reused when it was made from the same source at
-    the same size; the comparison lives in ``out/<preset>/`` and resumes when rerun."""
+    HTML report. Data are always prepared as the paper did (256 px), so duplicate detection
+    does not depend on the preset; training resizes from there. ``out/prepared-256/`` is
+    reused when it was made from the same source; the comparison lives in ``out/<preset>/``
+    and resumes when rerun."""
     from brainmri.fetch import ensure_dataset
 
     if preset not in PRESETS:
@@ -515,12 +520,12 @@ def reproduce(
     started = time.perf_counter()
     source = ensure_dataset(data)
     size = int(settings["image_size"])
-    prepared = out / f"prepared-{size}"
-    if _prepared_matches(prepared, source, size):
+    prepared = out / f"prepared-{PREPARE_SIZE}"
+    if _prepared_matches(prepared, source, PREPARE_SIZE):
         log(f"using prepared data in {prepared}")
     else:
-        log(f"preparing {source} at {size} px into {prepared}")
-        data_mod.prepare(source, prepared, size=size, overwrite=prepared.exists(), progress=progress)
+        log(f"preparing {source} at {PREPARE_SIZE} px into {prepared}")
+        data_mod.prepare(source, prepared, size=PREPARE_SIZE, overwrite=prepared.exists(), progress=progress)
     config = TrainConfig(
         data=str(prepared.resolve()),
         weights=settings["weights"],

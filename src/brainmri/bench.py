@@ -63,7 +63,7 @@ def default_settings(device: torch.device, quick: bool) -> dict[str, Any]:
         "archs": ["resnet50", "resnet101", "resnet152"],
         "batch_size": 32 if gpu else 8,
         "warmup": 10 if gpu else 1,
-        "steps": 40 if gpu else 2,
+        "steps": 40 if gpu else 4,
         "latency_runs": 100 if gpu else 30,
         "batch_runs": 10 if gpu else 2,
     }
@@ -181,6 +181,13 @@ def flops_per_image(arch: str, image_size: int, backward: bool) -> float:
     return counter.get_total_flops() / 2
 
 
+def _throughput(marks: Sequence[float], batch_size: int) -> dict[str, float]:
+    """Images per second from the times at which steps ended: the median step (robust to other
+    processes briefly taking the CPU) and the mean over all timed steps."""
+    steps = np.diff(np.asarray(marks))
+    return {"ips": batch_size / float(np.median(steps)), "ips_mean": batch_size / float(np.mean(steps))}
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -253,7 +260,7 @@ def time_our_training(
     marks: list[float] = []
 
     def on_step(epoch: int, step: int) -> None:
-        if step == warmup or step == warmup + steps:
+        if step >= warmup:
             _sync(device)
             marks.append(time.perf_counter())
         if step >= warmup + steps:
@@ -267,13 +274,13 @@ def time_our_training(
         except _StopTiming:
             pass
     shutil.rmtree(run_dir, ignore_errors=True)
-    if len(marks) < 2:
+    if len(marks) < steps + 1:
         raise BrainMRIError(
             f"the bench sample gave fewer than {warmup + steps} training batches of {batch_size}; "
             "use fewer --steps or a smaller --batch-size"
         )
     return {
-        "ips": steps * batch_size / (marks[1] - marks[0]),
+        **_throughput(marks, batch_size),
         "peak_rss_mb": rss.peak_mb,
         "precision": resolve_precision(config.precision, device),
         "channels_last": config.channels_last,
@@ -368,11 +375,14 @@ def time_baseline_training(
     criterion = nn.CrossEntropyLoss()
     batches = _forever(baseline_loader(raw, image_size, batch_size, workers))
     gc.collect()
+    marks: list[float] = []
     with PeakRSS() as rss:
-        for step in range(warmup + steps):
-            if step == warmup:
+        for step in range(warmup + steps + 1):
+            if step >= warmup:
                 _sync(device)
-                start = time.perf_counter()
+                marks.append(time.perf_counter())
+            if step == warmup + steps:
+                break
             images, target = next(batches)
             images, target = images.to(device), target.to(device)
             output = model(images)
@@ -380,10 +390,8 @@ def time_baseline_training(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        _sync(device)
-        seconds = time.perf_counter() - start
     del batches
-    return {"ips": steps * batch_size / seconds, "peak_rss_mb": rss.peak_mb, "workers": workers}
+    return {**_throughput(marks, batch_size), "peak_rss_mb": rss.peak_mb, "workers": workers}
 
 
 def time_baseline_data(raw: Path, image_size: int, batch_size: int, batches: int, workers: int) -> float:
@@ -597,6 +605,8 @@ def run_bench(
                 "ours_ips": ours["ips"],
                 "baseline_ips": base["ips"],
                 "ratio": ours["ips"] / base["ips"],
+                "ours_ips_mean": ours["ips_mean"],
+                "baseline_ips_mean": base["ips_mean"],
                 "ours_peak_rss_mb": ours["peak_rss_mb"],
                 "baseline_peak_rss_mb": base["peak_rss_mb"],
             }

@@ -59,7 +59,7 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
         "peak RSS": result["peak_rss_mb"],
         "paper run estimate": result["paper_run_estimate_seconds"],
         "forward GFLOP": result["inference"]["forward_gflop_per_image"],
-        "latency floor": result["inference"]["latency_floor_ms_fp32"],
+        "ms at matmul peak": result["inference"]["ms_at_fp32_matmul_peak"],
     }
     for backend in ("torch", "onnx"):
         for key in ("latency_ms_p50", "latency_ms_p95", "batch32_ips"):

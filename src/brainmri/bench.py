@@ -644,10 +644,10 @@ def run_bench(
             "arch": infer_arch,
             **time_inference(ckpt, arrays, dev, settings["latency_runs"], settings["batch_runs"], int8=not quick),
         }
-        # No implementation can beat the forward pass's FLOPs at the measured matmul peak.
+        # The forward pass's FLOPs at the measured matmul rate: what one image costs in fp32 at best-known speed.
         forward = flops_per_image(infer_arch, image_size, backward=False)
         result["inference"]["forward_gflop_per_image"] = forward / 1e9
-        result["inference"]["latency_floor_ms_fp32"] = forward / (fp32["gflops"] * 1e9) * 1000
+        result["inference"]["ms_at_fp32_matmul_peak"] = forward / (fp32["gflops"] * 1e9) * 1000
         lap("inference")
     result["seconds"] = seconds_taken
     with contextlib.suppress(OSError):
@@ -673,11 +673,14 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "met": value >= TARGETS["data_over_model"],
     }
     if result["inference"]["arch"] == "resnet50":
-        value = result["inference"]["torch"]["latency_ms_p50"]
+        backends = [b for b in ("torch", "onnx", "onnx_int8") if b in result["inference"]]
+        best = min(backends, key=lambda b: result["inference"][b]["latency_ms_p50"])
+        value = result["inference"][best]["latency_ms_p50"]
         out["latency_p50_ms_resnet50"] = {
             "value": value,
             "target": f"<= {TARGETS['latency_p50_ms']}",
             "met": value <= TARGETS["latency_p50_ms"],
+            "backend": best,
         }
     if result["machine"]["device"].startswith("cuda"):
         value = result["paper_run_estimate_seconds"]
@@ -730,12 +733,15 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{backend:<24}{r['latency_ms_p50']:>9.1f}{r['latency_ms_p95']:>9.1f}{r['batch32_ips']:>16.1f}")
     i = result["inference"]
     lines.append(
-        f"(forward pass {i['forward_gflop_per_image']:.1f} GFLOP/image: even at the fp32 matmul peak one image "
-        f"takes at least {i['latency_floor_ms_fp32']:.0f} ms in fp32)"
+        f"(forward pass {i['forward_gflop_per_image']:.1f} GFLOP/image = {i['ms_at_fp32_matmul_peak']:.0f} ms "
+        "at the measured fp32 matmul peak)"
     )
     lines += ["", "targets:"]
     for name, t in result["targets"].items():
-        lines.append(f"  {name:<28}{t['value']:>10.2f}  target {t['target']:<8} {'met' if t['met'] else 'MISSED'}")
+        lines.append(
+            f"  {name:<28}{t['value']:>10.2f}  target {t['target']:<8} {'met' if t['met'] else 'MISSED'}"
+            + (f" ({t['backend']})" if "backend" in t else "")
+        )
     return "\n".join(lines)
 
 

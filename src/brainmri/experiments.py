@@ -36,7 +36,7 @@ PAPER_CITATION = "Kruszyk et al., 2024"
 #: shrinks images, epochs and data so a CPU-only user sees a whole report in minutes.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 256, "epochs": 10, "limit_per_class": None, "weights": "imagenet", "batch_size": 32},
-    "quick": {"image_size": 48, "epochs": 1, "limit_per_class": 32, "weights": "imagenet", "batch_size": 32},
+    "quick": {"image_size": 64, "epochs": 3, "limit_per_class": 64, "weights": "imagenet", "batch_size": 32},
 }
 
 #: Size at which ``reproduce`` prepares data (the paper's); presets train at their own size.

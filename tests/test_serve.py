@@ -93,7 +93,10 @@ def test_page_model_card_health_and_docs(client):
     assert health["status"] == "ok" and health["limits"]["max_bytes"] == 20 * 1024 * 1024
     spec = client.get("/openapi.json").json()
     assert "multipart/form-data" in spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "https://" not in docs.text  # works offline
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        assert client.get(asset).status_code == 200
     missing = client.get("/nowhere")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
 

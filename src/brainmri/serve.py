@@ -35,12 +35,14 @@ from typing import Any
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
@@ -259,6 +261,8 @@ def create_app(
         version=__version__,
         description="Try a brain-tumour MRI classifier on single slices. "
         "Research software, not a medical device: not for clinical use.",
+        docs_url=None,  # served below from the packaged Swagger UI: FastAPI's default loads it from a CDN
+        redoc_url=None,
     )
     app.state.predictor = predictor
     app.state.executor = executor
@@ -315,6 +319,19 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        # The interactive API docs work offline, like the page: scripts come from the
+        # swagger-ui-bundle package, not from a CDN.
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="brainmri API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
 
     @app.get("/health", summary="Liveness and upload limits (no token needed)")
     async def health() -> dict[str, Any]:

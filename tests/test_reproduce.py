@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from brainmri.cli import main
-from brainmri.experiments import METRIC_COLUMNS, PUBLISHED
+from brainmri.experiments import METRIC_COLUMNS, PRESETS, PUBLISHED
 from brainmri.report import FIGURES
 
 ARCHS = ("resnet50", "resnet101", "resnet152")
@@ -61,7 +61,8 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     assert "https://" not in page and "http://" not in page
 
     # The report says what was used and what it cannot claim.
-    assert "Preset: quick" in md and "Weights: none" in md and "Image size: 48 x 48" in md
+    size = PRESETS["quick"]["image_size"]
+    assert "Preset: quick" in md and "Weights: none" in md and f"Image size: {size} x {size}" in md
     assert "not split by patient" in md and "Not for clinical diagnosis" in md
 
     # Rerunning resumes: prepared data reused, finished architectures skipped; an architecture
@@ -77,7 +78,7 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     assert (out / "quick" / "runs" / "resnet152" / "checkpoints" / "best.pt").stat().st_mtime_ns >= checkpoint_mtime
 
     # Other settings in the same folder are refused instead of mixing two experiments.
-    assert main([*args, "--epochs", "3", "--no-progress"]) == 2
+    assert main([*args, "--epochs", str(PRESETS["quick"]["epochs"] + 1), "--no-progress"]) == 2
     assert "other settings (epochs)" in capsys.readouterr().err
 
 

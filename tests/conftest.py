@@ -78,3 +78,16 @@ def trained_run(small_raw: Path, tmp_path_factory) -> Path:
         deterministic=True,
     )
     return train(config, base / "runs" / "resnet18", progress=False)
+
+
+@pytest.fixture(scope="session")
+def model_path(trained_run: Path) -> Path:
+    """The trained run's best checkpoint: what a user passes to predict, export and serve."""
+    return trained_run / "checkpoints" / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def predictor(model_path: Path):
+    from brainmri.predict import Predictor
+
+    return Predictor(model_path)

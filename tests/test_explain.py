@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,24 +13,7 @@ from PIL import Image
 from brainmri.cli import main
 from brainmri.explain import grad_cam, target_layer
 from brainmri.models import build_model
-from brainmri.predict import Predictor
 from brainmri.preprocess import stack, to_array, to_input
-
-
-@pytest.fixture(scope="module")
-def model_path(request) -> Path:
-    """A briefly trained model when the training fixture exists, else the untrained one."""
-    for name in ("trained_run", "tiny_checkpoint"):
-        try:
-            return Path(request.getfixturevalue(name))
-        except pytest.FixtureLookupError:
-            continue
-    raise AssertionError("no model fixture")
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path) -> Predictor:
-    return Predictor(model_path)
 
 
 @pytest.fixture(scope="module")

@@ -19,17 +19,6 @@ from brainmri.preprocess import to_array
 
 
 @pytest.fixture(scope="module")
-def model_path(request) -> Path:
-    """A briefly trained model when the training fixture exists, else the untrained one."""
-    for name in ("trained_run", "tiny_checkpoint"):
-        try:
-            return Path(request.getfixturevalue(name))
-        except pytest.FixtureLookupError:
-            continue
-    raise AssertionError("no model fixture")
-
-
-@pytest.fixture(scope="module")
 def onnx_path(model_path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     assert main(["export", str(model_path), "--format", "onnx", "--output", str(out)]) == 0

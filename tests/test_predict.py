@@ -24,22 +24,6 @@ from brainmri.preprocess import to_array
 
 
 @pytest.fixture(scope="module")
-def model_path(request) -> Path:
-    """A briefly trained model when the training fixture exists, else the untrained one."""
-    for name in ("trained_run", "tiny_checkpoint"):
-        try:
-            return Path(request.getfixturevalue(name))
-        except pytest.FixtureLookupError:
-            continue
-    raise AssertionError("no model fixture")
-
-
-@pytest.fixture(scope="module")
-def predictor(model_path) -> Predictor:
-    return Predictor(model_path)
-
-
-@pytest.fixture(scope="module")
 def real_files(sartaj) -> list[Path]:
     """Two test-side slices of each class folder."""
     return [p for folder in FOLDERS for p in real_images(sartaj, folder, 2, split="Testing")]

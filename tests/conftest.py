@@ -3,6 +3,7 @@ copied into the repository."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -91,3 +92,33 @@ def predictor(model_path: Path):
     from brainmri.predict import Predictor
 
     return Predictor(model_path)
+
+
+def dicom_bytes(
+    pixels,
+    center: float | None = None,
+    width: float | None = None,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 16,
+) -> bytes:
+    """A 16-bit-allocated MR DICOM file of ``pixels`` (uint16 values), as scanners write them;
+    ``center``/``width`` add a VOI window."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    if center is not None:
+        ds.WindowCenter, ds.WindowWidth = center, width
+    ds.PixelData = np.asarray(pixels).astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

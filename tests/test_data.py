@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_images
+from conftest import dicom_bytes, real_images
 from PIL import Image
-from test_images import _dicom_bytes
 
 from brainmri import data
 from brainmri.cli import main
@@ -48,7 +47,7 @@ def raw(sartaj, tmp_path_factory) -> Path:
     gray = np.asarray(Image.open(real_images(sartaj, "pituitary_tumor", 1, "Testing")[0]).convert("L"))
     Image.fromarray(gray.astype(np.uint16) * 200).save(test / "pituitary_tumor" / "wide.png")
     gray = np.asarray(Image.open(real_images(sartaj, "meningioma_tumor", 1, "Testing")[0]).convert("L"))
-    (test / "meningioma_tumor" / "slice.dcm").write_bytes(_dicom_bytes(gray.astype(np.uint16) * 4, 500, 1000))
+    (test / "meningioma_tumor" / "slice.dcm").write_bytes(dicom_bytes(gray.astype(np.uint16) * 4, 500, 1000))
     (root / "README.txt").write_text("ignored: not an image suffix")
     return root
 

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import real_images
+from conftest import dicom_bytes, real_images
 from PIL import Image
 
 from brainmri.errors import BrainMRIError
@@ -67,30 +67,9 @@ def test_png_16bit_scaled_to_full_range(real_gray):
     assert np.abs(out - expected).max() <= 1
 
 
-def _dicom_bytes(pixels: np.ndarray, center: float | None, width: float | None, photometric="MONOCHROME2") -> bytes:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if center is not None:
-        ds.WindowCenter, ds.WindowWidth = center, width
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def test_dicom_window_applied(real_gray):
     pixels = real_gray.astype(np.uint16) * 8  # 0..2040
-    out, size, mode = read_gray_info(_dicom_bytes(pixels, center=500, width=400))
+    out, size, mode = read_gray_info(dicom_bytes(pixels, center=500, width=400))
     assert mode == "DICOM" and size == (64, 64)
     assert (out[pixels <= 300] == 0).all()  # below the window: black
     assert (out[pixels >= 700] == 255).all()  # above: white
@@ -100,10 +79,10 @@ def test_dicom_window_applied(real_gray):
 
 def test_dicom_without_window_and_monochrome1(real_gray):
     pixels = real_gray.astype(np.uint16) * 8
-    plain = read_gray(_dicom_bytes(pixels, None, None))
+    plain = read_gray(dicom_bytes(pixels, None, None))
     assert plain.min() == 0 and plain.max() == 255
     assert np.corrcoef(plain.ravel(), real_gray.ravel())[0, 1] > 0.99
-    inverted = read_gray(_dicom_bytes(pixels, None, None, photometric="MONOCHROME1"))
+    inverted = read_gray(dicom_bytes(pixels, None, None, photometric="MONOCHROME1"))
     assert np.array_equal(inverted, 255 - plain)
 
 

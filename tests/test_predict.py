@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FOLDERS, real_images
+from conftest import FOLDERS, dicom_bytes, real_images
 from PIL import Image
 
 from brainmri.checkpoint import read_checkpoint, save_checkpoint
@@ -41,23 +41,6 @@ def huge_png(path: Path, width: int = 20000, height: int = 20000) -> None:
     idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-def dicom_file(path: Path, pixels: np.ndarray) -> None:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -125,7 +108,8 @@ def test_every_format_gives_the_same_prediction(predictor, real_files, tmp_path)
         sources.append(tmp_path / f"slice{suffix}")
         Image.fromarray(gray).save(sources[-1], fmt)
     sources.append(tmp_path / "slice.dcm")
-    dicom_file(sources[-1], gray.astype(np.uint16) * 16)  # 12-bit DICOM, stretched back to 0..255 on decode
+    # A 12-bit DICOM, stretched back to 0..255 on decode.
+    sources[-1].write_bytes(dicom_bytes(gray.astype(np.uint16) * 16, bits_stored=12))
     rows = predict_paths(predictor, [str(tmp_path / "slice.*")])
     assert sorted(Path(r.name).suffix for r in rows) == [".bmp", ".dcm", ".png", ".tif"]
     reference = predictor.predict_arrays([to_array(gray, predictor.image_size)])[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_images
+from conftest import dicom_bytes, real_images
 from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.requests import Request
@@ -52,26 +52,6 @@ def expected_probs(app, data: bytes) -> np.ndarray:
     """What the model says about an image through the shared preprocessing path, directly."""
     pred = app.state.predictor
     return pred.predict_arrays([to_array(data, pred.image_size)])[0]
-
-
-def dicom_bytes(gray: np.ndarray) -> bytes:
-    """A 16-bit MONOCHROME2 DICOM file holding ``gray`` (scaled up), as scanners write them."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("slice.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns = gray.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (gray.astype(np.uint16) * 16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def b64_image(text: str) -> np.ndarray:
@@ -129,7 +109,7 @@ def test_png_and_dicom_are_recognised_by_content(app, client, slices):
     gray = read_gray(slices[1])
     png = io.BytesIO()
     Image.fromarray(gray).save(png, format="PNG")
-    dcm = dicom_bytes(gray)
+    dcm = dicom_bytes(gray.astype(np.uint16) * 16, bits_stored=12)
     # Names say nothing true about the content: the DICOM is called .jpg, the PNG has no suffix.
     files = [("files", ("scan.jpg", dcm, "image/jpeg")), ("files", ("slice", png.getvalue(), "text/plain"))]
     results = client.post("/api/predict", files=files).json()["results"]

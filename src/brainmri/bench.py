@@ -484,14 +484,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     import onnxruntime
     import torchvision
 
-    from brainmri.train import cpu_has_native_bf16
+    from brainmri.train import cpu_has_native_bf16, cpu_name
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     info = {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

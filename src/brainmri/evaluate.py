@@ -24,6 +24,7 @@ from brainmri.checkpoint import atomic_write_text, read_checkpoint, update_card
 from brainmri.errors import BrainMRIError
 from brainmri.images import ImageError
 from brainmri.preprocess import stack, to_array, to_input
+from brainmri.train import resolve_device
 
 #: Equal-width confidence bins for the expected calibration error (Guo et al., 2017).
 ECE_BINS = 15
@@ -183,18 +184,6 @@ def compute_metrics(
 
 
 # --- evaluating a run ----------------------------------------------------------------
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise BrainMRIError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BrainMRIError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 @torch.inference_mode()

@@ -71,6 +71,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_name() -> str:
+    """The processor's model name, for run records and benchmarks (Linux: /proc/cpuinfo)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated
     and measured slower than fp32 (see docs/training.md)."""
@@ -246,12 +255,7 @@ def environment_info(device: torch.device, precision: str, world_size: int) -> d
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
-        hardware = platform.processor() or platform.machine()
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    hardware = line.split(":", 1)[1].strip()
-                    break
+        hardware = cpu_name()
     return {
         "brainmri": __version__,
         "python": platform.python_version(),

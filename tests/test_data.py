@@ -162,6 +162,29 @@ def test_split_is_stratified_group_aware_and_reproducible(prepared, tmp_path):
     assert path.read_text().splitlines()[0] == "path,label,group,side"
 
 
+def test_validation_side_is_carved_from_training_by_whole_groups(prepared, tmp_path):
+    grouped = _with_groups(prepared[0], tmp_path)
+    split = data.make_split(grouped, test_size=0.3, seed=7)
+    rows = data.carve_validation(split, val_size=0.3, seed=7)
+    assert [(r["path"], r["side"] == "test") for r in rows] == [(r["path"], r["side"] == "test") for r in split]
+    was_train = {r["path"] for r in split if r["side"] == "train"}
+    val = [r for r in rows if r["side"] == "val"]
+    assert val and {r["path"] for r in val} < was_train and any(r["side"] == "train" for r in rows)
+    sides: dict[str, set[str]] = {}
+    for r in rows:
+        sides.setdefault(r["group"], set()).add(r["side"])
+    assert all(len(s) == 1 for s in sides.values()), "a duplicate group crosses train/val/test"
+    assert data.carve_validation(rows, val_size=0.3, seed=7) == rows  # re-carving a carved split changes nothing
+    path = data.write_split(rows, tmp_path / "split.csv")
+    _, _, val_paths = data.load_split(grouped, path, "val")
+    assert val_paths == [r["path"] for r in val]
+    with pytest.raises(BrainMRIError, match="val-size"):
+        data.carve_validation(split, val_size=1.0)
+    folds = data.make_kfold(grouped, k=2, seed=0)
+    with pytest.raises(BrainMRIError, match="no val side"):
+        data.select_split(folds, "val", fold=0)
+
+
 def test_kfold_groups_stay_in_one_fold(prepared, tmp_path):
     grouped = _with_groups(prepared[0], tmp_path)
     rows = data.make_kfold(grouped, k=3, seed=0)

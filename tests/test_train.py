@@ -14,6 +14,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from brainmri import data
 from brainmri.augment import affine_matrices, make_augmenter, sample_params
 from brainmri.checkpoint import load_model, read_checkpoint
 from brainmri.cli import build_parser, main, train_config_from_args
@@ -122,6 +123,37 @@ def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(trained_r
     again, _ = load_model(trained_run)
     with torch.no_grad():
         assert torch.equal(model(x[:4].float() / 255), again(x[:4].float() / 255))
+
+
+def test_the_last_epoch_is_kept_and_the_test_side_chooses_nothing(trained_run):
+    """The paper's protocol: a fixed number of epochs, then the final model. Choosing the epoch
+    on the test side would bias every test metric upwards."""
+    best = read_checkpoint(trained_run / "checkpoints" / "best.pt")
+    last = read_checkpoint(trained_run / "checkpoints" / "last.pt")
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert best["epoch"] == last["epoch"] == summary["epochs"] == best["card"]["metrics"]["epoch"]
+    assert all(torch.equal(best["model_state"][k], v) for k, v in last["model_state"].items())
+    assert best["card"]["split"]["selection"] == summary["selection"] and "last epoch" in summary["selection"]
+
+
+def test_a_validation_side_from_training_chooses_the_epoch_and_the_test_side_is_untouched(prepared, tmp_path):
+    config = tiny_config(prepared, val_size=0.25, limit_per_class=None, epochs=2)
+    run = train(config, tmp_path / "val", progress=False)
+    rows = [{k: r[k] for k in ("path", "side")} for r in csv.DictReader((run / "split.csv").open())]
+    plain = data.make_split(prepared, config.test_size, config.seed)
+    assert {r["path"] for r in rows if r["side"] == "test"} == {r["path"] for r in plain if r["side"] == "test"}
+    val = [r["path"] for r in rows if r["side"] == "val"]
+    assert val and set(val) < {r["path"] for r in plain if r["side"] == "train"}
+    x, y, _ = load_split(prepared, run / "split.csv", "val", size=config.image_size)
+    ckpt = read_checkpoint(run / "checkpoints" / "best.pt")
+    card, history = ckpt["card"], read_history(run)
+    assert card["split"]["val"] == len(val) and "val side" in card["metrics"]["split"]
+    best_row = max(history, key=lambda r: (float(r["val_acc"]), -float(r["val_loss"])))
+    assert card["metrics"]["epoch"] == int(best_row["epoch"]) == ckpt["epoch"]
+    model, _ = load_model(run)
+    _, correct, n = evaluate_batches(model, x, y, 8, torch.device("cpu"))
+    assert n == len(val) and correct / n == pytest.approx(float(best_row["val_acc"]))
+    assert "validation images carved from training" in (run / "train.log").read_text()
 
 
 @pytest.mark.slow

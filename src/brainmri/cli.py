@@ -118,6 +118,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", metavar="FILE", default=s, help="split file (default: a new stratified split)")
     p.add_argument("--fold", type=int, default=s, help="held-out fold of a k-fold split file")
     p.add_argument("--test-size", type=float, default=s, help="test fraction of a new split (0.2)")
+    p.add_argument(
+        "--val-size",
+        type=float,
+        default=s,
+        help="fraction of the training side held out to choose the best epoch (0: keep the last epoch, the paper)",
+    )
     p.add_argument("--limit-per-class", type=int, default=s, metavar="N", help="at most N images per class and side")
     p.add_argument("--arch", default=s, help="resnet50 (default), resnet101, resnet152 or any torchvision classifier")
     p.add_argument("--weights", default=s, help="imagenet (default), none, or PATH to a state dict or checkpoint")
@@ -248,6 +254,7 @@ def _add_comparison_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="image size in pixels (default: 256)")
     p.add_argument("--finetune", help="full (default), head or last")
     p.add_argument("--test-size", type=float, help="held-out fraction (default: 0.2)")
+    p.add_argument("--val-size", type=float, help="training fraction held out to choose the best epoch (default: 0)")
     p.add_argument("--limit-per-class", type=int, help="at most N images per class and side (quick runs)")
     p.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
@@ -287,7 +294,18 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     values = load_config_file(args.config) if args.config else {}
     config = TrainConfig.from_dict(values)
-    for name in ("weights", "epochs", "batch_size", "lr", "image_size", "finetune", "test_size", "seed", "device"):
+    for name in (
+        "weights",
+        "epochs",
+        "batch_size",
+        "lr",
+        "image_size",
+        "finetune",
+        "test_size",
+        "val_size",
+        "seed",
+        "device",
+    ):
         if getattr(args, name) is not None:
             config = config.replace(**{name: getattr(args, name)})
     if args.limit_per_class is not None:

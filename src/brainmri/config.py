@@ -26,6 +26,10 @@ class TrainConfig:
     test_size: float = 0.2
     fold: int | None = None  # with a k-fold split file: which fold is held out
     limit_per_class: int | None = None  # subsample for quick runs and tests
+    # Fraction of the training side (whole duplicate groups, per label) held out to choose the
+    # best epoch. 0 (the paper): no choice is made, the last epoch is kept, and the per-epoch
+    # validation curves are computed on the test side, which never selects anything.
+    val_size: float = 0.0
     # model
     arch: str = "resnet50"
     weights: str = "imagenet"  # imagenet | none | PATH

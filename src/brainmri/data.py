@@ -418,38 +418,69 @@ def _group_labels(rows: Sequence[dict[str, str]]) -> dict[str, tuple[str, int]]:
     return dict(sorted(out.items()))
 
 
-def make_split(prepared: str | Path, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
-    """A stratified train/test split of the kept images in which no duplicate group spans both
-    sides.
+def _pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> set[str]:
+    """Groups drawn per label until they hold ``round(fraction * n)`` of that label's rows.
 
-    Groups are shuffled per label with NumPy's PCG64 generator (identical on every platform)
-    and moved to the test side until it holds ``round(test_size * n)`` images of that label.
+    Groups are shuffled per label with NumPy's PCG64 generator (identical on every platform),
+    so a split depends only on the rows, the fraction and the seed.
     """
-    if not 0.0 < test_size < 1.0:
-        raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
-    rows = kept_rows(prepared)
     groups = _group_labels(rows)
     rng = np.random.default_rng(seed)
-    test_groups: set[str] = set()
+    picked: set[str] = set()
     for label in CLASSES:
         names = [g for g, (lab, _) in groups.items() if lab == label]
         if not names:
             continue
-        target = round(test_size * sum(groups[g][1] for g in names))
+        target = round(fraction * sum(groups[g][1] for g in names))
         taken = 0
         for i in rng.permutation(len(names)):
             if taken >= target:
                 break
-            test_groups.add(names[i])
+            picked.add(names[i])
             taken += groups[names[i]][1]
-    if not test_groups or len(test_groups) == len(groups):
+    return picked
+
+
+def make_split(prepared: str | Path, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
+    """A stratified train/test split of the kept images in which no duplicate group spans both
+    sides."""
+    if not 0.0 < test_size < 1.0:
+        raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
+    rows = kept_rows(prepared)
+    test_groups = _pick_groups(rows, test_size, seed)
+    if not test_groups or len(test_groups) == len(_group_labels(rows)):
         raise BrainMRIError(f"too few images ({len(rows)}) for a {1 - test_size:.0%}/{test_size:.0%} split")
     return [
-        {"path": r["output_path"], "label": r["label"], "group": r["group"], "side": "test"}
-        if r["group"] in test_groups
-        else {"path": r["output_path"], "label": r["label"], "group": r["group"], "side": "train"}
+        {
+            "path": r["output_path"],
+            "label": r["label"],
+            "group": r["group"],
+            "side": "test" if r["group"] in test_groups else "train",
+        }
         for r in rows
     ]
+
+
+def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int = 42) -> list[dict[str, str]]:
+    """Move ``val_size`` of the training side, by whole duplicate groups and per label, to a
+    ``val`` side.
+
+    The validation side is what training may look at to choose an epoch; the test side stays
+    untouched until evaluation, so its metrics are not biased by that choice. Rows already on
+    a ``val`` side are returned to training first, so the result depends only on the
+    train/test split, ``val_size`` and ``seed``.
+    """
+    if not 0.0 < val_size < 1.0:
+        raise BrainMRIError(f"--val-size must be between 0 and 1, got {val_size}")
+    rows = [{**r, "side": "train"} if r["side"] == "val" else dict(r) for r in rows]
+    train = [r for r in rows if r["side"] == "train"]
+    val_groups = _pick_groups(train, val_size, seed + 1)
+    if not val_groups or len(val_groups) == len(_group_labels(train)):
+        raise BrainMRIError(f"too few training images ({len(train)}) to hold out {val_size:.0%} for validation")
+    for r in rows:
+        if r["side"] == "train" and r["group"] in val_groups:
+            r["side"] = "val"
+    return rows
 
 
 def make_kfold(prepared: str | Path, k: int = 5, seed: int = 42) -> list[dict[str, str]]:
@@ -510,15 +541,20 @@ def read_split(path: str | Path) -> list[dict[str, str]]:
 
 
 def select_split(rows: Sequence[dict[str, str]], side: str, fold: int | None = None) -> list[dict[str, str]]:
-    """The rows of one side; for k-fold files ``fold`` is the test fold and the rest is train."""
-    if side not in ("train", "test"):
-        raise BrainMRIError(f"side must be 'train' or 'test', got {side!r}")
+    """The rows of one side; for k-fold files ``fold`` is the test fold and the rest is train.
+
+    Single splits may also have a ``val`` side (carved from training by
+    :func:`carve_validation`)."""
+    if side not in ("train", "val", "test"):
+        raise BrainMRIError(f"side must be 'train', 'val' or 'test', got {side!r}")
     if "fold" in rows[0]:
         if fold is None:
             raise BrainMRIError("this is a k-fold split file: choose a fold")
         folds = sorted({int(r["fold"]) for r in rows})
         if fold not in folds:
             raise BrainMRIError(f"fold {fold} not in split file (folds {folds[0]}..{folds[-1]})")
+        if side == "val":
+            raise BrainMRIError("a k-fold split file has no val side")
         return [r for r in rows if (int(r["fold"]) == fold) == (side == "test")]
     if fold is not None:
         raise BrainMRIError("fold given, but the split file is a single train/test split")

@@ -231,6 +231,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     last = history[-1] if history else {}
     return {
         "epochs": len(history) or summary.get("epochs"),
+        "selection": summary.get("selection"),
         "best_epoch": summary.get("best_epoch"),
         "best_val_acc": summary.get("best_val_acc"),
         "avg_train_loss": mean("train_loss"),

@@ -376,12 +376,21 @@ def write_comparison_report(
                     if cv
                     else f"Split: {config.get('test_size', 0.2):.0%} held out, stratified by class, duplicate "
                     f"groups kept on one side (seed {config['seed']}); train {_side_text(counts, 'train')}; "
-                    f"test {_side_text(counts, 'test')}"
+                    + (f"validation {_side_text(counts, 'val')}; " if counts and "val" in counts else "")
+                    + f"test {_side_text(counts, 'test')}"
                 )
                 + (
                     f"; at most {config['limit_per_class']} images per class and side"
                     if config.get("limit_per_class")
                     else ""
+                ),
+                (
+                    f"Model evaluated: the best epoch by accuracy on a validation side of "
+                    f"{config['val_size']:.0%} of the training images (whole duplicate groups); the test side "
+                    "chose nothing"
+                    if config.get("val_size")
+                    else "Model evaluated: the last epoch, as in the paper; the test side chose nothing (the "
+                    "validation curves are drawn on it, but no epoch is selected by them)"
                 ),
                 f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores; device {_device_text(env)}; "
                 f"torch {env.get('torch', '?')}",

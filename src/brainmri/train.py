@@ -44,6 +44,9 @@ from brainmri.preprocess import to_input
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BALANCE_MODES = ("oversample", "class_weights", "none")
+#: How a run picks the model it keeps (``checkpoints/best.pt``), recorded in its card and summary.
+SELECTION_LAST = "last epoch (no selection; the test side chooses nothing)"
+SELECTION_BEST = "best validation accuracy on the val side carved from training"
 
 StepCallback = Callable[[int, int], None]
 
@@ -323,10 +326,13 @@ def _validate(config: TrainConfig) -> None:
         raise BrainMRIError(f"--limit-per-class must be at least 1, got {config.limit_per_class}")
     if config.workers < 0:
         raise BrainMRIError(f"--workers must be >= 0, got {config.workers}")
+    if not 0.0 <= config.val_size < 1.0:
+        raise BrainMRIError(f"--val-size must be at least 0 and below 1, got {config.val_size}")
 
 
 def _effective_split(config: TrainConfig) -> list[dict[str, str]]:
-    """The split rows this run uses, as a single train/test split (k-fold resolved, limit applied)."""
+    """The split rows this run uses, as a single split (k-fold resolved, validation carved from
+    the training side when ``val_size`` > 0, limit applied)."""
     from brainmri import data
 
     if config.split:
@@ -339,6 +345,10 @@ def _effective_split(config: TrainConfig) -> list[dict[str, str]]:
             ]
     else:
         rows = data.make_split(config.data, config.test_size, config.seed)
+    if config.val_size > 0:
+        rows = data.carve_validation(rows, config.val_size, config.seed)
+    else:
+        rows = [{**r, "side": "train"} if r["side"] == "val" else r for r in rows]
     if config.limit_per_class:
         taken: dict[tuple[str, str], int] = {}
         limited = []
@@ -510,20 +520,32 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
     log = _Log(run_dir / "train.log" if main else None, echo=progress and main)
 
     # Data: decoded once, held as uint8 tensors (on the GPU when training there).
-    from brainmri.data import load_split
+    from brainmri.data import load_split, read_split
 
     t0 = time.perf_counter()
     split_file = run_dir / "split.csv"
     train_x, train_y, _ = load_split(config.data, split_file, "train", size=config.image_size)
-    val_x, val_y, _ = load_split(config.data, split_file, "test", size=config.image_size)
+    # The side watched each epoch: a validation side carved from training when the run chooses
+    # its best epoch, otherwise the test side (the paper's curves), which then chooses nothing.
+    selects = config.val_size > 0
+    val_x, val_y, _ = load_split(config.data, split_file, "val" if selects else "test", size=config.image_size)
     if config.workers == 0:
         train_x, train_y = train_x.to(device), train_y.to(device)
     val_x, val_y = val_x.to(device), val_y.to(device)
     counts = class_counts(train_y)
+    side_counts: dict[str, dict[str, int]] = {"val": {}, "test": {}}
+    for r in read_split(split_file):
+        if r["side"] in side_counts:
+            side_counts[r["side"]][r["label"]] = side_counts[r["side"]].get(r["label"], 0) + 1
     log(
         f"data: {len(train_y)} training and {len(val_y)} validation images of {config.image_size} px "
         f"({', '.join(f'{c} {n}' for c, n in zip(CLASSES, counts, strict=True))}) "
-        f"loaded in {time.perf_counter() - t0:.1f}s"
+        f"loaded in {time.perf_counter() - t0:.1f}s; "
+        + (
+            f"the best epoch is chosen on {len(val_y)} validation images carved from training"
+            if selects
+            else "the last epoch is kept (the validation curves use the test side and choose nothing)"
+        )
     )
 
     # Loss, optimiser.
@@ -561,8 +583,9 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
             "fold": config.fold,
             "seed": config.seed,
             "train": len(train_y),
-            "test": len(val_y),
-            "test_counts": dict(zip(CLASSES, class_counts(val_y), strict=True)),
+            **{side: sum(n.values()) for side, n in side_counts.items() if side != "train"},
+            "test_counts": side_counts["test"],
+            "selection": SELECTION_BEST if selects else SELECTION_LAST,
         },
         config=config.to_dict(),
     )
@@ -602,7 +625,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
     def save_last(epoch_done: int, step: int, running_state: dict | None) -> None:
         if not main:
             return
-        card = make_card(**card_base, metrics=_best_metrics(best))
+        card = make_card(**card_base, metrics=_best_metrics(best, selects))
         extra = {
             "history": history,
             "best": best,
@@ -719,14 +742,15 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                 "images_per_second": seen_total / max(train_seconds, 1e-9),
             }
             history.append(row)
-            improved = row["val_acc"] > best["val_acc"] or (
-                row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"]
+            improved = not selects or (
+                row["val_acc"] > best["val_acc"]
+                or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
             )
             if improved:
                 best = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "train_acc", "train_loss")}
             if main:
                 if improved:
-                    card = make_card(**card_base, metrics=_best_metrics(best))
+                    card = make_card(**card_base, metrics=_best_metrics(best, selects))
                     save_checkpoint(run_dir / "checkpoints" / "best.pt", model, card, None, epoch)
                 save_last(epoch, 0, None)
                 _write_history(run_dir / "history.csv", history)
@@ -737,7 +761,8 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
             log(
                 f"epoch {epoch}/{config.epochs} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
                 f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} "
-                f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s" + (" (best)" if improved else "")
+                f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s"
+                + (" (best)" if selects and improved else "")
             )
             if interrupt["stop"] and epoch < config.epochs:
                 log(f"interrupted after epoch {epoch}; saved last.pt, continue with --resume")
@@ -752,6 +777,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
         summary = {
             "finished": True,
             "epochs": len(history),
+            "selection": SELECTION_BEST if selects else SELECTION_LAST,
             "best_epoch": best["epoch"],
             "best_val_acc": best["val_acc"],
             "best_val_loss": best["val_loss"],
@@ -767,14 +793,13 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
             "world_size": world_size,
         }
         _write_json(run_dir / "summary.json", summary)
-        log(
-            f"finished: best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}, "
-            f"{total:.1f}s in total; run folder {run_dir}"
-        )
+        chosen = f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}" if selects else "kept the last epoch"
+        log(f"finished: {chosen}, {total:.1f}s in total; run folder {run_dir}")
     return run_dir
 
 
-def _best_metrics(best: dict[str, Any]) -> dict[str, Any]:
+def _best_metrics(best: dict[str, Any], selects: bool) -> dict[str, Any]:
     if best["epoch"] == 0:
         return {}
-    return {"split": "validation (test side of split.csv)", **best}
+    side = "val side of split.csv (carved from training)" if selects else "test side of split.csv"
+    return {"split": side, "selection": SELECTION_BEST if selects else SELECTION_LAST, **best}

@@ -32,6 +32,26 @@ INTENDED_USE = (
 )
 
 
+def current_umask() -> int:
+    """The process umask. mkstemp/mkdtemp create owner-only files and folders; callers give
+    them the permissions an ordinary open()/mkdir() would, so results can be shared as usual."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_dir(dest: str | Path) -> Path:
+    """A new hidden folder beside ``dest`` in which to build it, so that ``dest`` appears only
+    complete, by one rename at the end, and an interrupted build leaves nothing that looks
+    finished."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    except OSError as exc:
+        raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place, so that a crash
     never leaves a half-written file that looks complete."""
@@ -39,11 +59,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates files readable by the owner only; give the file the permissions
-        # an ordinary open() would, so reports and models can be shared as usual.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

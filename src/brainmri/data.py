@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brainmri.checkpoint import atomic_write_text
+from brainmri.checkpoint import atomic_write_text, current_umask, staging_dir
 from brainmri.errors import BrainMRIError
 from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
 from brainmri.labels import CLASSES, canonical_label, parse_label_map
@@ -232,11 +232,7 @@ def prepare(
     _check_output(src, out, overwrite)
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)), 8)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    except OSError as exc:
-        raise BrainMRIError(f"cannot write to {out.parent}: {exc.strerror or exc}") from None
+    tmp = staging_dir(out)
     try:
         names = _output_names(rows)
         for label in {r["label"] for r in rows}:
@@ -276,7 +272,7 @@ def prepare(
         writer.writerows(manifest)
         (tmp / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
         (tmp / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         if out.exists():
             trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
             out.rename(trash / "old")
@@ -288,12 +284,6 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _deduplicate(

@@ -11,12 +11,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from brainmri.checkpoint import staging_dir
 from brainmri.errors import BrainMRIError
 
 DEFAULT_URL = "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet/archive/refs/heads/master.zip"
@@ -102,11 +102,7 @@ def fetch(
     if dest.exists() and not (dest / MARKER).is_file() and any(dest.iterdir()):
         if not force:
             raise BrainMRIError(f"{dest} exists but holds no finished download; remove it or pass --force")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
-    except OSError as exc:
-        raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+    work = staging_dir(dest)
     try:
         archive = work / "archive.zip"
         _download(url, archive, progress)

@@ -64,6 +64,24 @@ def test_metrics_match_hand_computation_with_a_never_predicted_class():
     assert lo < m["macro"]["f1"] < hi
 
 
+def test_a_class_absent_from_the_evaluated_images_is_undefined_not_zero():
+    # An external set with no "d" images (three tumour classes only): a perfect classifier on
+    # it must score 1.0, not 0.75, on every macro average.
+    y = np.array([0, 0, 1, 1, 2, 2])
+    m = compute_metrics(y, _proba(y, y), CLASSES4, n_bootstrap=100, seed=0)
+    assert m["classes_evaluated"] == ["a", "b", "c"]
+    assert m["macro"] == pytest.approx({"precision": 1.0, "recall": 1.0, "f1": 1.0})
+    assert m["ci"]["macro_f1"] == pytest.approx([1.0, 1.0])
+    assert m["per_class"]["d"] == {**m["per_class"]["d"], "precision": None, "recall": None, "f1": None}
+    assert m["per_class"]["d"]["support"] == 0
+    # Predicting the absent class is still wrong: it costs accuracy and recall, and its precision is 0.
+    pred = np.array([0, 3, 1, 1, 2, 2])
+    m = compute_metrics(y, _proba(y, pred), CLASSES4, n_bootstrap=100, seed=0)
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["per_class"]["d"]["precision"] == 0.0
+    assert m["macro"]["recall"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert m["macro"]["f1"] == pytest.approx(f1_score(y, pred, labels=[0, 1, 2], average="macro"))
+
+
 def test_roc_auc_by_hand_and_class_absent_from_truth():
     y = np.array([0, 0, 1, 1])
     col0 = np.array([0.9, 0.4, 0.6, 0.2])
@@ -89,10 +107,13 @@ def test_vectorised_bootstrap_statistics_equal_sklearn():
     rng = np.random.default_rng(0)
     t = rng.integers(0, 4, size=(5, 40))
     p = np.where(rng.random((5, 40)) < 0.6, t, rng.integers(0, 3, size=(5, 40)))
-    acc, f1 = _accuracy_macro_f1(t, p, 4)
+    acc, f1 = _accuracy_macro_f1(t, p, 4, np.arange(4))
     for i in range(5):
         assert acc[i] == pytest.approx(accuracy_score(t[i], p[i]))
-        assert f1[i] == pytest.approx(f1_score(t[i], p[i], labels=[0, 1, 2, 3], average="macro", zero_division=0))
+        assert f1[i] == pytest.approx(f1_score(t[i], p[i], average="macro"))  # over the labels that occur
+    # A class of the evaluated set that a resample misses entirely is left out, not scored 0.
+    _, f1 = _accuracy_macro_f1(np.array([[0, 0, 1, 1]]), np.array([[0, 0, 1, 1]]), 4, np.arange(3))
+    assert f1[0] == pytest.approx(1.0)
 
 
 def test_bootstrap_is_seeded_and_narrows_with_more_data():

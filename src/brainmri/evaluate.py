@@ -61,11 +61,14 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
     return calibration_bins(y_true, proba, n_bins)["ece"]
 
 
-def _accuracy_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _accuracy_macro_f1(
+    y_true: np.ndarray, y_pred: np.ndarray, k: int, present: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy and macro F1 for a stack of resamples (rows), vectorised for the bootstrap.
 
-    F1 per class is 2TP / (2TP + FP + FN), 0 where undefined: scikit-learn's value with
-    ``zero_division=0`` over the fixed label set.
+    F1 per class is 2TP / (2TP + FP + FN), averaged over the classes of ``present`` (those of
+    the whole evaluated set) that occur in the resample, as truth or prediction: a small class
+    that a resample happens to miss is undefined there, not a perfect 0.
     """
     n = y_true.shape[1]
     offsets = (np.arange(y_true.shape[0]) * k * k)[:, None]
@@ -75,8 +78,8 @@ def _accuracy_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[
     fp = cm.sum(axis=1) - tp
     fn = cm.sum(axis=2) - tp
     denom = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return tp.sum(axis=1) / n, f1.mean(axis=1)
+    f1 = np.divide(2 * tp, denom, out=np.full_like(tp, np.nan), where=denom > 0)
+    return tp.sum(axis=1) / n, np.nanmean(f1[:, present], axis=1)
 
 
 def bootstrap_ci(
@@ -90,18 +93,20 @@ def bootstrap_ci(
     """Percentile bootstrap confidence intervals for accuracy and macro F1.
 
     Test sets of a few hundred images give intervals several points wide; the paper's
-    one-decimal accuracies cannot be told apart without them.
+    one-decimal accuracies cannot be told apart without them. Macro F1 averages over the
+    classes of the whole test set, as the point estimate does, in every resample.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if len(y_true) == 0 or n_resamples <= 0:
         return {"level": level, "n_resamples": 0, "seed": seed, "accuracy": None, "macro_f1": None}
+    present = np.unique(y_true)
     rng = np.random.default_rng(seed)
     accs, f1s = [], []
     for start in range(0, n_resamples, 200):  # chunks keep memory small on large test sets
         rows = min(200, n_resamples - start)
         idx = rng.integers(0, len(y_true), size=(rows, len(y_true)))
-        acc, f1 = _accuracy_macro_f1(y_true[idx], y_pred[idx], num_classes)
+        acc, f1 = _accuracy_macro_f1(y_true[idx], y_pred[idx], num_classes, present)
         accs.append(acc)
         f1s.append(f1)
     tail = (1.0 - level) / 2 * 100
@@ -133,7 +138,14 @@ def compute_metrics(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every metric of the report from true labels and predicted probabilities (N, K)."""
+    """Every metric of the report from true labels and predicted probabilities (N, K).
+
+    Macro and weighted averages run over the classes present in ``y_true``: an external set
+    without, say, ``normal`` images must not score that class as 0 and drag the averages
+    down. Its per-class recall and F1 are None (undefined); its precision is 0 when the model
+    predicted it anyway (every such prediction is wrong), None when it never did. Those
+    wrong predictions still count against accuracy and the present classes' recall.
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)
     k = len(classes)
@@ -142,11 +154,13 @@ def compute_metrics(
     if len(y_true) == 0:
         raise BrainMRIError("no images to evaluate")
     labels = list(range(k))
+    present = sorted({int(v) for v in y_true})
     y_pred = proba.argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    predicted = np.bincount(y_pred, minlength=k)
     averages = {}
     for avg in ("macro", "weighted"):
-        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
+        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg, zero_division=0)
         averages[avg] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     row = cm.sum(axis=1, keepdims=True)
@@ -158,9 +172,9 @@ def compute_metrics(
     calib = calibration_bins(y_true, proba)
     per_class = {
         name: {
-            "precision": float(p[i]),
-            "recall": float(r[i]),
-            "f1": float(f[i]),
+            "precision": float(p[i]) if s[i] > 0 or predicted[i] > 0 else None,
+            "recall": float(r[i]) if s[i] > 0 else None,
+            "f1": float(f[i]) if s[i] > 0 else None,
             "specificity": specificity[i],
             "support": int(s[i]),
             "roc_auc": auc_per_class[i],
@@ -170,6 +184,7 @@ def compute_metrics(
     return {
         "n": int(len(y_true)),
         "classes": list(classes),
+        "classes_evaluated": [classes[i] for i in present],
         "accuracy": float((y_pred == y_true).mean()),
         "macro": averages["macro"],
         "weighted": averages["weighted"],

@@ -106,8 +106,9 @@ def plot_per_class(metrics: dict[str, Any], path: Path, title: str = "") -> Path
     fig, ax = plt.subplots(figsize=(9, 4.2))
     for i, key in enumerate(("precision", "recall", "f1")):
         values = [metrics["per_class"][c][key] for c in classes]
-        bars = ax.bar(x + (i - 1) * width, values, width, label={"recall": "recall (sensitivity)"}.get(key, key))
-        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=1)
+        heights = [np.nan if v is None else v for v in values]  # undefined (class absent): no bar
+        bars = ax.bar(x + (i - 1) * width, heights, width, label={"recall": "recall (sensitivity)"}.get(key, key))
+        ax.bar_label(bars, labels=["–" if v is None else f"{v:.2f}" for v in values], fontsize=8, padding=1)
     ax.set_xticks(x, names)
     ax.set_xlabel("class")
     ax.set_ylabel("score")

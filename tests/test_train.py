@@ -156,6 +156,24 @@ def test_a_validation_side_from_training_chooses_the_epoch_and_the_test_side_is_
     assert "validation images carved from training" in (run / "train.log").read_text()
 
 
+def test_limit_per_class_takes_a_seeded_random_subset_of_each_class_and_side(prepared):
+    from brainmri.train import _effective_split
+
+    full = _effective_split(tiny_config(prepared, limit_per_class=None))
+    limited = _effective_split(tiny_config(prepared, limit_per_class=4))
+    assert limited == _effective_split(tiny_config(prepared, limit_per_class=4))
+    assert limited != _effective_split(tiny_config(prepared, limit_per_class=4, seed=1))
+    assert all(r in full for r in limited)
+    first_by_name = []
+    for side in ("train", "test"):
+        for label in CLASSES:
+            pool = sorted(r["path"] for r in full if (r["side"], r["label"]) == (side, label))
+            picked = sorted(r["path"] for r in limited if (r["side"], r["label"]) == (side, label))
+            assert len(picked) == min(4, len(pool))
+            first_by_name.append(picked == pool[: len(picked)])
+    assert not all(first_by_name), "the limit must not just take the first files by name"
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_write_one_run(prepared, tmp_path):
     command = [

@@ -350,14 +350,16 @@ def _effective_split(config: TrainConfig) -> list[dict[str, str]]:
     else:
         rows = [{**r, "side": "train"} if r["side"] == "val" else r for r in rows]
     if config.limit_per_class:
+        # A seeded random subset: the first N by name would be biased (prepared files are named
+        # after their source folder, so e.g. the dataset's own Testing/ images come first).
         taken: dict[tuple[str, str], int] = {}
-        limited = []
-        for r in rows:
-            key = (r["side"], r["label"])
+        keep = set()
+        for i in np.random.default_rng(config.seed).permutation(len(rows)):
+            key = (rows[i]["side"], rows[i]["label"])
             if taken.get(key, 0) < config.limit_per_class:
                 taken[key] = taken.get(key, 0) + 1
-                limited.append(r)
-        rows = limited
+                keep.add(int(i))
+        rows = [r for i, r in enumerate(rows) if i in keep]
     return [{k: r[k] for k in ("path", "label", "group", "side")} for r in rows]
 
 

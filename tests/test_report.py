@@ -69,3 +69,18 @@ def test_report_markdown_links_and_html_embeds_every_figure(tmp_path):
     assert "http://" not in page and "https://" not in page  # nothing fetched from the network
     assert "&lt;b&gt;only&lt;/b&gt;" in page  # text is escaped, not injected as markup
     assert page.count("<tr>") == 3
+
+
+def test_report_says_where_a_run_departs_from_the_paper():
+    from brainmri.config import TrainConfig
+    from brainmri.experiments import _paper_comparability
+
+    paper = TrainConfig().to_dict()
+    bullets = _paper_comparability(paper, None, {"kept": 2702})
+    assert len(bullets) == 1 and "at least 226 exact duplicates" in bullets[0] and "2,702 images" in bullets[0]
+    quick = {**paper, "image_size": 64, "epochs": 3, "weights": "none"}
+    first = _paper_comparability(quick, 5, {"kept": 2702})[0]
+    assert first.startswith("Settings differ from the paper's: ")
+    for part in ("image size 64 (paper: 256)", "epochs 3 (paper: 10)", "weights none", "5-fold cross-validation"):
+        assert part in first
+    assert "batch size" not in first and "lr" not in first

@@ -65,6 +65,8 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     assert "Preset: quick" in md and "Weights: none" in md and f"Image size: {size} x {size}" in md
     assert "not split by patient" in md and "Not for clinical diagnosis" in md
     assert "Model evaluated: the last epoch" in md  # the test side chose nothing
+    assert "Settings differ from the paper's: image size 64 (paper: 256); epochs 3 (paper: 10)" in md
+    assert "at least 226 exact duplicates" in md
 
     # Rerunning resumes: prepared data reused, finished architectures skipped; an architecture
     # whose evaluation is missing is evaluated again without retraining.

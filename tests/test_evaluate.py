@@ -195,9 +195,20 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(source_root) / src, dest)
     (ext / "glioma" / "broken.jpg").write_bytes(b"not a jpeg")
+    # Two training images slipped into the "external" set: one copied, one re-encoded.
+    train_rows = [by_output[r["path"]] for r in csv.DictReader((run / "split.csv").open()) if r["side"] == "train"]
+    copied, reencoded = train_rows[0], train_rows[1]
+    shutil.copy2(Path(source_root) / copied["source_path"], ext / alias[copied["label"]] / "copied.jpg")
+    with Image.open(Path(source_root) / reencoded["source_path"]) as img:
+        img.convert("RGB").save(ext / alias[reencoded["label"]] / "reencoded.jpg", quality=60)
     e = evaluate_run(run, data=ext, name="external", n_bootstrap=100)
     assert e["n"] == m["n"]
     assert [s["path"] for s in e["source"]["skipped"]] == ["glioma/broken.jpg"]
+    overlap = {Path(o["path"]).name: o for o in e["source"]["training_overlap"]}
+    assert set(overlap) == {"copied.jpg", "reencoded.jpg"} and e["source"]["training_overlap_excluded"]
+    assert overlap["copied.jpg"]["matches"] == copied["source_path"] and overlap["copied.jpg"]["exact"]
+    assert overlap["reencoded.jpg"]["matches"] == reencoded["source_path"]
+    assert "2 image(s) duplicate the run's training data, left out" in format_table(e)
     y_ext, p_ext, _, _ = read_predictions(run / "eval" / "external" / "predictions.csv")
     y_held, p_held, _, _ = read_predictions(run / "predictions.csv")
     assert sorted(y_ext.tolist()) == sorted(y_held.tolist())
@@ -207,6 +218,8 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
     card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]
     assert card["metrics"]["external"]["external"]["n"] == e["n"]
     assert card["metrics"]["accuracy"] == m["accuracy"]  # held-out metrics kept
+    kept = evaluate_run(run, data=ext, name="with-overlap", n_bootstrap=0, figures=False, keep_overlap=True)
+    assert kept["n"] == e["n"] + 2 and not kept["source"]["training_overlap_excluded"]
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
@@ -226,7 +239,10 @@ def test_evaluate_cli_on_unknown_folder_names_says_how_to_map(trained_run, tmp_p
     run = _copy_run(trained_run, tmp_path / "run")
     (tmp_path / "ext" / "tumour_x").mkdir(parents=True)
     prepared = json.loads((run / "config.json").read_text())["data"]
-    img = next((Path(prepared) / "normal").glob("*.png"))
+    import csv
+
+    held_out = [r for r in csv.DictReader((run / "split.csv").open()) if (r["side"], r["label"]) == ("test", "normal")]
+    img = Path(prepared) / held_out[0]["path"]  # not a training image, which would be left out as overlap
     (tmp_path / "ext" / "tumour_x" / "a.png").write_bytes(img.read_bytes())
     assert main(["evaluate", str(run), "--data", str(tmp_path / "ext")]) == 2
     assert "--label-map" in capsys.readouterr().err

@@ -200,6 +200,11 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", help="labelled folder of class folders to evaluate on instead of the held-out split")
     ev.add_argument("--label-map", help="extra folder names for --data, e.g. 'tumor_g=glioma_tumor,none=normal'")
     ev.add_argument("--name", help="name of the evaluation folder RUN/eval/NAME (default: the folder's name)")
+    ev.add_argument(
+        "--keep-overlap",
+        action="store_true",
+        help="with --data: keep images that duplicate the run's training data (they are left out by default)",
+    )
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default: 1000)")
     ev.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default: 64)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -281,6 +286,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
         batch_size=args.batch_size,
         device=args.device,
+        keep_overlap=args.keep_overlap,
     )
     print(format_table(metrics))
     where = metrics["figures"]["confusion_matrix.png"].rsplit("/", 1)[0] if metrics.get("figures") else args.run

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,24 +134,64 @@ def _output_names(rows: Sequence[dict[str, str]]) -> list[str]:
 
 def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
     """Decode, resize, hash and write one slice (runs in a worker process)."""
-    import imagehash
-
     src, dst, size, max_pixels = task
     try:
         gray, (width, height), mode = read_gray_info(src, max_pixels)
     except ImageError as exc:
         return {"status": f"unreadable: {exc}"}
     arr = resize(gray, size)
-    img = Image.fromarray(arr)
-    img.save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
+    Image.fromarray(arr).save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
+    pixel_hash, phash = image_hashes(arr)
     return {
         "width": str(width),
         "height": str(height),
         "mode": mode,
-        "pixel_hash": hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest(),
-        "phash": str(imagehash.phash(img)),
+        "pixel_hash": pixel_hash,
+        "phash": phash,
         "status": "",
     }
+
+
+def image_hashes(arr: np.ndarray) -> tuple[str, str]:
+    """(exact pixel hash, perceptual hash) of a slice already resized to the prepared size:
+    what prepare groups duplicates by, and what :func:`training_overlap` compares."""
+    import imagehash
+
+    return hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest(), str(imagehash.phash(Image.fromarray(arr)))
+
+
+def training_overlap(
+    prepared: str | Path, split_file: str | Path, hashes: Sequence[tuple[str, str]], fold: int | None = None
+) -> list[dict[str, Any] | None]:
+    """For each (pixel hash, phash) of an outside image, the source file of the run's training
+    data it duplicates (exactly, or within prepare's phash threshold), else None.
+
+    Evaluating on images the model was trained on, or on copies of them, inflates an
+    "external" score: public MRI sets are often re-shuffled copies of one another. The
+    reference is every source file whose duplicate group lies on the training side of the
+    split (``train`` or ``val``), including the duplicates that prepare removed.
+    """
+    info = json.loads((Path(prepared) / PREPARE_JSON).read_text(encoding="utf-8"))
+    threshold = int(info["settings"]["phash_threshold"])
+    rows = read_split(split_file)
+    training = select_split(rows, "train", fold) + ([] if "fold" in rows[0] else select_split(rows, "val"))
+    training_groups = {r["group"] for r in training}
+    reference = [r for r in read_manifest(prepared) if r["group"] in training_groups and r["pixel_hash"]]
+    exact = {r["pixel_hash"]: r["source_path"] for r in reference}
+    bits = np.array([int(r["phash"], 16) for r in reference], dtype=np.uint64)
+    out: list[dict[str, Any] | None] = []
+    for pixel_hash, phash in hashes:
+        if pixel_hash in exact:
+            out.append({"matches": exact[pixel_hash], "phash_distance": 0, "exact": True})
+            continue
+        if threshold >= 0 and len(bits):
+            dist = np.bitwise_count(bits ^ np.uint64(int(phash, 16)))
+            i = int(dist.argmin())
+            if dist[i] <= threshold:
+                out.append({"matches": reference[i]["source_path"], "phash_distance": int(dist[i]), "exact": False})
+                continue
+        out.append(None)
+    return out
 
 
 def _find(parent: list[int], i: int) -> int:

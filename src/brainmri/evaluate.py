@@ -22,7 +22,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 from brainmri.checkpoint import atomic_write_text, read_checkpoint, update_card
 from brainmri.errors import BrainMRIError
-from brainmri.images import ImageError
+from brainmri.images import ImageError, read_gray
 from brainmri.preprocess import stack, to_array, to_input
 from brainmri.train import resolve_device
 
@@ -273,36 +273,75 @@ def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.nda
         raise BrainMRIError(f"run {run_dir} has no split.csv; evaluate on a labelled folder with --data DIR")
     # train.py resolves k-fold files into a single train/test split.csv; older or hand-made
     # runs may keep the k-fold file, which needs the fold.
-    with split.open(encoding="utf-8") as fh:
-        fold = config.get("fold") if "fold" in fh.readline().strip().split(",") else None
+    fold = _split_fold(split, config)
     images, labels, paths = load_split(prepared, split, "test", fold=fold, size=card["image_size"])
     source = {"kind": "held-out", "prepared": str(prepared), "split": str(split), "fold": fold, "skipped": []}
     return images, labels.numpy(), paths, source
 
 
 def _folder(
-    folder: Path, card: dict[str, Any], label_map: str | dict[str, str] | None
+    folder: Path,
+    card: dict[str, Any],
+    label_map: str | dict[str, str] | None,
+    run_dir: Path,
+    keep_overlap: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
-    """Any labelled folder, read with the same label aliases and preprocessing as training."""
-    from brainmri.data import scan
+    """Any labelled folder, read with the same label aliases and preprocessing as training.
+
+    Images that duplicate the run's training data are reported and, unless ``keep_overlap``,
+    left out: they would make an external score look better than it is.
+    """
+    from brainmri.data import PREPARE_JSON, image_hashes, scan, training_overlap
 
     classes = list(card["classes"])
-    arrays, labels, paths, skipped = [], [], [], []
+    config = _read_json(run_dir / "config.json")
+    prepared = Path(config.get("data") or "")
+    split = run_dir / "split.csv"
+    check = bool(config.get("data")) and (prepared / PREPARE_JSON).is_file() and split.is_file()
+    prep_size = int(_read_json(prepared / PREPARE_JSON)["settings"]["size"]) if check else None
+    arrays, labels, paths, hashes, skipped = [], [], [], [], []
     for row in scan(folder, label_map):
         if row["label"] not in classes:
             skipped.append({"path": row["source_path"], "reason": f"label {row['label']} not known to the model"})
             continue
         try:
-            arrays.append(to_array(folder / row["source_path"], card["image_size"]))
+            gray = read_gray(folder / row["source_path"])
         except ImageError as exc:
             skipped.append({"path": row["source_path"], "reason": str(exc)})
             continue
+        arrays.append(to_array(gray, card["image_size"]))
+        if prep_size is not None:
+            hashes.append(image_hashes(to_array(gray, prep_size)))
         labels.append(classes.index(row["label"]))
         paths.append(row["source_path"])
+    overlap: list[dict[str, Any]] = []
+    if check and paths:
+        matches = training_overlap(prepared, split, hashes, fold=_split_fold(split, config))
+        overlap = [{"path": p, **m} for p, m in zip(paths, matches, strict=True) if m is not None]
+        if overlap and not keep_overlap:
+            drop = {o["path"] for o in overlap}
+            keep = [i for i, p in enumerate(paths) if p not in drop]
+            arrays, labels, paths = [arrays[i] for i in keep], [labels[i] for i in keep], [paths[i] for i in keep]
     if not arrays:
-        raise BrainMRIError(f"no readable images of known classes in {folder} ({len(skipped)} skipped)")
-    source = {"kind": "folder", "path": str(folder), "skipped": skipped}
+        reason = f"{len(skipped)} skipped" + (f", {len(overlap)} duplicating the training data" if overlap else "")
+        raise BrainMRIError(f"no readable images of known classes in {folder} ({reason})")
+    source = {
+        "kind": "folder",
+        "path": str(folder),
+        "skipped": skipped,
+        "overlap_check": "done"
+        if check
+        else f"not done: the run's prepared data ({prepared or 'not recorded'}) or split.csv is missing",
+        "training_overlap": overlap,
+        "training_overlap_excluded": bool(overlap) and not keep_overlap,
+    }
     return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source
+
+
+def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
+    """The run's fold when its split.csv is a k-fold file (older runs); None for a single split."""
+    with split.open(encoding="utf-8") as fh:
+        return config.get("fold") if "fold" in fh.readline().strip().split(",") else None
 
 
 def write_predictions(path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes) -> None:
@@ -337,8 +376,10 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "auto",
     figures: bool = True,
+    keep_overlap: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``.
+    """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``
+    (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
 
     Writes ``metrics.json``, ``predictions.csv`` and figures into the run folder (held-out
     split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, stores
@@ -359,7 +400,7 @@ def evaluate_run(
         out_dir, fig_dir = run_dir, run_dir / "figures"
     else:
         folder = Path(data)
-        images, y_true, paths, source = _folder(folder, card, label_map)
+        images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
         name = name or folder.resolve().name
         if not name or "/" in name or name in (".", ".."):
             raise BrainMRIError(f"bad evaluation name {name!r}; pass --name NAME")
@@ -455,7 +496,19 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines.append(f"{'':<{width}}" + "".join(f"{s:>11}" for s in short))
     for c, row in zip(classes, cm, strict=True):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>11d}" for v in row))
-    skipped = metrics.get("source", {}).get("skipped") or []
+    source = metrics.get("source", {})
+    skipped = source.get("skipped") or []
     if skipped:
         lines += ["", f"{len(skipped)} file(s) skipped:"] + [f"  {s['path']}: {s['reason']}" for s in skipped[:20]]
+    overlap = source.get("training_overlap") or []
+    if overlap:
+        how = "left out" if source.get("training_overlap_excluded") else "KEPT (--keep-overlap): scores are inflated"
+        lines += ["", f"{len(overlap)} image(s) duplicate the run's training data, {how}:"] + [
+            f"  {o['path']} = {o['matches']}" + ("" if o["exact"] else f" (phash distance {o['phash_distance']})")
+            for o in overlap[:20]
+        ]
+        if len(overlap) > 20:
+            lines.append(f"  ... {len(overlap) - 20} more in metrics.json")
+    elif source.get("overlap_check", "done") != "done":
+        lines += ["", f"overlap with the training data {source['overlap_check']}"]
     return "\n".join(lines)

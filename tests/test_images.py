@@ -126,6 +126,23 @@ def test_broken_files(sartaj, tmp_path):
         read_gray(tmp_path / "missing.png")
 
 
+def test_files_that_decode_but_cannot_be_converted_are_image_errors(real_gray):
+    """Each must be one reportable reason, never an exception that ends a whole batch."""
+    pixels = real_gray.astype(np.uint16) * 4
+    with pytest.raises(ImageError, match="unusable DICOM"):
+        read_gray(dicom_bytes(pixels, center=500, width=0))  # a window of width 0
+    floats = real_gray.astype(np.float32)
+    floats[0, 0] = np.nan
+    buf = io.BytesIO()
+    Image.fromarray(floats, mode="F").save(buf, format="TIFF")
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        read_gray(buf.getvalue())
+    buf = io.BytesIO()
+    Image.new("LAB", (8, 8)).save(buf, format="TIFF")
+    with pytest.raises(ImageError, match="unsupported image mode LAB"):
+        read_gray(buf.getvalue())
+
+
 @pytest.mark.parametrize("alias", sorted(ALIASES))
 def test_every_alias(alias):
     assert canonical_label(alias) == ALIASES[alias] in CLASSES

@@ -32,8 +32,13 @@ def _is_dicom(head: bytes) -> bool:
 
 
 def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Stretch any numeric range linearly onto 0..255 (16-bit PNG/TIFF, DICOM)."""
+    """Stretch any numeric range linearly onto 0..255 (16-bit PNG/TIFF, DICOM).
+
+    NaN or infinite pixels (float TIFFs) are refused: stretching around them would give an
+    all-black slice that still gets a confident-looking prediction."""
     arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise ImageError("image contains NaN or infinite pixel values")
     lo, hi = float(np.min(arr)), float(np.max(arr))
     if hi <= lo:
         return np.zeros(arr.shape, dtype=np.uint8)
@@ -42,7 +47,6 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
 
 def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -55,6 +59,18 @@ def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
         arr = ds.pixel_array
     except Exception as exc:
         raise ImageError(f"DICOM without decodable pixels: {exc}") from None
+    try:
+        return _dicom_to_uint8(ds, arr)
+    except ImageError:
+        raise
+    except Exception as exc:  # malformed rescale/window attributes, odd photometric data
+        raise ImageError(f"unusable DICOM pixel data or window: {exc}") from None
+
+
+def _dicom_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
+    """Modality rescale, VOI window and photometric interpretation, then 8 bits."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 4 or (arr.ndim == 3 and photometric in ("RGB", "YBR_FULL", "YBR_FULL_422")):
         if arr.ndim == 4:
@@ -90,6 +106,16 @@ def _decode_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, in
         raise ImageError("not an image file (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"corrupt image: {exc}") from None
+    try:
+        return _pil_to_uint8(img), size, mode
+    except ImageError:
+        raise
+    except Exception as exc:  # modes Pillow cannot convert (LAB, CMYK variants, ...)
+        raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
+
+
+def _pil_to_uint8(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> 8-bit grayscale (16-bit and float stretched, alpha on black)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = _scale_to_uint8(np.asarray(img))
     elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -100,7 +126,7 @@ def _decode_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, in
         arr = np.asarray(img)
     else:
         arr = np.asarray(img.convert("L"))
-    return np.ascontiguousarray(arr, dtype=np.uint8), size, mode
+    return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
 def read_gray(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -109,6 +109,49 @@ def test_bad_models_are_one_clear_line(onnx_path, real_files, tmp_path, capsys):
     assert load_onnx(onnx_path)[1]["image_size"] > 0
 
 
+def test_damaged_cards_and_mismatched_graphs_are_one_clear_line(model_path, onnx_path, real_files, tmp_path, capsys):
+    import torch
+
+    ckpt = read_checkpoint(model_path)
+    card = ckpt["card"]
+    damaged = {
+        "nocard": ({k: v for k, v in ckpt.items() if k != "card"}, "model card is missing"),
+        "cardstr": ({**ckpt, "card": "resnet18"}, "model card is missing"),
+        "nosize": ({**ckpt, "card": {k: v for k, v in card.items() if k != "image_size"}}, "invalid: image_size"),
+        "sizestr": ({**ckpt, "card": {**card, "image_size": "64"}}, "invalid: image_size"),
+        "classes": ({**ckpt, "card": {**card, "classes": "glioma"}}, "invalid: classes"),
+        "noweights": ({k: v for k, v in ckpt.items() if k != "model_state"}, "no model weights"),
+        "version": ({**ckpt, "version": "x"}, "format version"),
+    }
+    proto = onnx.load(str(onnx_path))
+
+    def with_card(new_card) -> Path:
+        out = tmp_path / f"onnx-{len(list(tmp_path.iterdir()))}.onnx"
+        for prop in proto.metadata_props:
+            if prop.key == CARD_KEY:
+                prop.value = json.dumps(new_card)
+        onnx.save(proto, str(out))
+        return out
+
+    cases = []
+    for name, (obj, message) in damaged.items():
+        torch.save(obj, tmp_path / f"{name}.pt")
+        cases += [(command, tmp_path / f"{name}.pt", message) for command in ("predict", "export", "info")]
+    cases += [
+        ("predict", with_card([1, 2]), "model card is missing"),
+        ("info", with_card({k: v for k, v in card.items() if k != "classes"}), "invalid: classes"),
+        ("predict", with_card({**card, "image_size": 2 * card["image_size"]}), "the graph takes"),
+        ("predict", with_card({**card, "classes": card["classes"][:2]}), "outputs but its card names 2"),
+    ]
+    for command, path, message in cases:
+        argv = [command, str(path)] + ([str(real_files[0])] if command == "predict" else [])
+        if command == "export":
+            argv += ["--output", str(tmp_path / "out.onnx")]
+        assert main(argv) == 2, (argv, message)
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and "Traceback" not in err, (argv, err)
+
+
 def test_int8_quantisation_reports_and_keeps_agreement(onnx_path, sartaj, real_files, tmp_path, capsys):
     from brainmri.export import load_calibration, quantize_int8
 

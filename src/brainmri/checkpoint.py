@@ -119,9 +119,34 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise BrainMRIError(f"{path} is not a brainmri checkpoint (cannot be read as one)") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise BrainMRIError(f"{path} is not a brainmri checkpoint (no brainmri model card inside)")
-    if obj.get("version", 0) > VERSION:
-        raise BrainMRIError(f"{path} was written by a newer brainmri (format {obj['version']}); upgrade brainmri")
+    version = obj.get("version", 0)
+    if not isinstance(version, int):
+        raise BrainMRIError(f"{path}: damaged checkpoint (format version {version!r})")
+    if version > VERSION:
+        raise BrainMRIError(f"{path} was written by a newer brainmri (format {version}); upgrade brainmri")
+    check_card(obj.get("card"), path)
+    if not isinstance(obj.get("model_state"), dict):
+        raise BrainMRIError(f"{path}: damaged checkpoint (no model weights)")
     return obj
+
+
+def check_card(card: Any, where: str | Path) -> dict[str, Any]:
+    """The fields every user of a model relies on, checked once where a model is opened, so
+    that a damaged or hand-edited card is one clear error instead of a failure later on."""
+    if not isinstance(card, dict):
+        raise BrainMRIError(f"{where}: the model card is missing or not a mapping")
+    problems = []
+    if not isinstance(card.get("arch"), str) or not card["arch"]:
+        problems.append("arch")
+    classes = card.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        problems.append("classes")
+    size = card.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+        problems.append("image_size")
+    if problems:
+        raise BrainMRIError(f"{where}: damaged model card (missing or invalid: {', '.join(problems)})")
+    return card
 
 
 def update_card(path: str | Path, **fields: Any) -> None:

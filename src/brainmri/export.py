@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brainmri.checkpoint import check_card
 from brainmri.errors import BrainMRIError
 
 CARD_KEY = "brainmri_card"
@@ -111,7 +112,26 @@ def load_onnx(path: str | Path) -> tuple[Any, dict[str, Any]]:
         card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError:
         raise BrainMRIError(f"{path}: the embedded model card is not valid JSON") from None
+    check_card(card, path)
+    _check_graph_matches_card(proto, card, path)
     return proto, card
+
+
+def _check_graph_matches_card(proto: Any, card: dict[str, Any], path: Path) -> None:
+    """The graph's fixed input size and class count must be the card's, or every prediction
+    would fail inside ONNX Runtime or be labelled with the wrong classes."""
+    inputs = {i.name: i for i in proto.graph.input}
+    outputs = {o.name: o for o in proto.graph.output}
+    if "image" not in inputs or "logits" not in outputs:
+        raise BrainMRIError(f"{path}: not a brainmri export (expects an input 'image' and an output 'logits')")
+    dims = [d.dim_value for d in inputs["image"].type.tensor_type.shape.dim]
+    if len(dims) == 4 and (dims[2], dims[3]) != (card["image_size"],) * 2:
+        raise BrainMRIError(
+            f"{path}: the graph takes {dims[2]}x{dims[3]} images but its card says {card['image_size']}"
+        )
+    out = [d.dim_value for d in outputs["logits"].type.tensor_type.shape.dim]
+    if len(out) == 2 and out[1] and out[1] != len(card["classes"]):
+        raise BrainMRIError(f"{path}: the graph has {out[1]} outputs but its card names {len(card['classes'])} classes")
 
 
 def make_session(proto: Any, threads: int | None = None) -> Any:

@@ -159,7 +159,7 @@ def test_size_and_count_limits(tiny_checkpoint, slices):
         r = c.post("/api/predict", files={"files": ("big.jpg", data)})
         assert r.status_code == 413 and "big.jpg: file too large (limit 0.015625 MB a file)" == r.json()["error"]
         # A Content-Length beyond what the limits allow is refused before the body is read.
-        r = c.post("/api/predict", files=[("files", (f"{i}.jpg", data)) for i in range(4)])
+        r = c.post("/api/predict", files=[("files", (f"{i}.jpg", data)) for i in range(8)])
         assert r.status_code == 413 and r.json()["error"].startswith("request too large")
         small = io.BytesIO()
         Image.fromarray(to_array(data, 32)).save(small, format="PNG")
@@ -185,6 +185,28 @@ def test_oversized_upload_is_refused_while_streaming():
         asyncio.run(read_uploads(Request(scope, receive), max_bytes=64 * 1024, max_files=4))
     assert err.value.status == 413 and "huge.jpg: file too large" in err.value.message
     assert len(received) * chunk <= 64 * 1024 + 2 * chunk
+
+
+def test_many_small_fields_in_a_chunked_body_cannot_exhaust_memory():
+    """Without Content-Length, the bytes read and the number of non-file fields are capped."""
+    boundary = "b0undary"
+    field = '--{b}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n{x}\r\n'
+    parts = [field.format(b=boundary, i=i, x="x" * 1000) for i in range(4000)]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+    chunk = 16 * 1024
+    received = []
+
+    async def receive() -> dict:
+        start = len(received) * chunk
+        received.append(start)
+        return {"type": "http.request", "body": body[start : start + chunk], "more_body": start + chunk < len(body)}
+
+    ctype = f"multipart/form-data; boundary={boundary}".encode()
+    scope = {"type": "http", "method": "POST", "path": "/api/predict", "headers": [(b"content-type", ctype)]}
+    with pytest.raises(ApiError) as err:
+        asyncio.run(read_uploads(Request(scope, receive), max_bytes=64 * 1024, max_files=1))
+    assert err.value.status == 413 and "too many form fields" in err.value.message
+    assert len(received) * chunk < len(body) // 10
 
 
 def test_token_required_on_every_api_call(tiny_checkpoint, slices):

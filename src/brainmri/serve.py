@@ -59,6 +59,8 @@ TOKEN_ENV = "BRAINMRI_SERVE_TOKEN"
 
 #: Small form fields (``overlay=1``) are all we accept besides files.
 MAX_FIELD_BYTES = 1024
+#: Non-file form fields accepted per request (the API reads only a few options).
+MAX_FIELDS = 16
 #: Multipart overhead allowed per part when checking Content-Length up front.
 PART_OVERHEAD = 16 * 1024
 
@@ -127,11 +129,13 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> tupl
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(400, "send the images as multipart/form-data, one or more files in the field 'files'")
+    # The most a valid request can hold; checked against Content-Length up front and against
+    # the bytes actually read, so a chunked body cannot get round it.
+    limit = max_files * (max_bytes + PART_OVERHEAD) + MAX_FIELDS * 2 * MAX_FIELD_BYTES
+    too_large = f"request too large (limit {max_files} files of {max_bytes:,} bytes)"
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_files * (max_bytes + PART_OVERHEAD):
-        raise ApiError(
-            413, f"request too large: {int(length):,} bytes (limit {max_files} files of {max_bytes:,} bytes)"
-        )
+    if length and length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"{too_large}: {int(length):,} bytes")
 
     uploads: list[Upload] = []
     fields: dict[str, str] = {}
@@ -174,6 +178,8 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> tupl
     def on_part_end() -> None:
         upload: Upload | None = part["upload"]
         if upload is None:
+            if len(fields) >= MAX_FIELDS and part["name"] not in fields:
+                raise ApiError(413, f"too many form fields in one request (limit {MAX_FIELDS})")
             fields[part["name"]] = part["data"].decode("utf-8", "replace")
         elif not upload.data and part["unnamed"]:
             uploads.remove(upload)  # an empty file input submitted by a form: no file chosen
@@ -191,7 +197,11 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> tupl
         },
     )
     try:
+        received = 0
         async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise ApiError(413, too_large)
             parser.write(chunk)
         parser.finalize()
     except ApiError:

@@ -180,6 +180,22 @@ def test_bad_input_is_one_clear_line(model_path, real_files, tmp_path, capsys):
     code, err = run("predict", str(model_path), str(real_files[0]), "--output", str(tmp_path / "x.xlsx"))
     assert code == 2 and ".csv or .json" in err
 
+    # Outputs that cannot be written: a file where a folder should be.
+    blocker = tmp_path / "blocker.txt"
+    blocker.write_text("a file")
+    for flag, target in (("--output", blocker / "x.csv"), ("--explain", blocker)):
+        code, err = run("predict", str(model_path), str(real_files[0]), "-q", flag, str(target))
+        assert code == 2 and err.count("\n") == 0 and str(blocker) in err, (flag, err)
+    code, err = run("export", str(model_path), "--output", str(blocker / "m.onnx"))
+    assert code == 2 and err == f"brainmri: error: cannot write {blocker / 'm.onnx'}: {blocker} is a file, not a folder"
+
+    # A file name that is not valid UTF-8 is written back to the CSV as its own bytes.
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / b"x\xff.jpg".decode("utf-8", "surrogateescape")).write_bytes(real_files[0].read_bytes())
+    assert main(["predict", str(model_path), str(odd), "-q", "--output", str(tmp_path / "odd.csv")]) == 0
+    assert b"x\xff.jpg" in (tmp_path / "odd.csv").read_bytes()
+
     big = tmp_path / "huge.png"
     huge_png(big)
     assert big.stat().st_size < 2_000_000 and struct.unpack(">II", big.read_bytes()[16:24]) == (20000, 20000)

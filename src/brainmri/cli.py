@@ -445,6 +445,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.explain is not None and predictor.model is None:
         raise BrainMRIError("--explain needs the PyTorch checkpoint, not an .onnx file")
     explain_dir = Path(args.explain) if args.explain is not None else None
+    if explain_dir is not None:
+        try:  # before any work: a bad folder must not cost a whole batch
+            explain_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BrainMRIError(f"cannot create --explain folder {explain_dir}: {exc.strerror or exc}") from None
     used: set[str] = set()
     rows = []
     for row, array in iter_predictions(predictor, paths, args.batch_size):
@@ -456,8 +461,11 @@ def _run_predict(args: argparse.Namespace) -> int:
                 n += 1
                 name = f"{stem}_{n}_gradcam.png"
             used.add(name)
-            explain_dir.mkdir(parents=True, exist_ok=True)
-            predictor.explain_panel(array, args.target_class, title=Path(row.name).name).save(explain_dir / name)
+            panel = predictor.explain_panel(array, args.target_class, title=Path(row.name).name)
+            try:
+                panel.save(explain_dir / name)
+            except OSError as exc:
+                raise BrainMRIError(f"cannot write {explain_dir / name}: {exc.strerror or exc}") from None
     if not args.quiet:
         print(format_table(rows, predictor.classes))
     if args.output is not None:
@@ -631,6 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BrainMRIError as exc:
         print(f"brainmri: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the environment (permissions, a full disk), not a bug: one line too
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"brainmri: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("brainmri: interrupted", file=sys.stderr)

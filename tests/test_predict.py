@@ -16,7 +16,7 @@ import torch
 from conftest import FOLDERS, dicom_bytes, real_images
 from PIL import Image
 
-from brainmri.checkpoint import read_checkpoint, save_checkpoint
+from brainmri.checkpoint import load_model, make_card, read_checkpoint, save_checkpoint
 from brainmri.cli import main
 from brainmri.images import read_gray
 from brainmri.predict import Predictor, expand_paths, predict_paths
@@ -211,3 +211,27 @@ def test_predict_sources_bytes(predictor, real_files):
     rows = predictor.predict_sources([data, b"junk", io.BytesIO(data).getvalue()], names=["a", "b", "c"])
     assert [r.name for r in rows] == ["a", "b", "c"]
     assert rows[0].ok and not rows[1].ok and rows[2].probabilities == rows[0].probabilities
+
+
+def test_inference_resizes_through_the_prepared_size_exactly_as_training_did(tiny_checkpoint, small_raw, tmp_path):
+    """A model trained at 64 px from data prepared at 128 px saw original -> 128 -> 64; a
+    one-step resize would differ by a few grey levels. The predictor reproduces the two steps."""
+    from brainmri.data import load_split, prepare, read_manifest, split
+
+    prepared = tmp_path / "prepared"
+    prepare(small_raw, prepared, size=128, workers=1, progress=False)
+    split_file = split(prepared, tmp_path / "split.csv", test_size=0.25, seed=0)
+    images, _, paths = load_split(prepared, split_file, "train", size=64)  # what training sees
+    source = {r["output_path"]: r["source_path"] for r in read_manifest(prepared)}
+    ckpt = read_checkpoint(tiny_checkpoint)
+    card = make_card("resnet18", 64, "none", list(ckpt["card"]["classes"]), [0.5] * 3, [0.25] * 3, prepared_size=128)
+    model_path = tmp_path / "m.pt"
+    save_checkpoint(model_path, load_model(tiny_checkpoint)[0], card)
+    predictor = Predictor(model_path)
+    assert "128x128 (the prepared data), then 64x64" in predictor.card["preprocessing"]["resize"]
+    one_step_differs = False
+    for i in range(4):
+        original = small_raw / source[paths[i]]
+        assert np.array_equal(predictor.to_array(original), images[i, 0].numpy())
+        one_step_differs |= not np.array_equal(to_array(original, 64), images[i, 0].numpy())
+    assert one_step_differs  # otherwise this test would not show anything

@@ -134,6 +134,7 @@ def test_the_last_epoch_is_kept_and_the_test_side_chooses_nothing(trained_run):
     assert best["epoch"] == last["epoch"] == summary["epochs"] == best["card"]["metrics"]["epoch"]
     assert all(torch.equal(best["model_state"][k], v) for k, v in last["model_state"].items())
     assert best["card"]["split"]["selection"] == summary["selection"] and "last epoch" in summary["selection"]
+    assert best["card"]["prepared_size"] == 64  # inference resizes through it, as training did
 
 
 def test_a_validation_side_from_training_chooses_the_epoch_and_the_test_side_is_untouched(prepared, tmp_path):

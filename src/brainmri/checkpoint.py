@@ -154,6 +154,9 @@ def check_card(card: Any, where: str | Path) -> dict[str, Any]:
     size = card.get("image_size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 8:
         problems.append("image_size")
+    prepared = card.get("prepared_size")
+    if prepared is not None and (not isinstance(prepared, int) or isinstance(prepared, bool) or prepared < 8):
+        problems.append("prepared_size")
     if problems:
         raise BrainMRIError(f"{where}: damaged model card (missing or invalid: {', '.join(problems)})")
     return card
@@ -204,8 +207,13 @@ def make_card(
     split: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    prepared_size: int | None = None,
 ) -> dict[str, Any]:
-    """The model card every checkpoint carries: enough to use, audit and cite the model."""
+    """The model card every checkpoint carries: enough to use, audit and cite the model.
+
+    ``prepared_size`` is the size of the prepared images the model was trained from, so that
+    inference can resize through it exactly as training did (:func:`brainmri.preprocess.to_array`).
+    """
     import datetime
 
     from brainmri import __version__
@@ -222,7 +230,8 @@ def make_card(
         "arch": arch,
         "classes": list(classes),
         "image_size": int(image_size),
-        "preprocessing": describe(image_size, mean, std),
+        "prepared_size": int(prepared_size) if prepared_size else None,
+        "preprocessing": describe(image_size, mean, std, prepared_size),
         "weights": weights or "none",
         "weights_origin": origin,
         "finetune": finetune,

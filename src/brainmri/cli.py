@@ -489,7 +489,13 @@ def _run_export(args: argparse.Namespace) -> int:
     out = export_model(args.model, args.output, fmt=args.format, opset=args.opset, dynamo=not args.legacy)
     print(out)
     if args.quantize:
-        arrays = load_calibration(args.calibration, int(load_onnx(out)[1]["image_size"]))
+        card = load_onnx(out)[1]
+        arrays = load_calibration(
+            args.calibration,
+            int(card["image_size"]),
+            via=card.get("prepared_size"),
+            warn=lambda message: print(f"brainmri: {message}", file=sys.stderr),
+        )
         qout = default_output(out, quantize=args.quantize)
         check = quantize_int8(out, qout, arrays)
         print(qout)

@@ -309,7 +309,7 @@ def _folder(
         except ImageError as exc:
             skipped.append({"path": row["source_path"], "reason": str(exc)})
             continue
-        arrays.append(to_array(gray, card["image_size"]))
+        arrays.append(to_array(gray, card["image_size"], via=card.get("prepared_size")))
         if prep_size is not None:
             hashes.append(image_hashes(to_array(gray, prep_size)))
         labels.append(classes.index(row["label"]))

@@ -308,7 +308,9 @@ def quantize_int8(
     return agreement
 
 
-def load_calibration(paths: list[str], image_size: int, limit: int = 64) -> list[Any]:
+def load_calibration(
+    paths: list[str], image_size: int, limit: int = 64, via: int | None = None, warn: Any = None
+) -> list[Any]:
     """Up to ``limit`` readable slices, evenly spread over the expanded (sorted) paths, so a
     dataset folder's classes are all represented; the order is shuffled with a fixed seed so
     that the calibration and check halves both see every class."""
@@ -325,7 +327,9 @@ def load_calibration(paths: list[str], image_size: int, limit: int = 64) -> list
     arrays = []
     for f in files:
         try:
-            arrays.append(to_array(f, image_size))
-        except ImageError:
+            arrays.append(to_array(f, image_size, via=via))
+        except ImageError as exc:
+            if warn is not None:
+                warn(f"calibration: skipped {f}: {exc}")
             continue
     return arrays

@@ -102,9 +102,14 @@ class Predictor:
             torch.set_num_threads(threads)
         self.classes: list[str] = list(self.card["classes"])
         self.image_size: int = int(self.card["image_size"])
+        self.prepared_size: int | None = self.card.get("prepared_size")
         self._cam_lock = threading.Lock()
         self._cam_model: torch.nn.Module | None = None
         self._cam_layer: torch.nn.Module | None = None
+
+    def to_array(self, source: str | Path | bytes | np.ndarray) -> np.ndarray:
+        """One slice decoded and resized exactly as this model's training images were."""
+        return to_array(source, self.image_size, via=self.prepared_size)
 
     def predict_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 (H, W) arrays at ``image_size`` -> probabilities (N, C), float64."""
@@ -139,7 +144,7 @@ class Predictor:
         arrays: list[np.ndarray | None] = []
         for src, name in zip(sources, names, strict=True):
             try:
-                arrays.append(to_array(src, self.image_size))
+                arrays.append(self.to_array(src))
                 rows.append(Prediction(name))
             except BrainMRIError as exc:  # ImageError: the reason is the message
                 arrays.append(None)

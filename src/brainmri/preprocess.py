@@ -33,9 +33,19 @@ def resize(gray: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR))
 
 
-def to_array(source: str | Path | bytes | np.ndarray, size: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode (unless already an array) and resize one slice to a ``size x size`` uint8 array."""
+def to_array(
+    source: str | Path | bytes | np.ndarray, size: int, max_pixels: int = MAX_PIXELS, via: int | None = None
+) -> np.ndarray:
+    """Decode (unless already an array) and resize one slice to a ``size x size`` uint8 array.
+
+    ``via`` is the size the training images were prepared at (the card's ``prepared_size``).
+    A model trained at another size saw original -> ``via`` -> ``size``; resizing through
+    ``via`` gives it exactly those pixels, not a one-step resize that differs by a few grey
+    levels.
+    """
     gray = source if isinstance(source, np.ndarray) else read_gray(source, max_pixels)
+    if via is not None and via != size:
+        gray = resize(gray, via)
     return resize(gray, size)
 
 
@@ -51,12 +61,13 @@ def to_input(batch: torch.Tensor) -> torch.Tensor:
     return batch.float()
 
 
-def describe(size: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+def describe(size: int, mean: Sequence[float], std: Sequence[float], prepared_size: int | None = None) -> dict:
     """The preprocessing, as recorded in every model card so that others can repeat it."""
+    via = f"{prepared_size}x{prepared_size} (the prepared data), then " if prepared_size not in (None, size) else ""
     return {
         "decode": "any format -> 8-bit grayscale (RGB: ITU-R 601 luma; 16-bit and DICOM: "
         "window/min-max to 0..255; EXIF orientation applied; alpha composited on black)",
-        "resize": f"{size}x{size} bilinear, aspect ratio not kept",
+        "resize": f"{via}{size}x{size} bilinear, aspect ratio not kept",
         "input": f"float32 tensor (N, 1, {size}, {size}) with values in [0, 1]",
         "in_model": "channel replicated to 3, normalised with mean/std below",
         "mean": list(map(float, mean)),

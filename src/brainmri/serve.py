@@ -47,7 +47,6 @@ from swagger_ui_bundle import swagger_ui_path
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
 from brainmri.images import ImageError
-from brainmri.preprocess import to_array
 
 log = logging.getLogger("brainmri.serve")
 
@@ -217,7 +216,7 @@ def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> lis
     arrays: list[np.ndarray] = []
     for up in uploads:
         try:
-            arr = to_array(bytes(up.data), predictor.image_size)
+            arr = predictor.to_array(bytes(up.data))
         except ImageError as exc:
             results.append({"name": up.name, "ok": False, "error": str(exc)})
             continue

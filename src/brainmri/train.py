@@ -522,7 +522,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
     log = _Log(run_dir / "train.log" if main else None, echo=progress and main)
 
     # Data: decoded once, held as uint8 tensors (on the GPU when training there).
-    from brainmri.data import load_split, read_split
+    from brainmri.data import load_split, prepared_size, read_split
 
     t0 = time.perf_counter()
     split_file = run_dir / "split.csv"
@@ -572,6 +572,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         finetune=config.finetune,
+        prepared_size=prepared_size(config.data),
         training_data={
             "prepared": str(config.data),
             "counts": dict(zip(CLASSES, counts, strict=True)),

@@ -171,3 +171,9 @@ def test_int8_quantisation_reports_and_keeps_agreement(onnx_path, sartaj, real_f
     assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.75
     assert main(["export", str(onnx_path), "--quantize", "int8"]) == 2
     assert "needs --calibration" in capsys.readouterr().err
+    broken = tmp_path / "calib"
+    broken.mkdir()
+    (broken / "bad.jpg").write_bytes(b"not a jpeg")
+    warnings: list[str] = []
+    assert load_calibration([str(broken), str(real_files[0])], size, warn=warnings.append)
+    assert len(warnings) == 1 and "bad.jpg" in warnings[0] and "not an image" in warnings[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -117,27 +118,40 @@ def imagenet_state_dict(arch: str) -> dict:
         ) from None
 
 
-def _load_local_weights(path: Path, backbone: nn.Module) -> None:
+def _load_local_weights(path: Path, backbone: nn.Module, arch: str, head_keys: set[str]) -> None:
+    """Load a local state dict or brainmri checkpoint into the (headless) backbone.
+
+    Every backbone tensor must come from the file, with its shape: a partly loaded network
+    (another depth of ResNet, say) would train as a silent mixture of pretrained and random
+    layers. The only keys allowed to be left over are those of the original classifier layer
+    (``head_keys``), which the paper's head replaces.
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about old pickle protocols
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise BrainMRIError(f"weights file not found: {path}") from None
     except Exception as exc:
         raise BrainMRIError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
     if isinstance(obj, dict) and obj.get("format") == "brainmri-checkpoint":
+        card_arch = (obj.get("card") or {}).get("arch") if isinstance(obj.get("card"), dict) else None
+        if card_arch != arch:
+            raise BrainMRIError(f"{path} is a brainmri {card_arch} checkpoint; it cannot initialise {arch}")
         state = {k[len("backbone.") :]: v for k, v in obj["model_state"].items() if k.startswith("backbone.")}
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
     else:
         raise BrainMRIError(f"{path} is neither a torchvision state dict nor a brainmri checkpoint")
     own = backbone.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in usable]
-    if not usable or len(missing) > len(own) // 2:
+    missing = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    unexpected = [k for k in state if k not in own and k not in head_keys]
+    if missing or unexpected:
         raise BrainMRIError(
-            f"weights in {path} do not fit this architecture ({len(missing)} of {len(own)} tensors missing)"
+            f"weights in {path} do not fit {arch}: {len(missing)} of {len(own)} tensors missing or of another "
+            f"shape, {len(unexpected)} unexpected (e.g. {(missing + unexpected)[0]}); is it another architecture?"
         )
-    backbone.load_state_dict(usable, strict=False)
+    backbone.load_state_dict({k: state[k] for k in own})
 
 
 def build_model(
@@ -160,9 +174,10 @@ def build_model(
     backbone = torchvision.models.get_model(arch, weights=None)
     if weights == "imagenet":
         backbone.load_state_dict(imagenet_state_dict(arch))
-    elif weights not in ("none", "", None):
-        _load_local_weights(Path(weights), backbone)
+    with_head = set(backbone.state_dict())
     width = _strip_last_linear(backbone)
+    if weights not in ("imagenet", "none", "", None):
+        _load_local_weights(Path(weights), backbone, arch, head_keys=with_head - set(backbone.state_dict()))
     model = Classifier(backbone, width, num_classes)
     set_finetune(model, finetune)
     return model

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise BrainMRIError(f"model file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about old pickle protocols: not ours to show
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         raise BrainMRIError(f"{path} is not a brainmri checkpoint (cannot be read as one)") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

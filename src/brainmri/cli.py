@@ -9,12 +9,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, like every other user error (subcommands inherit this)."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("brainmri").strip()
+        prefix = f"{where}: " if where else ""
+        self.exit(EXIT_USER_ERROR, f"brainmri: error: {prefix}{message} (see '{self.prog} -h')\n")
 
 
 # --- data (issue: data) --------------------------------------------------------------
@@ -92,7 +102,7 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
     path = data.split(args.prepared, args.out, test_size=args.test_size, seed=args.seed, k=args.k)
     rows = data.read_split(path)
-    if args.k:
+    if args.k is not None:
         counts = ", ".join(f"fold {i}: {sum(r['fold'] == str(i) for r in rows)}" for i in range(args.k))
     else:
         counts = f"train {sum(r['side'] == 'train' for r in rows)}, test {sum(r['side'] == 'test' for r in rows)}"
@@ -616,7 +626,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="brainmri",
         description="Train, evaluate and deploy ResNet classifiers for brain tumours on MRI slices. "
         "Research software, not a medical device.",

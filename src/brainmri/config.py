@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,23 +65,46 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        """A config from a mapping (a config file, a run's config.json), each value checked
+        against its field's type so that a typo fails here, in one line, not mid-training."""
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(values) - set(hints))
         if unknown:
-            raise BrainMRIError(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**values)
+            raise BrainMRIError(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(sorted(hints))}")
+        return cls(**{name: _checked(name, value, hints[name]) for name, value in values.items()})
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits the field type ``hint`` (ints are accepted for floats)."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for kind in allowed:
+        kind = typing.get_origin(kind) or kind
+        if kind is type(None) and value is None:
+            return value
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind in (str, bool, dict) and isinstance(value, kind):
+            return value
+    names = " or ".join(
+        "null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed
+    )
+    raise BrainMRIError(f"config key {name!r} must be {names}, got {value!r}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a dict of TrainConfig fields."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BrainMRIError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise BrainMRIError(f"config file {path} is not a UTF-8 text file (JSON or YAML expected)") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -88,7 +113,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             values = json.loads(text)
     except Exception as exc:
-        raise BrainMRIError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        first = " ".join(str(exc).split())  # YAML messages span several lines
+        raise BrainMRIError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {first}") from None
     if not isinstance(values, dict):
         raise BrainMRIError(f"config file {path} must hold a mapping of settings")
     return values

@@ -648,7 +648,7 @@ def split(
     k: int | None = None,
 ) -> Path:
     """Make and write a split file: train/test (default) or ``k`` folds; returns its path."""
-    if k:
+    if k is not None:
         rows = make_kfold(prepared, k=k, seed=seed)
         default = f"folds_k{k}.csv"
     else:

@@ -153,6 +153,9 @@ def compare(
         raise BrainMRIError(f"unknown architecture(s) {', '.join(unknown)}; e.g. {', '.join(PAPER_ARCHS)}")
     if cv is not None and cv < 2:
         raise BrainMRIError(f"--cv must be at least 2, got {cv}")
+    from brainmri.train import validate_config
+
+    validate_config(config.replace(data=str(prepared)))  # before the settings are recorded in OUT
     settings = _settings(prepared, config, cv, config.test_size)
     _check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)

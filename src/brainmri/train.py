@@ -310,7 +310,9 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         shutil.rmtree(run_dir)
 
 
-def _validate(config: TrainConfig) -> None:
+def validate_config(config: TrainConfig) -> None:
+    """Refuse settings that cannot train, before anything is written (a run folder, a
+    comparison's record) that would have to be cleaned up by hand."""
     if not config.data:
         raise BrainMRIError("no training data: pass --data PREPARED (a folder made by 'brainmri data prepare')")
     if not Path(config.data).is_dir():
@@ -328,6 +330,8 @@ def _validate(config: TrainConfig) -> None:
         raise BrainMRIError(f"--workers must be >= 0, got {config.workers}")
     if not 0.0 <= config.val_size < 1.0:
         raise BrainMRIError(f"--val-size must be at least 0 and below 1, got {config.val_size}")
+    if config.weights not in ("imagenet", "none", "") and not Path(config.weights).is_file():
+        raise BrainMRIError(f"weights file not found: {config.weights} (use imagenet, none or a file path)")
 
 
 def _effective_split(config: TrainConfig) -> list[dict[str, str]]:
@@ -487,7 +491,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
             if resume:
                 saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
                 config = saved.replace(device=config.device, workers=config.workers)
-            _validate(config)
+            validate_config(config)
             resolve_precision(config.precision, device)
             if not resume:
                 rows = _effective_split(config)

@@ -206,6 +206,8 @@ def predict_proba(
     model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, device: str = "auto"
 ) -> np.ndarray:
     """Softmax probabilities for uint8 images (N, 1, H, W), batch by batch."""
+    if batch_size < 1:
+        raise BrainMRIError(f"--batch-size must be at least 1, got {batch_size}")
     dev = resolve_device(device)
     model = model.eval().to(dev)
     out = []

@@ -23,6 +23,8 @@ from brainmri.errors import BrainMRIError
 
 CARD_KEY = "brainmri_card"
 OPSET = 18
+#: Lowest opset each exporter writes: the torch.export-based one (default) and the TorchScript one.
+MIN_OPSET = {"dynamo": 18, "legacy": 9}
 FORMATS = ("onnx",)
 QUANTIZE = ("int8",)
 
@@ -70,17 +72,28 @@ def to_onnx(model: nn.Module, card: dict[str, Any], opset: int = OPSET, dynamo: 
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation and tracer warnings of the legacy exporter
-            torch.onnx.export(
-                wrapped,
-                example,
-                buf,
-                dynamo=False,
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
-                **names,
-            )
+            try:
+                _legacy_export(wrapped, example, buf, names)
+            except Exception as exc:
+                raise BrainMRIError(f"ONNX export failed: {str(exc).splitlines()[0]}") from None
         proto = onnx.load_from_string(buf.getvalue())
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if "export" in card:  # record the opset the graph actually has, not only the one asked for
+        card = {**card, "export": {**card["export"], "opset": int(written)}}
     set_card(proto, card)
     return proto
+
+
+def _legacy_export(wrapped: nn.Module, example: tuple, buf: io.BytesIO, names: dict[str, Any]) -> None:
+    """The TorchScript exporter (``--legacy``), with a dynamic batch axis."""
+    torch.onnx.export(
+        wrapped,
+        example,
+        buf,
+        dynamo=False,
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+        **names,
+    )
 
 
 def set_card(proto: Any, card: dict[str, Any]) -> None:
@@ -179,10 +192,16 @@ def export_model(
     dynamo: bool = True,
 ) -> Path:
     """Export a checkpoint (or run folder) to ONNX with its card; returns the written path."""
+    import onnx
+
     from brainmri.checkpoint import atomic_write_bytes, load_model
 
     if fmt not in FORMATS:
         raise BrainMRIError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    lowest, newest = MIN_OPSET["dynamo" if dynamo else "legacy"], onnx.defs.onnx_opset_version()
+    if not lowest <= opset <= newest:
+        hint = "" if dynamo else " with --legacy"
+        raise BrainMRIError(f"--opset must be between {lowest} and {newest}{hint}, got {opset}")
     out = Path(output) if output is not None else default_output(model_path)
     if out.suffix.lower() != ".onnx":
         raise BrainMRIError(f"output file must end in .onnx, not {out.name!r}")

@@ -70,8 +70,10 @@ class Predictor:
             raise BrainMRIError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if threads is not None and threads < 1:
             raise BrainMRIError(f"threads must be at least 1, got {threads}")
+        from brainmri.train import resolve_device
+
         self.model_path = Path(model_path)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model: torch.nn.Module | None = None
         self.session = None
         if is_onnx_file(model_path):

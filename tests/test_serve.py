@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -259,6 +260,14 @@ def test_start_up_failures_are_one_line(tiny_checkpoint, tmp_path, capsys):
     check_bind("0.0.0.0", "tok")
     with pytest.raises(BrainMRIError):
         check_bind("192.168.1.5", None)
+    with socket.socket() as busy:  # a port another program holds: refused before the model loads
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", str(tiny_checkpoint), "--port", str(port)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"brainmri: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        assert "serving" not in captured.out
 
 
 def _post(url: str, name: str, data: bytes) -> dict:

@@ -26,6 +26,7 @@ import io
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -442,6 +443,8 @@ def serve(
     check_bind(host, token)
     if not 0 <= port <= 65535:
         raise BrainMRIError(f"--port must be 0..65535, got {port}")
+    sock = bind_socket(host, port)  # before the model loads: a busy port fails at once, in one line
+    port = sock.getsockname()[1]
     app = create_app(
         model_path,
         token=token,
@@ -452,5 +455,24 @@ def serve(
         allowed_hosts=list(LOOPBACK_NAMES) if is_loopback(host) else None,
     )
     shown = f"[{host}]" if ":" in host else host
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", limit_concurrency=64, timeout_graceful_shutdown=5
+    )
     print(f"brainmri: serving {model_path} on http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", limit_concurrency=64, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port``; a busy port or an unknown host is one error."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        raise BrainMRIError(f"cannot resolve --host {host!r}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise BrainMRIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

@@ -218,6 +218,19 @@ def test_cli_user_errors_exit_2_and_never_touch_an_existing_run(trained_run, tmp
     assert "prepared data folder not found" in err and err.count("\n") == 1
 
 
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(prepared, tmp_path):
+    import shutil
+
+    broken = tmp_path / "prepared"
+    shutil.copytree(prepared, broken)
+    png = next((broken / "glioma_tumor").glob("*.png"))
+    png.write_bytes(png.read_bytes()[:100])  # truncated: found only when training loads the data
+    config = tiny_config(broken, limit_per_class=None)
+    with pytest.raises(BrainMRIError, match=png.name):
+        train(config, tmp_path / "runs" / "x", progress=False)
+    assert not (tmp_path / "runs" / "x").exists()  # the retry needs no --overwrite
+
+
 def test_precision_choices():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")

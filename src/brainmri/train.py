@@ -473,8 +473,16 @@ def train(
         dist.broadcast_object_list(box, src=0)
         run_dir = Path(box[0])
     deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    fresh = not resume and (overwrite or not run_dir.exists())  # a folder this call creates
     try:
         return _train(config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started)
+    except BaseException:
+        # A run that stopped before its first checkpoint (unreadable data, say) has nothing to
+        # resume; left behind, its folder would only block the retry.
+        if rank == 0 and fresh and (run_dir / "config.json").is_file():
+            if not (run_dir / "checkpoints" / "last.pt").exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         torch.use_deterministic_algorithms(deterministic)  # leave the process as we found it
         torch.backends.cudnn.benchmark = benchmark

@@ -246,7 +246,16 @@ def test_cli_bad_input_one_line(tmp_path, capsys, sartaj):
     shutil.copy2(real_images(sartaj, "glioma_tumor", 1)[0], src / "glioma")
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "allbad" / "glioma").mkdir(parents=True)
+    (tmp_path / "allbad" / "glioma" / "x.jpg").write_text("not an image")
     cases = [
+        (
+            ["data", "prepare", str(tmp_path / "allbad"), str(tmp_path / "o"), "--no-progress"],
+            "glioma/x.jpg: unreadable: not an image",
+        ),
+        (["data", "prepare", str(src), str(tmp_path / "o"), "--phash-threshold", "65"], "-1 (exact duplicates only)"),
+        (["data", "prepare", str(src), str(tmp_path / "o"), "--size", "abc"], "invalid int value: 'abc'"),
+        (["data", "split", str(tmp_path / "empty"), "--k", "0"], "--k must be at least 2, got 0"),
         (["data", "prepare", str(tmp_path / "missing"), str(tmp_path / "o")], "source folder not found"),
         (["data", "prepare", str(tmp_path / "empty"), str(tmp_path / "o")], "no image files"),
         (["data", "prepare", str(src), str(tmp_path / "afile" / "o")], "cannot write"),

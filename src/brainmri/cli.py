@@ -647,7 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, see _Parser), --help, --version
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USER_ERROR

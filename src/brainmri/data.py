@@ -268,6 +268,10 @@ def prepare(
     src, out = Path(src), Path(out)
     if size < 8:
         raise BrainMRIError(f"--size must be at least 8 pixels, got {size}")
+    if not -1 <= phash_threshold <= 64:
+        raise BrainMRIError(
+            f"--phash-threshold must be -1 (exact duplicates only) to 64 (bits of a phash), got {phash_threshold}"
+        )
     mapping = parse_label_map(label_map)
     rows = scan(src, mapping)
     _check_output(src, out, overwrite)
@@ -299,6 +303,14 @@ def prepare(
             if m["status"] != "kept" and not m["status"].startswith("unreadable"):
                 (tmp / m["_name"]).unlink()
         summary = _summarise(manifest, rows)
+        if summary["kept"] == 0:  # a folder with no images would only fail later, far from the cause
+            bad = next((m for m in manifest if m["status"].startswith("unreadable")), None)
+            example = f", e.g. {bad['source_path']}: {bad['status']}" if bad else ""
+            raise BrainMRIError(
+                f"no image of {src} could be kept ("
+                + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["removed"].items() if n)
+                + f"{example}); nothing was written"
+            )
         summary["settings"] = {
             "source": str(src.resolve()),
             "size": size,

@@ -125,10 +125,15 @@ def test_bootstrap_is_seeded_and_narrows_with_more_data():
 
 
 def test_bad_shapes_are_user_errors():
+    import torch
+
     from brainmri.errors import BrainMRIError
+    from brainmri.evaluate import predict_proba
 
     with pytest.raises(BrainMRIError, match="shape"):
         compute_metrics([0, 1], np.zeros((3, 4)), CLASSES4)
+    with pytest.raises(BrainMRIError, match="--batch-size must be at least 1, got 0"):
+        predict_proba(torch.nn.Identity(), torch.zeros(2, 1, 8, 8, dtype=torch.uint8), batch_size=0)
 
 
 # --- evaluate_run on a real (tiny) training run -------------------------------------------

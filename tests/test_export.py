@@ -88,7 +88,7 @@ def test_info_prints_the_whole_card(model_path, onnx_path, capsys):
     assert from_onnx["classes"] == card["classes"] and from_onnx["export"]["opset"] == 18
 
 
-def test_bad_models_are_one_clear_line(onnx_path, real_files, tmp_path, capsys):
+def test_bad_models_are_one_clear_line(model_path, onnx_path, real_files, tmp_path, capsys):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage" * 10)
     foreign = tmp_path / "foreign.onnx"
@@ -101,6 +101,8 @@ def test_bad_models_are_one_clear_line(onnx_path, real_files, tmp_path, capsys):
         (["predict", str(onnx_path), str(real_files[0]), "--explain", str(tmp_path / "c")], "needs the PyTorch"),
         (["export", str(tmp_path / "missing.pt")], "not found"),
         (["export", str(onnx_path), "--output", str(tmp_path / "x.pb")], "must end in .onnx"),
+        (["export", str(model_path), "--opset", "0", "-o", str(tmp_path / "o.onnx")], "--opset must be between 18"),
+        (["export", str(model_path), "--opset", "99", "-o", str(tmp_path / "o.onnx")], "--opset must be between"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -179,6 +179,11 @@ def test_bad_input_is_one_clear_line(model_path, real_files, tmp_path, capsys):
 
     code, err = run("predict", str(model_path), str(real_files[0]), "--output", str(tmp_path / "x.xlsx"))
     assert code == 2 and ".csv or .json" in err
+    code, err = run("predict", str(model_path), str(real_files[0]), "--device", "tpu")
+    assert code == 2 and err == "brainmri: error: unknown device 'tpu'; use auto, cpu, cuda or cuda:N"
+    torch.save([1, 2, 3], tmp_path / "list.pt", pickle_protocol=4)  # torch warns about such files
+    code, err = run("predict", str(tmp_path / "list.pt"), str(real_files[0]))
+    assert code == 2 and err.count("\n") == 0 and "not a brainmri checkpoint" in err
 
     # Outputs that cannot be written: a file where a folder should be.
     blocker = tmp_path / "blocker.txt"

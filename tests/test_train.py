@@ -203,6 +203,19 @@ def test_cli_flags_override_the_config_file_which_overrides_defaults(tmp_path):
     args = build_parser().parse_args(["train", "--config", str(tmp_path / "bad.json")])
     with pytest.raises(BrainMRIError, match="unknown config keys: epochz"):
         train_config_from_args(args)
+    (tmp_path / "typed.json").write_text('{"epochs": "ten"}')
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    (tmp_path / "broken.yaml").write_text("a: [1\n")
+    for name, message in (
+        ("typed.json", "config key 'epochs' must be int, got 'ten'"),
+        ("binary.yaml", "not a UTF-8 text file"),
+        ("broken.yaml", "is not valid yaml"),
+    ):
+        args = build_parser().parse_args(["train", "--config", str(tmp_path / name)])
+        with pytest.raises(BrainMRIError, match=message) as err:
+            train_config_from_args(args)
+        assert "\n" not in str(err.value)
+    assert TrainConfig.from_dict({"lr": 1, "limit_per_class": None}).lr == 1.0
 
 
 def test_cli_user_errors_exit_2_and_never_touch_an_existing_run(trained_run, tmp_path, capsys):

@@ -244,6 +244,14 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(prepared,
     assert not (tmp_path / "runs" / "x").exists()  # the retry needs no --overwrite
 
 
+def test_compare_refuses_bad_settings_before_recording_them(prepared, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    for flags, message in ((["--epochs", "0"], "--epochs must be at least 1"), (["--weights", "nope.pt"], "not found")):
+        assert main(["compare", "--data", str(prepared), "--out", str(out), "--archs", "resnet18", *flags]) == 2
+        assert message in capsys.readouterr().err
+        assert not (out / "comparison.json").exists()  # a corrected rerun must not be refused
+
+
 def test_precision_choices():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")

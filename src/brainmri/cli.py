@@ -7,6 +7,7 @@ line on stderr with a non-zero exit status; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -539,7 +540,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "inference latency/throughput (PyTorch and ONNX Runtime), prepare throughput and peak memory. "
         "Prints a table and writes JSON.",
     )
-    p.add_argument("--data", help="folder of class sub-folders of real slices (default: %(default)s if it exists)")
+    p.add_argument(
+        "--data",
+        help="folder of class sub-folders of real slices (default: ../shared/datasets/brain-tumor-mri-sartaj "
+        "if it exists)",
+    )
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--quick", action="store_true", help="a reduced run of about a minute (resnet50, few steps)")
     p.add_argument("--archs", help="comma-separated architectures to train (default: resnet50,resnet101,resnet152)")
@@ -659,6 +664,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrainMRIError as exc:
         print(f"brainmri: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `brainmri info RUN | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # the environment (permissions, a full disk), not a bug: one line too
         where = f": {exc.filename}" if exc.filename else ""
         print(f"brainmri: error: {exc.strerror or exc}{where}", file=sys.stderr)

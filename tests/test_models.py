@@ -122,3 +122,17 @@ def test_other_torchvision_families_get_the_same_head(arch):
 def test_unknown_architecture_is_a_user_error():
     with pytest.raises(BrainMRIError, match="unknown architecture 'resnet51'"):
         build_model("resnet51", weights="none")
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics():
+    from brainmri.models import train_mode
+
+    x = torch.rand(4, 1, 64, 64)
+    for mode, frozen_stats_move in (("full", True), ("last", False), ("head", False)):
+        model = train_mode(build_model("resnet18", weights="none", finetune=mode))
+        before = model.backbone.bn1.running_mean.clone()
+        last_stage = model.backbone.layer4[1].bn2.running_mean.clone()
+        model(x)
+        assert (not torch.equal(before, model.backbone.bn1.running_mean)) == frozen_stats_move, mode
+        assert (not torch.equal(last_stage, model.backbone.layer4[1].bn2.running_mean)) == (mode != "head"), mode
+        assert model.head.training  # dropout in the head still trains

@@ -107,9 +107,44 @@ def test_interrupted_run_resumes_to_the_same_history_as_an_uninterrupted_one(pre
     a = [{k: v for k, v in row.items() if k not in timing} for row in read_history(straight)]
     b = [{k: v for k, v in row.items() if k not in timing} for row in read_history(run)]
     assert len(b) == 2 and a == b
+    weights = [read_checkpoint(r / "checkpoints" / "last.pt")["model_state"] for r in (straight, run)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the same model, bit for bit
     assert "resumed" in (run / "train.log").read_text()
+    assert len(json.loads((run / "environment.json").read_text())["resumed"]) == 1  # both sessions recorded
     with pytest.raises(BrainMRIError, match="already finished"):
         train(config, run, resume=True, progress=False)
+
+
+def test_an_interrupt_inside_a_step_keeps_the_last_whole_state(prepared, tmp_path, monkeypatch):
+    """A second Ctrl-C can land inside the optimiser step; saving then would store half an update."""
+    import brainmri.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def step_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 2, during its first step (2 steps an epoch)
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_stop)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(prepared, limit_per_class=4), run, progress=False)
+    last = read_checkpoint(run / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["extra"]["step"]) == (1, 0)  # the end of epoch 1, not a torn step
+    assert "kept the last saved state" in (run / "train.log").read_text()
+
+
+def test_loader_workers_and_relative_paths_do_not_change_a_run(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(prepared.parent)
+    config = tiny_config(Path(prepared.name), limit_per_class=4, epochs=1)
+    inline = train(config, tmp_path / "inline", progress=False)
+    workers = train(config.replace(workers=1), tmp_path / "workers", progress=False)
+    timing = {"seconds", "images_per_second"}
+    rows = [[{k: v for k, v in r.items() if k not in timing} for r in read_history(x)] for x in (inline, workers)]
+    assert rows[0] == rows[1]  # dropout is keyed by the step, not by how batches were made
+    assert json.loads((inline / "config.json").read_text())["data"] == str(prepared.resolve())
 
 
 def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(trained_run, prepared):

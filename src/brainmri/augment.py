@@ -96,9 +96,15 @@ def make_augmenter(config: TrainConfig) -> Augmenter:
     """
     if not config.augment:
         return lambda batch, generator=None: to_input(batch)
-    for name in ("rotation", "shift", "zoom", "shear"):
-        if getattr(config, name) < 0:
-            raise BrainMRIError(f"augmentation setting {name} must be >= 0, got {getattr(config, name)}")
-    if config.zoom >= 1 or config.shear >= 90 or not math.isfinite(config.rotation):
-        raise BrainMRIError("augmentation out of range: zoom must be < 1 and shear < 90 degrees")
+    check_augmentation(config)
     return lambda batch, generator=None: augment_batch(batch, config, generator)
+
+
+def check_augmentation(config: TrainConfig) -> None:
+    """Ranges in which the affine warp is defined; NaN or infinity would silently train a NaN model."""
+    for name in ("rotation", "shift", "zoom", "shear"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < 0:
+            raise BrainMRIError(f"augmentation setting {name} must be a finite number >= 0, got {value}")
+    if config.zoom >= 1 or config.shear >= 90:
+        raise BrainMRIError("augmentation out of range: zoom must be < 1 and shear < 90 degrees")

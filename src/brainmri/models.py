@@ -183,6 +183,19 @@ def build_model(
     return model
 
 
+def train_mode(model: nn.Module) -> nn.Module:
+    """``model.train()``, except BatchNorm layers whose parameters are all frozen
+    (``--finetune head|last``): their running statistics stay the pretrained ones, as freezing
+    promises; in training mode every forward pass would overwrite them."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+    return model
+
+
 def set_finetune(model: Classifier, mode: str) -> None:
     """Freeze the parts of the backbone that ``mode`` does not train."""
     params = list(model.backbone.named_parameters())

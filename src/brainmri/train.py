@@ -33,12 +33,12 @@ import torch.distributed as dist
 from torch import nn
 
 from brainmri import __version__
-from brainmri.augment import make_augmenter
+from brainmri.augment import check_augmentation, make_augmenter
 from brainmri.checkpoint import atomic_write_text, make_card, read_checkpoint, save_checkpoint
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
 from brainmri.labels import CLASSES
-from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_parameters
+from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_parameters, train_mode
 from brainmri.preprocess import to_input
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
@@ -189,6 +189,11 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _step_seed(*key: int) -> int:
+    """A seed for the global RNG from (seed, epoch, step, rank)."""
+    return int(_generator(*key).initial_seed())
+
+
 def epoch_order(labels: torch.Tensor, balance: str, seed: int, epoch: int) -> torch.Tensor:
     """Shuffled training indices for one epoch.
 
@@ -310,6 +315,16 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         shutil.rmtree(run_dir)
 
 
+def _absolute_paths(config: TrainConfig) -> dict[str, str | None]:
+    """``data``, ``split`` and a local ``weights`` file as absolute paths."""
+    local_weights = config.weights not in ("imagenet", "none", "")
+    return {
+        "data": str(Path(config.data).resolve()) if config.data else config.data,
+        "split": str(Path(config.split).resolve()) if config.split else config.split,
+        "weights": str(Path(config.weights).resolve()) if local_weights else config.weights,
+    }
+
+
 def validate_config(config: TrainConfig) -> None:
     """Refuse settings that cannot train, before anything is written (a run folder, a
     comparison's record) that would have to be cleaned up by hand."""
@@ -320,8 +335,14 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "image_size"):
         if getattr(config, name) < 1:
             raise BrainMRIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if not config.lr > 0:
-        raise BrainMRIError(f"--lr must be positive, got {config.lr}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise BrainMRIError(f"--lr must be a positive number, got {config.lr}")
+    if not (config.weight_decay >= 0 and math.isfinite(config.weight_decay)):
+        raise BrainMRIError(f"--weight-decay must be a number >= 0, got {config.weight_decay}")
+    if config.seed < 0:
+        raise BrainMRIError(f"--seed must be >= 0, got {config.seed}")
+    if config.augment:
+        check_augmentation(config)
     if config.balance not in BALANCE_MODES:
         raise BrainMRIError(f"unknown --balance {config.balance!r}; choose one of {', '.join(BALANCE_MODES)}")
     if config.limit_per_class is not None and config.limit_per_class < 1:
@@ -441,6 +462,21 @@ def _all_reduce(values: list[float], device: torch.device, world_size: int) -> l
     return t.tolist()
 
 
+#: Under torchrun, ranks agree on a Ctrl-C every this many steps (one tiny all-reduce that
+#: makes the CPU wait for the GPU, so not every step).
+STOP_CHECK_EVERY = 10
+
+
+def _stop_agreed(flag: bool, step: int, last_step: int, device: torch.device, world_size: int) -> bool:
+    """Whether to stop after ``step``: all ranks must stop after the same step, or the ones
+    still training would wait forever for the others' gradients."""
+    if world_size == 1:
+        return flag
+    if step % STOP_CHECK_EVERY and step != last_step:
+        return False
+    return _all_reduce([float(flag)], device, world_size)[0] > 0
+
+
 # --- training ---------------------------------------------------------------------------------
 
 
@@ -493,6 +529,8 @@ def train(
 def _train(config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started) -> Path:
     main = rank == 0
     error, rows = None, None
+    if not resume:  # absolute paths in config.json, so the run can be resumed and audited from anywhere
+        config = config.replace(**_absolute_paths(config))
     if main:
         try:
             _check_run_dir(run_dir, overwrite, resume)
@@ -529,7 +567,11 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
             run_dir.mkdir(parents=True, exist_ok=True)
             write_split(rows, run_dir / "split.csv")
             _write_json(run_dir / "config.json", config.to_dict())
-        _write_json(run_dir / "environment.json", environment_info(device, precision, world_size))
+        env = environment_info(device, precision, world_size)
+        if resume and (run_dir / "environment.json").is_file():  # keep the first session's record
+            first = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+            env = {**first, "resumed": [*first.get("resumed", []), env]}
+        _write_json(run_dir / "environment.json", env)
     _broadcast_error(None, world_size)  # every rank waits until split.csv exists
     log = _Log(run_dir / "train.log" if main else None, echo=progress and main)
 
@@ -664,8 +706,8 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                 running = {"loss": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
             start_step, first_step = first_step, 0
             epoch_start = time.perf_counter()
-            net.train()
-            loss_sum = torch.zeros((), device=device)
+            train_mode(net)
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)  # f64: a resumed epoch sums alike
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
             if config.workers > 0:
@@ -691,11 +733,19 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                 leave=False,
             )
             step = start_step
+            # Whether the weights and optimiser are whole (between steps), and whether every rank
+            # stopped at the same step: only then may an interrupt save last.pt.
+            at_boundary, agreed = True, world_size == 1
             try:
                 for x, y in stream:
                     x = _to_model(x.to(device, non_blocking=True), config.channels_last)
                     y = y.to(device, non_blocking=True)
+                    # Dropout draws from a generator keyed by the step, so that a resumed run, every
+                    # rank and any number of loader workers get the masks of an uninterrupted run.
+                    torch.manual_seed(_step_seed(config.seed, epoch, step, rank))
+                    at_boundary = False
                     batch_loss, batch_correct = train_step(net, optimizer, criterion, x, y, amp, scaler)
+                    at_boundary = True
                     loss_sum += batch_loss
                     correct += batch_correct
                     seen += len(y)
@@ -710,29 +760,39 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                         )
                     if step_callback is not None:
                         step_callback(epoch, step)
-                    if interrupt["stop"]:
+                    if _stop_agreed(interrupt["stop"], step, len(batches), device, world_size):
+                        agreed = True
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
                 bar.close()
+                if writer is not None:
+                    writer.close()
+                if not (at_boundary and agreed):  # a second Ctrl-C inside a step, or one rank alone
+                    log(f"interrupted inside epoch {epoch}, step {step + 1}; kept the last saved state")
+                    raise
                 elapsed = time.perf_counter() - epoch_start
+                own = _all_reduce([float(loss_sum), int(correct), seen], device, world_size)
                 partial = {
-                    "loss": running["loss"] + float(loss_sum),
-                    "correct": running["correct"] + int(correct),
-                    "seen": running["seen"] + seen,
+                    "loss": running["loss"] + own[0],
+                    "correct": running["correct"] + int(own[1]),
+                    "seen": running["seen"] + int(own[2]),
                     "train_seconds": running["train_seconds"] + elapsed,
                 }
                 save_last(epoch - 1, step, partial)
                 log(f"interrupted in epoch {epoch} after step {step}; saved last.pt, continue with --resume")
-                if writer is not None:
-                    writer.close()
                 raise
             bar.close()
             train_seconds = running["train_seconds"] + time.perf_counter() - epoch_start
-            loss_total, correct_total, seen_total = _all_reduce(
-                [running["loss"] + float(loss_sum), running["correct"] + int(correct), running["seen"] + seen],
-                device,
-                world_size,
+            # ``running`` (a resumed epoch's earlier steps) is already summed over ranks: add it once.
+            own = _all_reduce([float(loss_sum), int(correct), seen], device, world_size)
+            loss_total, correct_total, seen_total = (
+                running["loss"] + own[0],
+                running["correct"] + own[1],
+                running["seen"] + own[2],
             )
+            if world_size > 1:  # rank 0's BatchNorm statistics are the ones saved: validate with them
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
             val_start = time.perf_counter()
             v_loss, v_correct, v_n = evaluate_batches(
                 model,
@@ -779,7 +839,7 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                 f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s"
                 + (" (best)" if selects and improved else "")
             )
-            if interrupt["stop"] and epoch < config.epochs:
+            if epoch < config.epochs and _stop_agreed(interrupt["stop"], 0, 0, device, world_size):
                 log(f"interrupted after epoch {epoch}; saved last.pt, continue with --resume")
                 if writer is not None:
                     writer.close()

@@ -640,7 +640,8 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
             "fold": config.fold,
             "seed": config.seed,
             "train": len(train_y),
-            **{side: sum(n.values()) for side, n in side_counts.items() if side != "train"},
+            "val": sum(side_counts["val"].values()),
+            "test": sum(side_counts["test"].values()),
             "test_counts": side_counts["test"],
             "selection": SELECTION_BEST if selects else SELECTION_LAST,
         },
@@ -839,7 +840,8 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                 f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s"
                 + (" (best)" if selects and improved else "")
             )
-            if epoch < config.epochs and _stop_agreed(interrupt["stop"], 0, 0, device, world_size):
+            between_epochs = _stop_agreed(interrupt["stop"], step=0, last_step=0, device=device, world_size=world_size)
+            if epoch < config.epochs and between_epochs:
                 log(f"interrupted after epoch {epoch}; saved last.pt, continue with --resume")
                 if writer is not None:
                     writer.close()

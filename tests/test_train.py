@@ -287,6 +287,24 @@ def test_compare_refuses_bad_settings_before_recording_them(prepared, tmp_path, 
         assert not (out / "comparison.json").exists()  # a corrected rerun must not be refused
 
 
+def test_a_comparison_resumes_only_on_the_same_data_and_restarts_if_nothing_ran(prepared, tmp_path):
+    from brainmri.experiments import COMPARISON_JSON, _check_settings, _settings
+
+    settings = _settings(prepared, TrainConfig(), None, 0.2)
+    other_data = {**settings, "prepared_manifest_sha256": "0" * 64}  # same folder, prepared from other data
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / COMPARISON_JSON).write_text(json.dumps({"settings": other_data}))
+    (out / "split.csv").write_text("stale")
+    _check_settings(out, settings)  # no run had started: begin again, without the stale split
+    assert not (out / COMPARISON_JSON).exists() and not (out / "split.csv").exists()
+    (out / COMPARISON_JSON).write_text(json.dumps({"settings": other_data}))
+    (out / "runs" / "resnet18" / "checkpoints").mkdir(parents=True)
+    (out / "runs" / "resnet18" / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(BrainMRIError, match=r"other settings \(prepared data\)"):
+        _check_settings(out, settings)
+
+
 def test_precision_choices():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) in ("fp32", "bf16")

@@ -5,6 +5,7 @@ reproduction that fetches and prepares the data first (:func:`reproduce`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -101,20 +102,38 @@ def _settings(prepared: Path, config: TrainConfig, cv: int | None, test_size: fl
     shared = config.to_dict()
     for key in ("arch", "fold", "split", "data", "device", "workers", "tensorboard"):
         shared.pop(key, None)
-    return {"prepared": str(prepared.resolve()), "cv": cv, "test_size": test_size, "config": shared}
+    manifest = hashlib.sha256((prepared / data_mod.MANIFEST).read_bytes()).hexdigest()
+    return {
+        "prepared": str(prepared.resolve()),
+        "prepared_manifest_sha256": manifest,  # the same folder re-prepared from other data is other data
+        "cv": cv,
+        "test_size": test_size,
+        "config": shared,
+    }
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume a comparison under other settings; a comparison none of whose runs has
+    started (say, the first try failed for want of weights) is simply started again."""
     path = out / COMPARISON_JSON
     if not path.is_file():
         return
     old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+    old.setdefault("prepared_manifest_sha256", settings["prepared_manifest_sha256"])  # older records
     if old != settings:
+        if not any((out / "runs").glob("**/checkpoints/*.pt")):
+            for stale in (path, out / "split.csv", *out.glob("folds_k*.csv")):
+                stale.unlink(missing_ok=True)
+            return
         changed = sorted(
             k
             for k in {*old.get("config", {}), *settings["config"]}
             if old["config"].get(k) != settings["config"].get(k)
-        ) + [k for k in ("prepared", "cv", "test_size") if old.get(k) != settings.get(k)]
+        ) + [
+            k.replace("_manifest_sha256", " data")
+            for k in ("prepared", "prepared_manifest_sha256", "cv", "test_size")
+            if old.get(k) != settings.get(k)
+        ]
         raise BrainMRIError(
             f"{out} holds a comparison with other settings ({', '.join(changed) or 'settings differ'}); "
             "use another --out folder, or delete it to start again"

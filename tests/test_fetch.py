@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import shutil
 import socket
 import threading
 import zipfile
@@ -41,6 +42,12 @@ def server(tmp_path):
 
         def do_GET(self):
             requests.append(self.path)
+            if self.path == "/cut.zip":  # a connection that drops before Content-Length bytes came
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"PK\x03\x04" + b"\0" * 100)
+                return
             super().do_GET()
 
         def log_message(self, *args):
@@ -95,6 +102,26 @@ def test_bad_archives_rejected(tmp_path, sartaj, server):
         fetch(tmp_path / "d3", url=f"{base}/good.zip", sha256="0" * 64, progress=False)
     with pytest.raises(BrainMRIError, match="404"):
         fetch(tmp_path / "d4", url=f"{base}/missing.zip", progress=False)
+    with pytest.raises(BrainMRIError, match="download of .* (incomplete|broke off)"):
+        fetch(tmp_path / "d5", url=f"{base}/cut.zip", progress=False)
+    # Damaged compressed data inside an otherwise well-formed archive.
+    deflated = tmp_path / "zipped.zip"
+    with zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as zf, zipfile.ZipFile(good) as src:
+        for name in src.namelist():
+            zf.writestr(name, src.read(name))
+    data = bytearray(deflated.read_bytes())
+    with zipfile.ZipFile(deflated) as zf:
+        member = max(zf.infolist(), key=lambda i: i.compress_size)
+    start = member.header_offset + 30 + len(member.filename)
+    data[start + member.compress_size // 2 : start + member.compress_size // 2 + 64] = b"\xff" * 64
+    (tmp_path / "broken.zip").write_bytes(bytes(data))
+    with pytest.raises(BrainMRIError, match="archive is corrupt"):
+        fetch(tmp_path / "d6", url=f"{base}/broken.zip", progress=False)
+    # A finished download is reused only if it is the one asked for.
+    done = fetch(tmp_path / "d7", url=f"{base}/good.zip", progress=False)
+    with pytest.raises(BrainMRIError, match="not " + "1" * 64):
+        fetch(done, url=f"{base}/good.zip", sha256="1" * 64, progress=False)
+    shutil.rmtree(done)
     assert good.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".", "d"))]  # nothing half-written
 

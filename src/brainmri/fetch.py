@@ -8,12 +8,14 @@ into place; ``fetch.json`` is written last, so a cache folder without it is inco
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from brainmri.checkpoint import staging_dir
@@ -23,6 +25,8 @@ DEFAULT_URL = "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataS
 DATASET_NAME = "brain-tumor-mri-sartaj"
 MARKER = "fetch.json"
 EXPECTED_SPLITS = ("Training", "Testing")
+#: The dataset unpacks to under 100 MB; anything near this is not it (or is a zip bomb).
+MAX_UNPACKED_BYTES = 2 * 2**30
 
 
 def cache_home() -> Path:
@@ -40,12 +44,18 @@ def _download(url: str, path: Path, progress: bool) -> None:
     try:
         with urllib.request.urlopen(url, timeout=30) as resp, path.open("wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            received = 0
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc="download", disable=not progress, leave=False
             ) as bar:
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+        if total is not None and received != total:
+            raise BrainMRIError(f"download of {url} incomplete: {received:,} of {total:,} bytes; run again")
+    except http.client.HTTPException as exc:  # e.g. the connection dropped inside a chunked response
+        raise BrainMRIError(f"download of {url} broke off ({type(exc).__name__}); run again") from None
     except urllib.error.HTTPError as exc:
         raise BrainMRIError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; check --url") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
@@ -73,7 +83,15 @@ def _archive_root(zf: zipfile.ZipFile) -> str:
         }
         if len(classes) < 2:
             raise BrainMRIError(f"archive lacks {root}/{split}/<class>/ folders; is it the Bhuvaji et al. dataset?")
-    bad = zf.testzip()
+    unpacked = sum(info.file_size for info in zf.infolist())
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise BrainMRIError(
+            f"archive would unpack to {unpacked / 2**30:.1f} GB (limit {MAX_UNPACKED_BYTES / 2**30:.0f} GB); refusing"
+        )
+    try:
+        bad = zf.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BrainMRIError(f"archive is corrupt ({exc}); run again with --force") from None
     if bad is not None:
         raise BrainMRIError(f"archive is corrupt (bad CRC in {bad}); run again with --force")
     return root
@@ -98,6 +116,11 @@ def fetch(
     ``Testing/``. A complete earlier download is reused unless ``force``."""
     dest = Path(dest) if dest is not None else default_dest()
     if (dest / MARKER).is_file() and not force:
+        done = json.loads((dest / MARKER).read_text(encoding="utf-8"))
+        if sha256 and done.get("sha256", "").lower() != sha256.lower():
+            raise BrainMRIError(f"{dest} holds a download with SHA-256 {done.get('sha256')}, not {sha256}; use --force")
+        if url != DEFAULT_URL and done.get("url") != url:
+            raise BrainMRIError(f"{dest} holds a download from {done.get('url')}, not {url}; use --force")
         return dest
     if dest.exists() and not (dest / MARKER).is_file() and any(dest.iterdir()):
         if not force:

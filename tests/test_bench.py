@@ -73,6 +73,7 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
         result["flops"]["train_gflop_per_image"] * r50["ours_ips"]
     )
     assert result["inference"]["torch"]["latency_ms_p95"] >= result["inference"]["torch"]["latency_ms_p50"]
+    assert result["paper_run_estimate_comparable"] is False  # the test runs at 64 px, not the paper's 256
     # FLOPs counted on the real models: ResNet-50 is 8.2 GFLOP forward at 224 px, so at 64 px about
     # 0.67 forward and 2.0 to train (x3); ResNet-18 is 3.6 at 224 px, about 0.3 at 64 px.
     assert 1.6 < result["flops"]["train_gflop_per_image"] < 2.4
@@ -88,5 +89,7 @@ def test_bench_without_data_is_a_clear_error(tmp_path, capsys):
 def test_bench_rejects_bad_settings(sartaj, capsys):
     assert main(["bench", "--quick", "--data", str(sartaj), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--data", str(sartaj), "--warmup", "0"]) == 2
+    assert "--warmup must be at least 1" in capsys.readouterr().err
     assert main(["bench", "--quick", "--data", str(sartaj), "--archs", "resnet5"]) == 2
     assert "unknown architecture 'resnet5'" in capsys.readouterr().err

@@ -99,7 +99,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise BrainMRIError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # Native bf16 only (Ampere and newer): emulated bf16 would be slower than fp16 + scaling.
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise BrainMRIError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")

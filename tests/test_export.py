@@ -103,6 +103,7 @@ def test_bad_models_are_one_clear_line(model_path, onnx_path, real_files, tmp_pa
         (["export", str(onnx_path), "--output", str(tmp_path / "x.pb")], "must end in .onnx"),
         (["export", str(model_path), "--opset", "0", "-o", str(tmp_path / "o.onnx")], "--opset must be between 18"),
         (["export", str(model_path), "--opset", "99", "-o", str(tmp_path / "o.onnx")], "--opset must be between"),
+        (["export", str(model_path), "--legacy", "--opset", "11", "--quantize", "int8", "--calibration", "x"], "13"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

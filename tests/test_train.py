@@ -256,6 +256,11 @@ def test_cli_flags_override_the_config_file_which_overrides_defaults(tmp_path):
 def test_cli_user_errors_exit_2_and_never_touch_an_existing_run(trained_run, tmp_path, capsys):
     before = (trained_run / "history.csv").read_text()
     common = ["--runs-dir", str(trained_run.parent), "--name", trained_run.name]
+    data = json.loads((trained_run / "config.json").read_text())["data"]
+    for bad in (["--val-size", "1.5"], ["--image-size", "4"], ["--weights", str(tmp_path / "none.pt")]):
+        assert main(["train", "--data", data, *common, "--overwrite", *bad]) == 2  # refused before replacing
+        assert capsys.readouterr().err.count("\n") == 1
+        assert (trained_run / "history.csv").read_text() == before
     assert main(["train", "--data", str(tmp_path), *common]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--resume", *common]) == 2
@@ -302,6 +307,10 @@ def test_a_comparison_resumes_only_on_the_same_data_and_restarts_if_nothing_ran(
     (out / "runs" / "resnet18" / "checkpoints").mkdir(parents=True)
     (out / "runs" / "resnet18" / "checkpoints" / "last.pt").write_bytes(b"")
     with pytest.raises(BrainMRIError, match=r"other settings \(prepared data\)"):
+        _check_settings(out, settings)
+    older = {**settings, "config": {k: v for k, v in settings["config"].items() if k != "val_size"}}
+    (out / COMPARISON_JSON).write_text(json.dumps({"settings": older}))
+    with pytest.raises(BrainMRIError, match="older brainmri, whose runs chose their best epoch on the test side"):
         _check_settings(out, settings)
 
 

@@ -495,6 +495,8 @@ def _run_export(args: argparse.Namespace) -> int:
         raise BrainMRIError("--quantize int8 needs --calibration PATH... (real slices, e.g. the training folder)")
     if args.calibration and not args.quantize:
         raise BrainMRIError("--calibration only makes sense with --quantize int8")
+    if args.quantize and args.opset < 13:
+        raise BrainMRIError(f"--quantize int8 needs --opset 13 or newer, got {args.opset}")
     if args.calibration:
         expand_paths(args.calibration)  # fail before the slow export
     out = export_model(args.model, args.output, fmt=args.format, opset=args.opset, dynamo=not args.legacy)

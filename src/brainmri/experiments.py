@@ -125,6 +125,11 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             for stale in (path, out / "split.csv", *out.glob("folds_k*.csv")):
                 stale.unlink(missing_ok=True)
             return
+        if "val_size" not in old.get("config", {}):
+            raise BrainMRIError(
+                f"{out} was made by an older brainmri, whose runs chose their best epoch on the test side; "
+                "start the comparison again in another --out folder, or delete it"
+            )
         changed = sorted(
             k
             for k in {*old.get("config", {}), *settings["config"]}

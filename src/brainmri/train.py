@@ -298,7 +298,8 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
-    """Never destroy a run by accident; never delete a folder that is not a run."""
+    """Never destroy a run by accident; never delete a folder that is not a run. Only checks:
+    an overwritten run is deleted when the new one is written, after every other check."""
     if resume:
         if not (run_dir / "checkpoints" / "last.pt").is_file() or not (run_dir / "config.json").is_file():
             raise BrainMRIError(f"nothing to resume in {run_dir}: no config.json and checkpoints/last.pt")
@@ -313,7 +314,6 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             )
         if not (run_dir / "config.json").is_file():
             raise BrainMRIError(f"refusing to overwrite {run_dir}: it is not a run folder (no config.json)")
-        shutil.rmtree(run_dir)
 
 
 def _absolute_paths(config: TrainConfig) -> dict[str, str | None]:
@@ -333,9 +333,9 @@ def validate_config(config: TrainConfig) -> None:
         raise BrainMRIError("no training data: pass --data PREPARED (a folder made by 'brainmri data prepare')")
     if not Path(config.data).is_dir():
         raise BrainMRIError(f"prepared data folder not found: {config.data}")
-    for name in ("epochs", "batch_size", "image_size"):
-        if getattr(config, name) < 1:
-            raise BrainMRIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    for name, least in (("epochs", 1), ("batch_size", 1), ("image_size", 8)):
+        if getattr(config, name) < least:
+            raise BrainMRIError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(config, name)}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         raise BrainMRIError(f"--lr must be a positive number, got {config.lr}")
     if not (config.weight_decay >= 0 and math.isfinite(config.weight_decay)):
@@ -510,15 +510,16 @@ def train(
         dist.broadcast_object_list(box, src=0)
         run_dir = Path(box[0])
     deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    fresh = not resume and (overwrite or not run_dir.exists())  # a folder this call creates
+    created: list[Path] = []  # the run folder, once this call has written it
     try:
-        return _train(config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started)
+        return _train(
+            config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started, created
+        )
     except BaseException:
         # A run that stopped before its first checkpoint (unreadable data, say) has nothing to
         # resume; left behind, its folder would only block the retry.
-        if rank == 0 and fresh and (run_dir / "config.json").is_file():
-            if not (run_dir / "checkpoints" / "last.pt").exists():
-                shutil.rmtree(run_dir, ignore_errors=True)
+        if created and not (run_dir / "checkpoints" / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
         torch.use_deterministic_algorithms(deterministic)  # leave the process as we found it
@@ -527,7 +528,9 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started) -> Path:
+def _train(
+    config, run_dir, device, rank, world_size, overwrite, resume, progress, step_callback, started, created
+) -> Path:
     main = rank == 0
     error, rows = None, None
     if not resume:  # absolute paths in config.json, so the run can be resumed and audited from anywhere
@@ -565,7 +568,10 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
         if not resume:
             from brainmri.data import write_split
 
+            if overwrite and run_dir.exists():
+                shutil.rmtree(run_dir)  # replaced only now that the new run has passed every check
             run_dir.mkdir(parents=True, exist_ok=True)
+            created.append(run_dir)
             write_split(rows, run_dir / "split.csv")
             _write_json(run_dir / "config.json", config.to_dict())
         env = environment_info(device, precision, world_size)
@@ -747,11 +753,11 @@ def _train(config, run_dir, device, rank, world_size, overwrite, resume, progres
                     torch.manual_seed(_step_seed(config.seed, epoch, step, rank))
                     at_boundary = False
                     batch_loss, batch_correct = train_step(net, optimizer, criterion, x, y, amp, scaler)
-                    at_boundary = True
                     loss_sum += batch_loss
                     correct += batch_correct
                     seen += len(y)
                     step += 1
+                    at_boundary = True  # weights, optimiser, totals and step counter agree again
                     bar.update(1)
                     if bar.disable is False and (step % 5 == 0 or step == len(batches)):
                         elapsed = time.perf_counter() - epoch_start

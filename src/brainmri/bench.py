@@ -629,7 +629,7 @@ def run_bench(
         peak_used = settings["precision"]
         if peak_used == "fp16":  # fp16 with gradient scaling (GPUs without native bf16)
             result["matmul"]["fp16_gflops"] = matmul_peak(dev, torch.float16, max_n)["gflops"]
-        peak = {"fp32": fp32["gflops"], "bf16": bf16["gflops"]}.get(peak_used) or result["matmul"]["fp16_gflops"]
+        peak = result["matmul"][f"{peak_used}_gflops"]
         result["flops"] = {
             "arch": head,
             "train_gflop_per_image": flops / 1e9,

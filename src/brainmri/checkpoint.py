@@ -154,11 +154,13 @@ def check_card(card: Any, where: str | Path) -> dict[str, Any]:
     classes = card.get("classes")
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
         problems.append("classes")
-    size = card.get("image_size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+
+    def is_size(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 8
+
+    if not is_size(card.get("image_size")):
         problems.append("image_size")
-    prepared = card.get("prepared_size")
-    if prepared is not None and (not isinstance(prepared, int) or isinstance(prepared, bool) or prepared < 8):
+    if card.get("prepared_size") is not None and not is_size(card["prepared_size"]):
         problems.append("prepared_size")
     if problems:
         raise BrainMRIError(f"{where}: damaged model card (missing or invalid: {', '.join(problems)})")

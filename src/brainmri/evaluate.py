@@ -293,14 +293,14 @@ def _folder(
     Images that duplicate the run's training data are reported and, unless ``keep_overlap``,
     left out: they would make an external score look better than it is.
     """
-    from brainmri.data import PREPARE_JSON, image_hashes, scan, training_overlap
+    from brainmri.data import PREPARE_JSON, image_hashes, prepared_size, scan, training_overlap
 
     classes = list(card["classes"])
     config = _read_json(run_dir / "config.json")
     prepared = Path(config.get("data") or "")
     split = run_dir / "split.csv"
     check = bool(config.get("data")) and (prepared / PREPARE_JSON).is_file() and split.is_file()
-    prep_size = int(_read_json(prepared / PREPARE_JSON)["settings"]["size"]) if check else None
+    prep_size = prepared_size(prepared) if check else None
     arrays, labels, paths, hashes, skipped = [], [], [], [], []
     for row in scan(folder, label_map):
         if row["label"] not in classes:

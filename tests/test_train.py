@@ -20,16 +20,12 @@ from brainmri.checkpoint import load_model, read_checkpoint
 from brainmri.cli import build_parser, main, train_config_from_args
 from brainmri.config import TrainConfig
 from brainmri.data import load_split
+from brainmri.engine import class_weights, epoch_order
 from brainmri.errors import BrainMRIError
+from brainmri.inference import score
 from brainmri.labels import CLASSES
-from brainmri.train import (
-    HISTORY_COLUMNS,
-    class_weights,
-    epoch_order,
-    evaluate_batches,
-    resolve_precision,
-    train,
-)
+from brainmri.runtime import resolve_precision
+from brainmri.train import HISTORY_COLUMNS, train
 
 
 def read_history(run: Path) -> list[dict[str, str]]:
@@ -117,7 +113,7 @@ def test_interrupted_run_resumes_to_the_same_history_as_an_uninterrupted_one(pre
 
 def test_an_interrupt_inside_a_step_keeps_the_last_whole_state(prepared, tmp_path, monkeypatch):
     """A second Ctrl-C can land inside the optimiser step; saving then would store half an update."""
-    import brainmri.train as train_module
+    import brainmri.engine as train_module
 
     real_step, calls = train_module.train_step, []
 
@@ -150,7 +146,8 @@ def test_loader_workers_and_relative_paths_do_not_change_a_run(prepared, tmp_pat
 def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(trained_run, prepared):
     model, card = load_model(trained_run / "checkpoints" / "best.pt")
     x, y, _ = load_split(prepared, trained_run / "split.csv", "test", size=card["image_size"])
-    loss, correct, n = evaluate_batches(model, x, y, 8, torch.device("cpu"))
+    s = score(model, x, y)
+    loss, correct, n = s["loss_sum"], s["correct"], s["n"]
     best = card["metrics"]
     row = read_history(trained_run)[best["epoch"] - 1]
     assert correct / n == pytest.approx(float(row["val_acc"])) == pytest.approx(best["val_acc"])
@@ -187,13 +184,14 @@ def test_a_validation_side_from_training_chooses_the_epoch_and_the_test_side_is_
     best_row = max(history, key=lambda r: (float(r["val_acc"]), -float(r["val_loss"])))
     assert card["metrics"]["epoch"] == int(best_row["epoch"]) == ckpt["epoch"]
     model, _ = load_model(run)
-    _, correct, n = evaluate_batches(model, x, y, 8, torch.device("cpu"))
+    s = score(model, x, y)
+    correct, n = s["correct"], s["n"]
     assert n == len(val) and correct / n == pytest.approx(float(best_row["val_acc"]))
     assert "validation images carved from training" in (run / "train.log").read_text()
 
 
 def test_limit_per_class_takes_a_seeded_random_subset_of_each_class_and_side(prepared):
-    from brainmri.train import _effective_split
+    from brainmri.splits import effective_split as _effective_split
 
     full = _effective_split(tiny_config(prepared, limit_per_class=None))
     limited = _effective_split(tiny_config(prepared, limit_per_class=4))

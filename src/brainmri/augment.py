@@ -13,14 +13,12 @@ and inference see exactly the same conversion.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from brainmri.config import TrainConfig
-from brainmri.errors import BrainMRIError
 from brainmri.preprocess import to_input
 
 Augmenter = Callable[..., torch.Tensor]
@@ -96,15 +94,5 @@ def make_augmenter(config: TrainConfig) -> Augmenter:
     """
     if not config.augment:
         return lambda batch, generator=None: to_input(batch)
-    check_augmentation(config)
+    config.check()  # ranges in which the warp is defined: NaN would silently train a NaN model
     return lambda batch, generator=None: augment_batch(batch, config, generator)
-
-
-def check_augmentation(config: TrainConfig) -> None:
-    """Ranges in which the affine warp is defined; NaN or infinity would silently train a NaN model."""
-    for name in ("rotation", "shift", "zoom", "shear"):
-        value = getattr(config, name)
-        if not math.isfinite(value) or value < 0:
-            raise BrainMRIError(f"augmentation setting {name} must be a finite number >= 0, got {value}")
-    if config.zoom >= 1 or config.shear >= 90:
-        raise BrainMRIError("augmentation out of range: zoom must be < 1 and shear < 90 degrees")

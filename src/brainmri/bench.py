@@ -251,7 +251,8 @@ def time_our_training(
     """Images per second of ``brainmri train`` (default config but random weights), between
     the end of step ``warmup`` and the end of step ``warmup + steps``; also peak memory."""
     from brainmri.config import TrainConfig
-    from brainmri.train import resolve_precision, train
+    from brainmri.runtime import resolve_precision
+    from brainmri.train import train
 
     config = TrainConfig(
         data=str(prepared),
@@ -489,7 +490,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     import onnxruntime
     import torchvision
 
-    from brainmri.train import cpu_has_native_bf16, cpu_name
+    from brainmri.runtime import cpu_has_native_bf16, cpu_name
 
     cpu = cpu_name()
     info = {
@@ -526,7 +527,7 @@ def run_bench(
     from brainmri.data import prepare
     from brainmri.models import PAPER_ARCHS, available_archs
     from brainmri.preprocess import to_array
-    from brainmri.train import resolve_device
+    from brainmri.runtime import resolve_device
 
     say = log or (lambda message: None)
     data = resolve_data(data)
@@ -760,7 +761,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
-    from brainmri.checkpoint import atomic_write_text
+    from brainmri.files import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")

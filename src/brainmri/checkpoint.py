@@ -9,8 +9,6 @@ code runs when a user opens a model someone sent them):
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from brainmri.errors import BrainMRIError
+from brainmri.files import atomic_write_bytes
 
 FORMAT = "brainmri-checkpoint"
 VERSION = 1
@@ -31,58 +30,6 @@ INTENDED_USE = (
     "Research on automated classification of single axial/coronal/sagittal brain MRI slices "
     "into glioma, meningioma, pituitary tumour or no tumour, and comparison of architectures."
 )
-
-
-def current_umask() -> int:
-    """The process umask. mkstemp/mkdtemp create owner-only files and folders; callers give
-    them the permissions an ordinary open()/mkdir() would, so results can be shared as usual."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def staging_dir(dest: str | Path) -> Path:
-    """A new hidden folder beside ``dest`` in which to build it, so that ``dest`` appears only
-    complete, by one rename at the end, and an interrupted build leaves nothing that looks
-    finished."""
-    dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
-    except OSError as exc:
-        raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place, so that a crash
-    never leaves a half-written file that looks complete. A path that cannot be written
-    (a file where a folder should be, no permission, a full disk) is one clear error."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        reason = f"{blocking} is a file, not a folder" if blocking else exc.strerror or exc
-        raise BrainMRIError(f"cannot write {path}: {reason}") from None
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise BrainMRIError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    # surrogateescape: file names that are not valid UTF-8 are written back as their own bytes.
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def save_checkpoint(
@@ -213,11 +160,14 @@ def make_card(
     metrics: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     prepared_size: int | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """The model card every checkpoint carries: enough to use, audit and cite the model.
 
     ``prepared_size`` is the size of the prepared images the model was trained from, so that
     inference can resize through it exactly as training did (:func:`brainmri.preprocess.to_array`).
+    ``tta`` says that the model's probabilities are those of the slice and its mirror image
+    averaged, as it was validated (:func:`brainmri.inference.probabilities`).
     """
     import datetime
 
@@ -237,6 +187,7 @@ def make_card(
         "image_size": int(image_size),
         "prepared_size": int(prepared_size) if prepared_size else None,
         "preprocessing": describe(image_size, mean, std, prepared_size),
+        "tta": "hflip" if tta else None,
         "weights": weights or "none",
         "weights_origin": origin,
         "finetune": finetune,

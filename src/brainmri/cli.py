@@ -114,10 +114,48 @@ def _run_data_split(args: argparse.Namespace) -> int:
 # --- train -------------------------------------------------------------------------
 
 
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    from brainmri.config import FINETUNE_MODES
+def add_training_flags(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    """One flag per :class:`TrainConfig` field, generated from its metadata (help, choices),
+    so that ``train`` and ``compare`` cannot drift apart. Unset flags stay out of the
+    namespace: flags > --config file > defaults."""
+    import typing
 
-    s = argparse.SUPPRESS  # unset flags stay out of the namespace: flags > --config file > defaults
+    from brainmri.config import TrainConfig, cli_fields
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in cli_fields():
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        kind = next((k for k in typing.get_args(hints[f.name]) if k is not type(None)), hints[f.name])
+        options: dict = {"default": argparse.SUPPRESS, "help": meta["help"]}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = kind
+            if meta.get("choices"):
+                options["choices"] = meta["choices"]
+            if meta.get("metavar"):
+                options["metavar"] = meta["metavar"]
+        p.add_argument(flag, dest=f.name, **options)
+
+
+def train_config_from_args(args: argparse.Namespace, base: dict | None = None):
+    """TrainConfig from defaults (or ``base``, a preset), then the --config file, then the
+    flags actually given."""
+    from brainmri.config import TrainConfig, cli_fields, load_config_file
+
+    values = TrainConfig().to_dict()
+    values.update(base or {})
+    if getattr(args, "config", None):
+        values.update(load_config_file(args.config))
+    names = {f.name for f in cli_fields()}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return TrainConfig.from_dict(values)
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a classifier (the paper's settings by default)",
@@ -125,59 +163,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "Settings: defaults < --config FILE < flags. Runs under torchrun for several processes/GPUs.",
     )
     p.add_argument("--config", metavar="FILE", help="JSON or YAML file of settings (see a run's config.json)")
-    p.add_argument("--data", metavar="PREPARED", default=s, help="folder made by 'brainmri data prepare'")
-    p.add_argument("--split", metavar="FILE", default=s, help="split file (default: a new stratified split)")
-    p.add_argument("--fold", type=int, default=s, help="held-out fold of a k-fold split file")
-    p.add_argument("--test-size", type=float, default=s, help="test fraction of a new split (0.2)")
-    p.add_argument(
-        "--val-size",
-        type=float,
-        default=s,
-        help="fraction of the training side held out to choose the best epoch (0: keep the last epoch, the paper)",
-    )
-    p.add_argument("--limit-per-class", type=int, default=s, metavar="N", help="at most N images per class and side")
-    p.add_argument("--arch", default=s, help="resnet50 (default), resnet101, resnet152 or any torchvision classifier")
-    p.add_argument("--weights", default=s, help="imagenet (default), none, or PATH to a state dict or checkpoint")
-    p.add_argument("--finetune", choices=FINETUNE_MODES, default=s, help="what trains: full (default), head, last")
-    p.add_argument("--epochs", type=int, default=s, help="10")
-    p.add_argument("--batch-size", type=int, default=s, help="32 (per process under torchrun)")
-    p.add_argument("--lr", type=float, default=s, help="Adam learning rate (1e-4)")
-    p.add_argument("--weight-decay", type=float, default=s, help="0")
-    p.add_argument("--image-size", type=int, default=s, help="256")
-    p.add_argument("--balance", choices=("oversample", "class_weights", "none"), default=s, help="oversample (paper)")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=s, help="train without augmentation")
-    p.add_argument("--rotation", type=float, default=s, help="degrees (15)")
-    p.add_argument("--shift", type=float, default=s, help="fraction of the size (0.1)")
-    p.add_argument("--zoom", type=float, default=s, help="fraction (0.1)")
-    p.add_argument("--shear", type=float, default=s, help="degrees (10)")
-    p.add_argument("--hflip", action="store_true", default=s, help="also flip horizontally")
-    p.add_argument("--seed", type=int, default=s, help="42")
-    p.add_argument("--deterministic", action="store_true", default=s, help="identical histories on one machine")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=s, help="auto")
-    p.add_argument("--device", default=s, help="auto (GPU if any), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, default=s, help="DataLoader processes that augment on the CPU (0)")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=s)
-    p.add_argument("--tensorboard", action="store_true", default=s, help="write TensorBoard event files")
+    add_training_flags(p)
     p.add_argument("--runs-dir", default="runs", help="parent of run folders (runs)")
     p.add_argument("--name", help="run folder name (default: <arch>-<weights>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_run_train)
-
-
-_TRAIN_CLI_ONLY = ("command", "func", "config", "runs_dir", "name", "resume", "overwrite", "quiet")
-
-
-def train_config_from_args(args: argparse.Namespace):
-    """TrainConfig from defaults, then the --config file, then the flags actually given."""
-    from brainmri.config import TrainConfig, load_config_file
-
-    values = TrainConfig().to_dict()
-    if args.config:
-        values.update(load_config_file(args.config))
-    values.update({k: v for k, v in vars(args).items() if k not in _TRAIN_CLI_ONLY})
-    return TrainConfig.from_dict(values)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -232,7 +224,15 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--archs", default="resnet50,resnet101,resnet152", help="comma-separated architectures")
     cmp.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
     cmp.add_argument("--config", help="JSON/YAML file of training settings (flags override it)")
-    _add_comparison_training_flags(cmp)
+    add_training_flags(cmp, exclude=("data", "split", "fold", "arch"))
+    cmp.add_argument(
+        "--external",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="labelled folder from other sources on which every model is also evaluated (repeatable; never "
+        "trained or tuned on)",
+    )
     cmp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
     cmp.set_defaults(func=_run_compare)
@@ -259,22 +259,6 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_run_reproduce)
-
-
-def _add_comparison_training_flags(p: argparse.ArgumentParser) -> None:
-    """The training settings a comparison shares; unset flags keep the config file's or the paper's value."""
-    p.add_argument("--weights", help="imagenet (default), none or PATH")
-    p.add_argument("--epochs", type=int, help="epochs (default: 10)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: 32)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-4)")
-    p.add_argument("--image-size", type=int, help="image size in pixels (default: 256)")
-    p.add_argument("--finetune", help="full (default), head or last")
-    p.add_argument("--test-size", type=float, help="held-out fraction (default: 0.2)")
-    p.add_argument("--val-size", type=float, help="training fraction held out to choose the best epoch (default: 0)")
-    p.add_argument("--limit-per-class", type=int, help="at most N images per class and side (quick runs)")
-    p.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--precision", help="auto (default), fp32, bf16 or fp16")
 
 
 def _archs(text: str | None) -> list[str] | None:
@@ -306,29 +290,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from brainmri.config import TrainConfig, load_config_file
     from brainmri.experiments import compare
 
-    values = load_config_file(args.config) if args.config else {}
-    config = TrainConfig.from_dict(values)
-    for name in (
-        "weights",
-        "epochs",
-        "batch_size",
-        "lr",
-        "image_size",
-        "finetune",
-        "test_size",
-        "val_size",
-        "seed",
-        "device",
-    ):
-        if getattr(args, name) is not None:
-            config = config.replace(**{name: getattr(args, name)})
-    if args.limit_per_class is not None:
-        config = config.replace(limit_per_class=args.limit_per_class)
-    if args.precision is not None:
-        config = config.replace(precision=args.precision)
+    config = train_config_from_args(args)
     report = compare(
         args.data,
         args.out,
@@ -338,6 +302,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         n_bootstrap=args.bootstrap,
         progress=not args.no_progress,
         meta={"n_bootstrap": args.bootstrap},
+        externals=args.external,
     )
     print(report.with_name("report.md"))
     print(report)

@@ -1,13 +1,17 @@
 """Training configuration: the paper's settings as defaults, every one overridable.
 
-The effective configuration is saved as ``config.json`` in each run folder; a JSON (or
-YAML) file in the same shape can be passed back with ``--config``.
+Each field carries its command-line help, its choices and its range as metadata, so that
+``brainmri train`` and ``brainmri compare`` generate the same flags from this one class and
+every setting is checked once, here (:meth:`TrainConfig.check`), whoever built the config: a
+flag, a config file, a notebook. The effective configuration is saved as ``config.json`` in
+each run folder; a JSON (or YAML) file in the same shape can be passed back with ``--config``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,47 +22,117 @@ from brainmri.errors import BrainMRIError
 
 #: What trains: the whole network (the paper), the head only, or the last stage and the head.
 FINETUNE_MODES = ("full", "head", "last")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BALANCE_MODES = ("oversample", "class_weights", "none")
+#: How the train/test split is drawn: whole duplicate (or patient) groups on one side, or the
+#: paper's stratified random split of every readable file, duplicates kept.
+SPLIT_POLICIES = ("group", "random")
+#: The default warm-up of each schedule, as a fraction of all steps (OneCycle: torch's 0.3).
+DEFAULT_WARMUP = {"constant": 0.0, "cosine": 0.0, "onecycle": 0.3}
+
+
+def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None, **extra: Any) -> Any:
+    """A field with its CLI help, choices and range in its metadata.
+
+    ``low``/``high`` bound the value (inclusive unless ``open_low``/``open_high``); ``flag``
+    False keeps a field off the command line (it is set by other means).
+    """
+    meta = {"help": help, "choices": choices, "low": low, **extra}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: str = ""  # prepared folder (OUT of `brainmri data prepare`)
-    split: str | None = None  # an existing split file; None: make one from seed/test_size
-    test_size: float = 0.2
-    fold: int | None = None  # with a k-fold split file: which fold is held out
-    limit_per_class: int | None = None  # subsample for quick runs and tests
+    data: str = _opt("", "folder made by 'brainmri data prepare'", metavar="PREPARED")
+    split: str | None = _opt(None, "split file (default: a new stratified split)", metavar="FILE")
+    split_policy: str = _opt(
+        "group",
+        "how a new split is drawn: group (default; no duplicate group crosses sides) or random (the paper's "
+        "way: every readable file, duplicates kept)",
+        choices=SPLIT_POLICIES,
+    )
+    test_size: float = _opt(0.2, "test fraction of a new split (0.2)", low=0.0, high=1.0, open_low=True, open_high=True)
+    fold: int | None = _opt(None, "held-out fold of a k-fold split file", low=0)
+    limit_per_class: int | None = _opt(None, "at most N images per class and side", low=1, metavar="N")
     # Fraction of the training side (whole duplicate groups, per label) held out to choose the
     # best epoch. 0 (the paper): no choice is made, the last epoch is kept, and the per-epoch
     # validation curves are computed on the test side, which never selects anything.
-    val_size: float = 0.0
+    val_size: float = _opt(
+        0.0,
+        "fraction of the training side held out to choose the best epoch (0: keep the last epoch, the paper)",
+        low=0.0,
+        high=1.0,
+        open_high=True,
+    )
     # model
-    arch: str = "resnet50"
-    weights: str = "imagenet"  # imagenet | none | PATH
-    finetune: str = "full"  # full | head | last
-    # optimisation (the paper: Adam 1e-4, 10 epochs, batch 32, cross-entropy)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    image_size: int = 256
+    arch: str = _opt("resnet50", "resnet50 (default), resnet101, resnet152 or any torchvision classifier")
+    weights: str = _opt("imagenet", "imagenet (default), none, or PATH to a state dict or checkpoint")
+    finetune: str = _opt("full", "what trains: full (default), head, last", choices=FINETUNE_MODES)
+    zero_init_residual: bool = _opt(
+        False, "ResNets from scratch: start each residual branch at zero (its last BatchNorm's scale is 0)"
+    )
+    # optimisation (the paper: Adam 1e-4, constant, 10 epochs, batch 32, cross-entropy)
+    epochs: int = _opt(10, "10", low=1)
+    batch_size: int = _opt(32, "32 (per process under torchrun)", low=1)
+    optimizer: str = _opt("adam", "adam (default, the paper), adamw or sgd (Nesterov momentum)", choices=OPTIMIZERS)
+    lr: float = _opt(1e-4, "learning rate; the peak of a schedule (1e-4)", low=0.0, open_low=True)
+    weight_decay: float = _opt(0.0, "weight decay, never on norm layers or biases (0)", low=0.0)
+    momentum: float = _opt(0.9, "SGD momentum (0.9)", low=0.0, high=1.0, open_high=True)
+    schedule: str = _opt(
+        "constant",
+        "learning-rate schedule, stepped every batch: constant (default), onecycle, cosine",
+        choices=SCHEDULES,
+    )
+    warmup: float | None = _opt(
+        None,
+        "fraction of all steps spent warming up linearly from lr/25 (default: 0.3 for onecycle, else 0)",
+        low=0.0,
+        high=1.0,
+        open_high=True,
+    )
+    label_smoothing: float = _opt(0.0, "label smoothing of the training loss (0)", low=0.0, high=1.0, open_high=True)
+    ema: float = _opt(
+        0.0,
+        "decay of an exponential moving average of the weights, which is then what is validated and kept "
+        "(0: none; e.g. 0.998)",
+        low=0.0,
+        high=1.0,
+        open_high=True,
+    )
+    image_size: int = _opt(256, "256", low=8)
     # augmentation (rotation degrees; shifts and zoom as fractions; shear degrees)
-    augment: bool = True
-    rotation: float = 15.0
-    shift: float = 0.1
-    zoom: float = 0.1
-    shear: float = 10.0
-    hflip: bool = False
-    balance: str = "oversample"  # oversample (paper: extra augmented `normal`) | class_weights | none
+    augment: bool = _opt(True, "augment the training images (rotation, shift, zoom, shear)")
+    rotation: float = _opt(15.0, "degrees (15)", low=0.0)
+    shift: float = _opt(0.1, "fraction of the size (0.1)", low=0.0)
+    zoom: float = _opt(0.1, "fraction (0.1)", low=0.0, high=1.0, open_high=True)
+    shear: float = _opt(10.0, "degrees (10)", low=0.0, high=90.0, open_high=True)
+    hflip: bool = _opt(False, "also flip training images horizontally")
+    tta: bool = _opt(False, "average the probabilities of each image and its mirror image at validation and inference")
+    balance: str = _opt(
+        "oversample",
+        "oversample (paper: extra augmented images of the smaller classes), class_weights or none",
+        choices=BALANCE_MODES,
+    )
     # execution
-    seed: int = 42
-    deterministic: bool = False
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    workers: int = 0
-    channels_last: bool = True
-    tensorboard: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    seed: int = _opt(42, "42", low=0)
+    deterministic: bool = _opt(False, "identical histories on one machine")
+    precision: str = _opt("auto", "training precision: auto (bf16 where native), fp32, bf16, fp16", choices=PRECISIONS)
+    eval_precision: str = _opt(
+        "fp32",
+        "precision of validation and evaluation: fp32 (default, the same numbers on every machine) or auto "
+        "(the training precision)",
+        choices=("fp32", "auto"),
+    )
+    device: str = _opt("auto", "auto (GPU if any), cpu, cuda, cuda:N")
+    workers: int = _opt(0, "DataLoader processes that augment on the CPU (0)", low=0)
+    channels_last: bool = _opt(True, "channels-last memory format")
+    tensorboard: bool = _opt(False, "write TensorBoard event files")
+    extra: dict[str, Any] = _opt({}, "free-form notes kept with the run", flag=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,6 +149,46 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def effective_warmup(self) -> float:
+        """The warm-up fraction in use: the given one, or the schedule's default."""
+        return DEFAULT_WARMUP[self.schedule] if self.warmup is None else self.warmup
+
+    def check(self) -> TrainConfig:
+        """Every setting against its choices and range, with the flag's name in the message;
+        returns ``self``. Checks that need the file system (data, weights) are the trainer's."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            flag = "--" + f.name.replace("_", "-")
+            if meta.get("choices") and value not in meta["choices"]:
+                raise BrainMRIError(f"unknown {flag} {value!r}; choose one of {', '.join(meta['choices'])}")
+            if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            low, high = meta.get("low"), meta.get("high")
+            if not math.isfinite(value):
+                raise BrainMRIError(f"{flag} must be a finite number, got {value}")
+            if low is not None and (value < low or (meta.get("open_low") and value == low)):
+                if high is not None:
+                    raise BrainMRIError(f"{flag} must be {_range_text(meta)}, got {value}")
+                least = "above" if meta.get("open_low") else ("at least" if isinstance(value, int) else ">=")
+                raise BrainMRIError(f"{flag} must be {least} {low:g}, got {value}")
+            if high is not None and (value > high or (meta.get("open_high") and value == high)):
+                raise BrainMRIError(f"{flag} must be {_range_text(meta)}, got {value}")
+        if self.schedule == "onecycle" and self.effective_warmup <= 0:
+            raise BrainMRIError("--schedule onecycle needs a warm-up: --warmup above 0 (default 0.3)")
+        return self
+
+
+def _range_text(meta: dict[str, Any]) -> str:
+    lo = "above" if meta.get("open_low") else "at least"
+    hi = "below" if meta.get("open_high") else "at most"
+    return f"{lo} {meta['low']:g} and {hi} {meta['high']:g}"
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The fields that are command-line flags, in declaration order."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag", True)]
 
 
 def _checked(name: str, value: Any, hint: Any) -> Any:

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from brainmri.checkpoint import atomic_write_text, current_umask, staging_dir
 from brainmri.errors import BrainMRIError
+from brainmri.files import atomic_write_text, current_umask, staging_dir
 from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
 from brainmri.labels import CLASSES, canonical_label, parse_label_map
-from brainmri.preprocess import DEFAULT_SIZE, resize, stack
+from brainmri.preprocess import DEFAULT_SIZE, resize, stack, to_array
 
 MANIFEST = "manifest.csv"
 PREPARE_JSON = "prepare.json"
@@ -633,14 +633,18 @@ def load_split(
         if r["label"] not in CLASSES:
             raise BrainMRIError(f"{split_file}: unknown label {r['label']!r} for {r['path']}")
 
+    via = prepared_size(prepared)
+
     def load(rel: str) -> np.ndarray:
+        # A relative path is a prepared PNG; an absolute one a source file that prepare set
+        # aside (a ``--split-policy random`` split), resized through the prepared size as the
+        # PNGs were.
         try:
             gray = read_gray(prepared / rel)
         except ImageError as exc:
             raise BrainMRIError(f"{prepared / rel}: {exc}") from None
-        if size is not None:
-            gray = resize(gray, size)
-        return gray
+        target = size or via
+        return gray if target is None else to_array(gray, target, via=via)
 
     paths = [r["path"] for r in rows]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from brainmri.checkpoint import atomic_write_text, read_checkpoint, update_card
+from brainmri.checkpoint import read_checkpoint, update_card
 from brainmri.errors import BrainMRIError
+from brainmri.files import atomic_write_text
 from brainmri.images import ImageError, read_gray
 from brainmri.preprocess import stack, to_array, to_input
-from brainmri.train import resolve_device
+from brainmri.runtime import resolve_device
 
 #: Equal-width confidence bins for the expected calibration error (Guo et al., 2017).
 ECE_BINS = 15

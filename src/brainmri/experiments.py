@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from brainmri import data as data_mod
-from brainmri.checkpoint import atomic_write_text
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
 from brainmri.evaluate import compute_metrics, evaluate_run, read_history, read_predictions
+from brainmri.files import atomic_write_text
 from brainmri.models import PAPER_ARCHS
 from brainmri.report import FIGURES, fmt, make_figures, render_report
 
@@ -155,6 +155,7 @@ def compare(
     progress: bool = True,
     log: Log = print,
     meta: dict[str, Any] | None = None,
+    externals: Sequence[str | Path] = (),
 ) -> Path:
     """Train and evaluate ``archs`` on one prepared folder with one split and one config,
     then write ``report.md`` and ``report.html`` into ``out``; returns the HTML report.

@@ -194,7 +194,8 @@ def export_model(
     """Export a checkpoint (or run folder) to ONNX with its card; returns the written path."""
     import onnx
 
-    from brainmri.checkpoint import atomic_write_bytes, load_model
+    from brainmri.checkpoint import load_model
+    from brainmri.files import atomic_write_bytes
 
     if fmt not in FORMATS:
         raise BrainMRIError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -280,7 +281,7 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from brainmri.checkpoint import atomic_write_bytes
+    from brainmri.files import atomic_write_bytes
     from brainmri.predict import softmax
     from brainmri.preprocess import stack, to_input
 

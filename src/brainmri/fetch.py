@@ -18,8 +18,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from brainmri.checkpoint import staging_dir
 from brainmri.errors import BrainMRIError
+from brainmri.files import staging_dir
 
 DEFAULT_URL = "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet/archive/refs/heads/master.zip"
 DATASET_NAME = "brain-tumor-mri-sartaj"

@@ -8,6 +8,7 @@ final Linear layer with the head.
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import warnings
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from brainmri.labels import CLASSES
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_ARCHS = ("resnet50", "resnet101", "resnet152")
+#: torchvision families whose constructor takes ``zero_init_residual``.
+RESIDUAL_FAMILY = re.compile(r"^(resnet|resnext|wide_resnet)\d")
 
 
 class InputAdapter(nn.Module):
@@ -159,11 +162,14 @@ def build_model(
     weights: str = "imagenet",
     num_classes: int = len(CLASSES),
     finetune: str = "full",
+    zero_init_residual: bool = False,
 ) -> nn.Module:
     """Build a classifier: ``weights`` is ``imagenet``, ``none`` or a path to a local file.
 
     ``finetune`` chooses what trains: ``full`` (the paper), ``head`` (frozen backbone) or
-    ``last`` (the last stage of the backbone and the head).
+    ``last`` (the last stage of the backbone and the head). ``zero_init_residual`` starts
+    every residual branch of a ResNet at zero, so that a deep network from scratch begins as
+    a shallow one (Goyal et al., 2017); pretrained weights overwrite it.
     """
     if arch not in available_archs():
         raise BrainMRIError(
@@ -171,7 +177,12 @@ def build_model(
         )
     if finetune not in FINETUNE_MODES:
         raise BrainMRIError(f"unknown fine-tuning mode {finetune!r}; choose one of {', '.join(FINETUNE_MODES)}")
-    backbone = torchvision.models.get_model(arch, weights=None)
+    kwargs = {}
+    if zero_init_residual:
+        if not RESIDUAL_FAMILY.match(arch):
+            raise BrainMRIError(f"--zero-init-residual is for ResNets (resnet*, resnext*, wide_resnet*), not {arch}")
+        kwargs["zero_init_residual"] = True
+    backbone = torchvision.models.get_model(arch, weights=None, **kwargs)
     if weights == "imagenet":
         backbone.load_state_dict(imagenet_state_dict(arch))
     with_head = set(backbone.state_dict())

@@ -70,7 +70,7 @@ class Predictor:
             raise BrainMRIError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if threads is not None and threads < 1:
             raise BrainMRIError(f"threads must be at least 1, got {threads}")
-        from brainmri.train import resolve_device
+        from brainmri.runtime import resolve_device
 
         self.model_path = Path(model_path)
         self.device = resolve_device(device)
@@ -277,7 +277,7 @@ def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
 
 def write_predictions(path: str | Path, rows: Sequence[Prediction], classes: Sequence[str], card: dict) -> Path:
     """Write ``.csv`` (one column per class, empty for failed rows) or ``.json`` (with the model name)."""
-    from brainmri.checkpoint import atomic_write_text
+    from brainmri.files import atomic_write_text
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from brainmri.checkpoint import atomic_write_bytes, atomic_write_text  # noqa: E402
+from brainmri.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 #: Figure files of one evaluation, in the order a report shows them.
 FIGURES = ("confusion_matrix.png", "curves.png", "per_class.png", "roc.png", "reliability.png")

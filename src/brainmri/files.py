@@ -1,0 +1,97 @@
+"""File helpers: atomic writes, JSON records, folders that appear only when complete.
+
+Everything a run, a preparation or a download writes goes through here, so that an
+interrupted command never leaves a half-written file, or a folder, that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from brainmri.errors import BrainMRIError
+
+
+def current_umask() -> int:
+    """The process umask. mkstemp/mkdtemp create owner-only files and folders; callers give
+    them the permissions an ordinary open()/mkdir() would, so results can be shared as usual."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def staging_dir(dest: str | Path) -> Path:
+    """A new hidden folder beside ``dest`` in which to build it, so that ``dest`` appears only
+    complete, by one rename at the end, and an interrupted build leaves nothing that looks
+    finished."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    except OSError as exc:
+        raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place, so that a crash
+    never leaves a half-written file that looks complete. A path that cannot be written
+    (a file where a folder should be, no permission, a full disk) is one clear error."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocking} is a file, not a folder" if blocking else exc.strerror or exc
+        raise BrainMRIError(f"cannot write {path}: {reason}") from None
+    try:
+        os.chmod(tmp, 0o666 & ~current_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise BrainMRIError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    # surrogateescape: file names that are not valid UTF-8 are written back as their own bytes.
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """A JSON record, ``default`` when the file does not exist, one clear error when it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BrainMRIError(f"{path} is not valid JSON: {exc}") from None
+
+
+def publish_dir(staged: Path, dest: Path) -> None:
+    """Move a folder built by :func:`staging_dir` into place, replacing ``dest`` if it exists,
+    with renames only, so that ``dest`` is at every moment either the old or the new folder."""
+    os.chmod(staged, 0o777 & ~current_umask())
+    if dest.exists():
+        trash = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+        dest.rename(trash / "old")
+        staged.rename(dest)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staged.rename(dest)

@@ -1,0 +1,107 @@
+"""The one inference path: a model (PyTorch or ONNX Runtime) and a batch of slices in, class
+probabilities out.
+
+Validation during training, ``brainmri evaluate``, :class:`brainmri.predict.Predictor`, the
+web app and int8 calibration all call :func:`probabilities`, so that a run's recorded
+validation numbers are the ones ``evaluate`` reports for the same checkpoint. It runs in fp32
+unless asked otherwise (docs/precision.md): a bf16 forward pass differs from machine to
+machine in the third decimal of the loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainmri.errors import BrainMRIError
+from brainmri.preprocess import to_input
+from brainmri.runtime import autocast
+
+#: Probabilities are clipped here before a log, so that one confident mistake gives a large,
+#: finite loss rather than infinity.
+MIN_PROBABILITY = 1e-12
+
+
+def is_onnx_session(model: Any) -> bool:
+    """An ONNX Runtime session (duck-typed, so that onnxruntime is imported only when used)."""
+    return hasattr(model, "run") and hasattr(model, "get_inputs") and not isinstance(model, torch.nn.Module)
+
+
+def _logits(model: Any, batch: torch.Tensor, device: torch.device | None, precision: str) -> torch.Tensor:
+    if is_onnx_session(model):
+        return torch.from_numpy(model.run(["logits"], {"image": batch.cpu().numpy()})[0]).float()
+    dev = device if device is not None else next(model.parameters()).device
+    ctx = autocast(precision, dev) if precision != "fp32" else contextlib.nullcontext()
+    with ctx:
+        return model(batch.to(dev, non_blocking=True)).float().cpu()
+
+
+@torch.inference_mode()
+def probabilities(
+    model: Any,
+    images: torch.Tensor | np.ndarray,
+    *,
+    batch_size: int = 64,
+    flip: bool = False,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Softmax probabilities (N, C), float64, for slices (N, 1, H, W): uint8, or float in [0, 1].
+
+    ``model`` is a ``torch.nn.Module`` (put in eval mode here; the caller restores training
+    mode) or an ONNX Runtime session of a brainmri export (input ``image``, output
+    ``logits``). ``flip`` averages the probabilities of each slice and its mirror image (the
+    model card's ``tta``). ``precision`` is ``fp32`` or a resolved autocast precision (bf16,
+    fp16) for PyTorch models.
+    """
+    if batch_size < 1:
+        raise BrainMRIError(f"--batch-size must be at least 1, got {batch_size}")
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise BrainMRIError(f"expected slices of shape (N, 1, H, W), got {tuple(images.shape)}")
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = to_input(images[start : start + batch_size])
+        proba = torch.softmax(_logits(model, batch, device, precision).double(), dim=1)
+        if flip:
+            mirrored = torch.softmax(_logits(model, batch.flip(-1), device, precision).double(), dim=1)
+            proba = (proba + mirrored) / 2
+        out.append(proba)
+    if not out:
+        return np.zeros((0, 0))
+    return torch.cat(out).numpy()
+
+
+def cross_entropy(proba: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-image cross-entropy, -log p(true class), from probabilities: the validation and
+    evaluation loss, with or without flip averaging."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return -np.log(np.clip(proba[np.arange(len(labels)), labels], MIN_PROBABILITY, None))
+
+
+def score(
+    model: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """Loss (mean cross-entropy), accuracy and count of ``images``: what a run records for its
+    validation side each epoch, computed exactly as ``evaluate`` computes them."""
+    proba = probabilities(model, images, **kwargs)
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
+    n = len(labels)
+    if n == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
+    return {
+        "loss": float(cross_entropy(proba, labels).mean()),
+        "accuracy": float((proba.argmax(1) == labels).mean()),
+        "n": n,
+        "loss_sum": float(cross_entropy(proba, labels).sum()),
+        "correct": int((proba.argmax(1) == labels).sum()),
+    }

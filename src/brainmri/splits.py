@@ -1,0 +1,113 @@
+"""The split a training run uses, resolved from its settings into one train/val/test table.
+
+Two policies draw a new split. ``group`` (the default) keeps every duplicate group of the
+prepared folder on one side. ``random`` is the paper's way, kept to measure what it costs: a
+stratified random split of every readable source file, duplicates and label conflicts
+included, so copies of one image can sit on both sides. The files that prepare set aside
+are read from the source folder recorded in ``prepare.json``, through the same
+preprocessing (``prepared_size`` then the training size).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from brainmri import data
+from brainmri.config import TrainConfig
+from brainmri.errors import BrainMRIError
+
+#: Manifest statuses of readable files, which a ``random`` split takes.
+READABLE = ("kept", "duplicate", "label_conflict")
+
+
+def all_readable_rows(prepared: str | Path) -> list[dict[str, str]]:
+    """Every readable source file of a prepared folder, as split rows: the prepared PNG of a
+    kept image, the source file (absolute path) of one that prepare set aside."""
+    prepared = Path(prepared)
+    info = json.loads((prepared / data.PREPARE_JSON).read_text(encoding="utf-8"))
+    source = Path(info["settings"]["source"])
+    rows = []
+    for r in data.read_manifest(prepared):
+        if r["status"] not in READABLE:
+            continue
+        if r["status"] == "kept":
+            path = r["output_path"]
+        else:
+            path = str(source / r["source_path"])
+            if not Path(path).is_file():
+                raise BrainMRIError(
+                    f"--split-policy random reads the duplicates that prepare set aside from the source folder, "
+                    f"but {path} is not there"
+                )
+        rows.append({"path": path, "label": r["label"], "group": r["group"] or path})
+    return sorted(rows, key=lambda r: r["path"])
+
+
+def make_random_split(prepared: str | Path, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
+    """The paper's split: stratified by label, image by image, over every readable file.
+
+    The ``group`` column keeps each file's duplicate group, so that the leakage this split
+    allows can be counted afterwards (:func:`crossing_groups`)."""
+    if not 0.0 < test_size < 1.0:
+        raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
+    rows = all_readable_rows(prepared)
+    alone = [{**r, "group": r["path"]} for r in rows]
+    test = data._pick_groups(alone, test_size, seed)
+    return [{**r, "side": "test" if r["path"] in test else "train"} for r in rows]
+
+
+def crossing_groups(rows: list[dict[str, str]]) -> int:
+    """How many duplicate groups have members on more than one side."""
+    sides: dict[str, set[str]] = {}
+    for r in rows:
+        sides.setdefault(r["group"], set()).add(r["side"])
+    return sum(len(s) > 1 for s in sides.values())
+
+
+def effective_split(config: TrainConfig) -> list[dict[str, str]]:
+    """The split rows a run uses, as a single split: a k-fold file resolved to its fold, a
+    validation side carved from the training side when ``val_size`` > 0, the per-class limit
+    applied."""
+    if config.split:
+        rows = data.read_split(config.split)
+        if "fold" in rows[0]:
+            if config.fold is None:
+                raise BrainMRIError(f"{config.split} is a k-fold split; choose the held-out fold with --fold K")
+            rows = [
+                {**r, "side": side} for side in ("train", "test") for r in data.select_split(rows, side, config.fold)
+            ]
+    else:
+        if config.fold is not None:
+            raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
+        if config.split_policy == "random":
+            rows = make_random_split(config.data, config.test_size, config.seed)
+        else:
+            rows = data.make_split(config.data, config.test_size, config.seed)
+    if config.val_size > 0:
+        rows = data.carve_validation(rows, config.val_size, config.seed)
+    else:
+        rows = [{**r, "side": "train"} if r["side"] == "val" else r for r in rows]
+    if config.limit_per_class:
+        # A seeded random subset: the first N by name would be biased (prepared files are named
+        # after their source folder, so e.g. the dataset's own Testing/ images come first).
+        taken: dict[tuple[str, str], int] = {}
+        keep = set()
+        for i in np.random.default_rng(config.seed).permutation(len(rows)):
+            key = (rows[i]["side"], rows[i]["label"])
+            if taken.get(key, 0) < config.limit_per_class:
+                taken[key] = taken.get(key, 0) + 1
+                keep.add(int(i))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    return [{k: r[k] for k in ("path", "label", "group", "side")} for r in rows]
+
+
+def side_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
+    """Images per label on each side."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        side = counts.setdefault(r["side"], {})
+        side[r["label"]] = side.get(r["label"], 0) + 1
+    return counts

@@ -69,6 +69,12 @@ class TrainConfig:
         high=1.0,
         open_high=True,
     )
+    val_every: int = _opt(
+        1,
+        "validate every N epochs, and always after the last (1; validation costs a training epoch's time on a CPU)",
+        low=1,
+        metavar="N",
+    )
     # model
     arch: str = _opt("resnet50", "resnet50 (default), resnet101, resnet152 or any torchvision classifier")
     weights: str = _opt("imagenet", "imagenet (default), none, or PATH to a state dict or checkpoint")

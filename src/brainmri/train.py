@@ -487,9 +487,11 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
         for buffer in parts.evaluated.buffers():
             dist.broadcast(buffer, src=0)
     val_start = time.perf_counter()
-    val = engine.validate(
-        parts.evaluated, run.val_x, run.val_y, config, run.precision, run.device, run.world_size, run.rank
-    )
+    val = {"loss": None, "accuracy": None}
+    if epoch % config.val_every == 0 or epoch == config.epochs:
+        val = engine.validate(
+            parts.evaluated, run.val_x, run.val_y, config, run.precision, run.device, run.world_size, run.rank
+        )
     seen = max(totals["seen"], 1)
     row = {
         "epoch": epoch,
@@ -504,8 +506,13 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
     state.history.append(row)
     state.epoch, state.step, state.running = epoch, 0, None
     best = state.best
+    validated = row["val_acc"] is not None
     improved = not run.selects or (
-        row["val_acc"] > best["val_acc"] or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+        validated
+        and (
+            row["val_acc"] > best["val_acc"]
+            or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+        )
     )
     if improved:
         state.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "train_acc", "train_loss")}
@@ -519,9 +526,10 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
             for key in ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "images_per_second"):
                 writer.add_scalar(key.replace("_", "/", 1) if "_" in key else key, row[key], epoch)
             writer.flush()
+    scores = f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} " if validated else "(not validated) "
     run.log(
         f"epoch {epoch}/{config.epochs} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
-        f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} lr {row['lr']:.3g} "
+        f"{scores}lr {row['lr']:.3g} "
         f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s" + (" (best)" if run.selects and improved else "")
     )
 
@@ -541,7 +549,7 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
         "total_seconds": total,
         "epoch_seconds": [r["seconds"] for r in history],
         "avg_train_loss": sum(r["train_loss"] for r in history) / len(history),
-        "avg_val_loss": sum(r["val_loss"] for r in history) / len(history),
+        "avg_val_loss": float(np.mean([r["val_loss"] for r in history if r["val_loss"] is not None])),
         "final_val_acc": history[-1]["val_acc"],
         "images_per_second": sum(r["images_per_second"] for r in history) / len(history),
         "arch": run.config.arch,

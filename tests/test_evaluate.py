@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from brainmri.evaluate import (
+from brainmri.metrics import (
     _accuracy_macro_f1,
     bootstrap_ci,
     calibration_bins,
@@ -162,7 +162,7 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
     from brainmri.checkpoint import read_checkpoint
     from brainmri.data import read_manifest
     from brainmri.evaluate import evaluate_run, format_table, read_history, read_predictions
-    from brainmri.report import FIGURES
+    from brainmri.figures import FIGURES
 
     run = _copy_run(trained_run, tmp_path / "run")
     m = evaluate_run(run, n_bootstrap=100)

@@ -8,9 +8,10 @@ import re
 import numpy as np
 from PIL import Image
 
-from brainmri.evaluate import compute_metrics
+from brainmri.figures import FIGURES, make_figures
 from brainmri.labels import CLASSES
-from brainmri.report import FIGURES, make_figures, render_report
+from brainmri.metrics import compute_metrics
+from brainmri.report import render_report
 
 
 def _predictions(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

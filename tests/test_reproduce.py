@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from brainmri.cli import main
-from brainmri.experiments import METRIC_COLUMNS, PRESETS, PUBLISHED
-from brainmri.report import FIGURES
+from brainmri.comparison_report import METRIC_COLUMNS, PUBLISHED
+from brainmri.experiments import PRESETS
+from brainmri.figures import FIGURES
 
 ARCHS = ("resnet50", "resnet101", "resnet152")
 

@@ -245,7 +245,14 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
         "in minutes; '--preset paper' (default) uses the published settings.",
     )
     rep.add_argument("--data", help="dataset folder of class folders (default: download the public dataset)")
-    rep.add_argument("--preset", default="paper", help="paper (default) or quick")
+    rep.add_argument(
+        "--preset",
+        default="paper",
+        choices=("paper", "scratch", "quick"),
+        help="paper (default: the published settings, ImageNet weights), scratch (ResNets from scratch with the "
+        "recipe measured here, for machines without ImageNet weights) or quick (that recipe at a small size, "
+        "minutes on a CPU)",
+    )
     rep.add_argument("--out", default="reproduce", help="work folder (default: ./reproduce)")
     rep.add_argument("--archs", help="comma-separated architectures (default: resnet50,resnet101,resnet152)")
     rep.add_argument("--weights", help="imagenet, none (from scratch) or PATH (default: the preset's)")
@@ -256,6 +263,19 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
     rep.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
     rep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    rep.add_argument(
+        "--external",
+        action="append",
+        metavar="DIR",
+        default=[],
+        help="labelled folder from other sources on which every model is also evaluated (repeatable)",
+    )
+    rep.add_argument(
+        "--leakage",
+        action="store_true",
+        help="also train on the paper's random split (duplicates kept) and report both side by side",
+    )
+    rep.add_argument("--leakage-archs", help="architectures of the random-split run (default: those of --archs)")
     rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_run_reproduce)
@@ -317,16 +337,19 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         preset=args.preset,
         out=args.out,
         archs=_archs(args.archs),
+        cv=args.cv,
+        n_bootstrap=args.bootstrap,
+        progress=not args.no_progress,
+        externals=args.external,
+        leakage=args.leakage,
+        leakage_archs=_archs(args.leakage_archs),
         weights=args.weights,
         epochs=args.epochs,
         image_size=args.image_size,
         limit_per_class=args.limit_per_class,
         batch_size=args.batch_size,
-        cv=args.cv,
         seed=args.seed,
         device=args.device,
-        n_bootstrap=args.bootstrap,
-        progress=not args.no_progress,
     )
     print(report.with_name("report.md"))
     print(report)

@@ -1,10 +1,9 @@
 """Evaluation of a trained run: the paper's metrics plus the statistics it lacked.
 
-:func:`compute_metrics` turns labels and predicted probabilities into every number the
-report shows (scikit-learn metrics, expected calibration error, bootstrap confidence
-intervals). :func:`evaluate_run` loads a run's best checkpoint, predicts its held-out
-split (or any labelled folder), and writes ``metrics.json``, ``predictions.csv`` and the
-figures.
+:func:`evaluate_run` loads a run's best checkpoint, predicts its held-out split (or any
+labelled folder) through the one inference path (:mod:`brainmri.inference`, fp32, with the
+flip averaging the card asks for), computes :func:`brainmri.metrics.compute_metrics`, and
+writes ``metrics.json``, ``predictions.csv`` and the figures.
 """
 
 from __future__ import annotations
@@ -18,204 +17,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from brainmri.checkpoint import read_checkpoint, update_card
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text
 from brainmri.images import ImageError, read_gray
-from brainmri.preprocess import stack, to_array, to_input
+from brainmri.inference import probabilities
+from brainmri.metrics import compute_metrics
+from brainmri.preprocess import stack, to_array
 from brainmri.runtime import resolve_device
-
-#: Equal-width confidence bins for the expected calibration error (Guo et al., 2017).
-ECE_BINS = 15
-
-
-def calibration_bins(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
-    """Reliability-diagram bins on the top-class probability and the expected calibration error.
-
-    Bin ``i`` holds confidences in ``(i/n, (i+1)/n]``; ECE is the count-weighted mean gap
-    between each bin's accuracy and its mean confidence.
-    """
-    y_true = np.asarray(y_true)
-    proba = np.asarray(proba, dtype=np.float64)
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y_true).astype(np.float64)
-    idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
-    counts = np.bincount(idx, minlength=n_bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
-    nonempty = counts > 0
-    mean_conf = np.divide(conf_sum, counts, out=np.zeros(n_bins), where=nonempty)
-    mean_acc = np.divide(acc_sum, counts, out=np.zeros(n_bins), where=nonempty)
-    ece = float(np.sum(np.abs(mean_acc - mean_conf) * counts) / max(len(y_true), 1))
-    return {
-        "ece": ece,
-        "edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(),
-        "count": counts.astype(int).tolist(),
-        "confidence": [float(c) if n else None for c, n in zip(mean_conf, counts, strict=True)],
-        "accuracy": [float(a) if n else None for a, n in zip(mean_acc, counts, strict=True)],
-    }
-
-
-def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    return calibration_bins(y_true, proba, n_bins)["ece"]
-
-
-def _accuracy_macro_f1(
-    y_true: np.ndarray, y_pred: np.ndarray, k: int, present: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and macro F1 for a stack of resamples (rows), vectorised for the bootstrap.
-
-    F1 per class is 2TP / (2TP + FP + FN), averaged over the classes of ``present`` (those of
-    the whole evaluated set) that occur in the resample, as truth or prediction: a small class
-    that a resample happens to miss is undefined there, not a perfect 0.
-    """
-    n = y_true.shape[1]
-    offsets = (np.arange(y_true.shape[0]) * k * k)[:, None]
-    cm = np.bincount((offsets + y_true * k + y_pred).ravel(), minlength=y_true.shape[0] * k * k)
-    cm = cm.reshape(-1, k, k)
-    tp = np.diagonal(cm, axis1=1, axis2=2).astype(np.float64)
-    fp = cm.sum(axis=1) - tp
-    fn = cm.sum(axis=2) - tp
-    denom = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.full_like(tp, np.nan), where=denom > 0)
-    return tp.sum(axis=1) / n, np.nanmean(f1[:, present], axis=1)
-
-
-def bootstrap_ci(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    num_classes: int,
-    n_resamples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Percentile bootstrap confidence intervals for accuracy and macro F1.
-
-    Test sets of a few hundred images give intervals several points wide; the paper's
-    one-decimal accuracies cannot be told apart without them. Macro F1 averages over the
-    classes of the whole test set, as the point estimate does, in every resample.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if len(y_true) == 0 or n_resamples <= 0:
-        return {"level": level, "n_resamples": 0, "seed": seed, "accuracy": None, "macro_f1": None}
-    present = np.unique(y_true)
-    rng = np.random.default_rng(seed)
-    accs, f1s = [], []
-    for start in range(0, n_resamples, 200):  # chunks keep memory small on large test sets
-        rows = min(200, n_resamples - start)
-        idx = rng.integers(0, len(y_true), size=(rows, len(y_true)))
-        acc, f1 = _accuracy_macro_f1(y_true[idx], y_pred[idx], num_classes, present)
-        accs.append(acc)
-        f1s.append(f1)
-    tail = (1.0 - level) / 2 * 100
-    out: dict[str, Any] = {"level": level, "n_resamples": n_resamples, "seed": seed}
-    for name, values in (("accuracy", np.concatenate(accs)), ("macro_f1", np.concatenate(f1s))):
-        lo, hi = np.percentile(values, [tail, 100 - tail])
-        out[name] = [float(lo), float(hi)]
-    return out
-
-
-def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> tuple[list[float | None], float | None]:
-    """One-vs-rest ROC-AUC per class and their mean; None for a class absent from ``y_true``
-    (or present alone), where the AUC is undefined."""
-    per_class: list[float | None] = []
-    for k in range(proba.shape[1]):
-        positives = y_true == k
-        if positives.all() or not positives.any():
-            per_class.append(None)
-        else:
-            per_class.append(float(roc_auc_score(positives, proba[:, k])))
-    defined = [v for v in per_class if v is not None]
-    return per_class, (float(np.mean(defined)) if defined else None)
-
-
-def compute_metrics(
-    y_true: Sequence[int] | np.ndarray,
-    proba: np.ndarray,
-    classes: Sequence[str],
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Every metric of the report from true labels and predicted probabilities (N, K).
-
-    Macro and weighted averages run over the classes present in ``y_true``: an external set
-    without, say, ``normal`` images must not score that class as 0 and drag the averages
-    down. Its per-class recall and F1 are None (undefined); its precision is 0 when the model
-    predicted it anyway (every such prediction is wrong), None when it never did. Those
-    wrong predictions still count against accuracy and the present classes' recall.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    proba = np.asarray(proba, dtype=np.float64)
-    k = len(classes)
-    if proba.ndim != 2 or proba.shape != (len(y_true), k):
-        raise BrainMRIError(f"probabilities have shape {proba.shape}, expected ({len(y_true)}, {k})")
-    if len(y_true) == 0:
-        raise BrainMRIError("no images to evaluate")
-    labels = list(range(k))
-    present = sorted({int(v) for v in y_true})
-    y_pred = proba.argmax(axis=1)
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    predicted = np.bincount(y_pred, minlength=k)
-    averages = {}
-    for avg in ("macro", "weighted"):
-        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg, zero_division=0)
-        averages[avg] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
-    cm = confusion_matrix(y_true, y_pred, labels=labels)
-    row = cm.sum(axis=1, keepdims=True)
-    cm_norm = np.divide(cm, row, out=np.zeros(cm.shape), where=row > 0)
-    tn = cm.sum() - cm.sum(axis=0) - cm.sum(axis=1) + np.diag(cm)
-    fp = cm.sum(axis=0) - np.diag(cm)
-    specificity = [float(t / (t + q)) if t + q > 0 else None for t, q in zip(tn, fp, strict=True)]
-    auc_per_class, auc_macro = roc_auc_ovr(y_true, proba)
-    calib = calibration_bins(y_true, proba)
-    per_class = {
-        name: {
-            "precision": float(p[i]) if s[i] > 0 or predicted[i] > 0 else None,
-            "recall": float(r[i]) if s[i] > 0 else None,
-            "f1": float(f[i]) if s[i] > 0 else None,
-            "specificity": specificity[i],
-            "support": int(s[i]),
-            "roc_auc": auc_per_class[i],
-        }
-        for i, name in enumerate(classes)
-    }
-    return {
-        "n": int(len(y_true)),
-        "classes": list(classes),
-        "classes_evaluated": [classes[i] for i in present],
-        "accuracy": float((y_pred == y_true).mean()),
-        "macro": averages["macro"],
-        "weighted": averages["weighted"],
-        "per_class": per_class,
-        "confusion_matrix": cm.astype(int).tolist(),
-        "confusion_matrix_normalized": cm_norm.tolist(),
-        "roc_auc_macro": auc_macro,
-        "ece": calib["ece"],
-        "calibration": calib,
-        "ci": bootstrap_ci(y_true, y_pred, k, n_resamples=n_bootstrap, seed=seed),
-    }
-
 
 # --- evaluating a run ----------------------------------------------------------------
 
 
-@torch.inference_mode()
 def predict_proba(
-    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64, device: str = "auto"
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    device: str = "auto",
+    flip: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Softmax probabilities for uint8 images (N, 1, H, W), batch by batch."""
-    if batch_size < 1:
-        raise BrainMRIError(f"--batch-size must be at least 1, got {batch_size}")
+    """Softmax probabilities for uint8 images (N, 1, H, W), batch by batch, on ``device``."""
     dev = resolve_device(device)
-    model = model.eval().to(dev)
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = to_input(images[start : start + batch_size]).to(dev)
-        out.append(torch.softmax(model(batch).float(), dim=1).cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+    return probabilities(model.to(dev), images, batch_size=batch_size, flip=flip, precision=precision, device=dev)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
@@ -380,6 +205,7 @@ def evaluate_run(
     device: str = "auto",
     figures: bool = True,
     keep_overlap: bool = False,
+    tta: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``
     (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
@@ -388,7 +214,7 @@ def evaluate_run(
     split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, stores
     the headline metrics in the checkpoint's model card, and returns the metrics.
     """
-    from brainmri.report import make_figures
+    from brainmri.figures import make_figures
 
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "best.pt"
@@ -408,9 +234,11 @@ def evaluate_run(
         if not name or "/" in name or name in (".", ".."):
             raise BrainMRIError(f"bad evaluation name {name!r}; pass --name NAME")
         out_dir = fig_dir = run_dir / "eval" / name
-    proba = predict_proba(model, images, batch_size=batch_size, device=device)
+    flip = bool(card.get("tta")) if tta is None else tta
+    proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
     metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
     metrics["source"] = source
+    metrics["inference"] = {"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size}
     metrics["run"] = {
         "path": str(run_dir),
         "arch": card["arch"],

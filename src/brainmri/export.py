@@ -282,7 +282,7 @@ def quantize_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from brainmri.files import atomic_write_bytes
-    from brainmri.predict import softmax
+    from brainmri.inference import probabilities
     from brainmri.preprocess import stack, to_input
 
     if len(calibration) < 4:
@@ -313,9 +313,10 @@ def quantize_int8(
         import onnx
 
         qproto = onnx.load(str(quant))
-    x = to_input(stack(check)).numpy()
-    p32 = softmax(make_session(proto).run(["logits"], {"image": x})[0])
-    p8 = softmax(make_session(qproto).run(["logits"], {"image": x})[0])
+    x = stack(check)
+    flip = bool(card.get("tta"))
+    p32 = probabilities(make_session(proto), x, flip=flip)
+    p8 = probabilities(make_session(qproto), x, flip=flip)
     agreement = {
         "images": len(check),
         "calibration_images": len(calib),

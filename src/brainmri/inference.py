@@ -17,12 +17,9 @@ import numpy as np
 import torch
 
 from brainmri.errors import BrainMRIError
+from brainmri.metrics import cross_entropy
 from brainmri.preprocess import to_input
 from brainmri.runtime import autocast
-
-#: Probabilities are clipped here before a log, so that one confident mistake gives a large,
-#: finite loss rather than infinity.
-MIN_PROBABILITY = 1e-12
 
 
 def is_onnx_session(model: Any) -> bool:
@@ -76,13 +73,6 @@ def probabilities(
     if not out:
         return np.zeros((0, 0))
     return torch.cat(out).numpy()
-
-
-def cross_entropy(proba: np.ndarray, labels: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Per-image cross-entropy, -log p(true class), from probabilities: the validation and
-    evaluation loss, with or without flip averaging."""
-    labels = np.asarray(labels, dtype=np.int64)
-    return -np.log(np.clip(proba[np.arange(len(labels)), labels], MIN_PROBABILITY, None))
 
 
 def score(

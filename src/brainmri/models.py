@@ -117,7 +117,8 @@ def imagenet_state_dict(arch: str) -> dict:
         raise BrainMRIError(
             f"ImageNet weights for {arch} are not cached at {cache} and cannot be downloaded "
             f"({getattr(exc, 'reason', exc)}); put the file there, or use --weights none "
-            "(train from scratch) or --weights PATH (a local state dict or checkpoint)"
+            "(train from scratch; 'brainmri reproduce --preset scratch' or 'train --config configs/scratch.yaml' "
+            "is the recipe that learns from scratch) or --weights PATH (a local state dict or checkpoint)"
         ) from None
 
 

@@ -1,9 +1,9 @@
 """Classify slices with a trained model: PyTorch checkpoints or ONNX exports, one code path.
 
-Decoding and resizing are :func:`brainmri.preprocess.to_array` and the model input is
-:func:`brainmri.preprocess.to_input`, exactly as in training, so a slice is seen the same
-way whichever backend runs it. Both backends produce logits; probabilities are the softmax
-computed here (:func:`softmax`), so the two backends differ only by float rounding.
+Decoding and resizing are :func:`brainmri.preprocess.to_array`, exactly as in training, and
+probabilities come from the one inference path, :func:`brainmri.inference.probabilities`,
+for both backends (with the flip averaging the model card asks for), so they differ only by
+float rounding.
 """
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ class Prediction:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable), shared by both backends."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def is_onnx_file(path: str | Path) -> bool:
@@ -103,6 +95,7 @@ class Predictor:
         elif threads:
             torch.set_num_threads(threads)
         self.classes: list[str] = list(self.card["classes"])
+        self.flip = bool(self.card.get("tta"))  # averaged with the mirror image, as validated
         self.image_size: int = int(self.card["image_size"])
         self.prepared_size: int | None = self.card.get("prepared_size")
         self._cam_lock = threading.Lock()
@@ -122,13 +115,10 @@ class Predictor:
                 raise BrainMRIError(
                     f"expected uint8 arrays of shape {(self.image_size, self.image_size)}, got {arr.dtype} {arr.shape}"
                 )
-        batch = to_input(stack(arrays))
-        if self.session is not None:
-            logits = self.session.run(["logits"], {"image": batch.numpy()})[0]
-        else:
-            with torch.inference_mode():
-                logits = self.model(batch.to(self.device)).float().cpu().numpy()
-        return softmax(logits)
+        from brainmri.inference import probabilities
+
+        model = self.session if self.session is not None else self.model
+        return probabilities(model, stack(arrays), batch_size=len(arrays), flip=self.flip, device=self.device)
 
     def predict_sources(
         self, sources: Sequence[str | Path | bytes], names: Sequence[str] | None = None

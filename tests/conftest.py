@@ -77,6 +77,7 @@ def trained_run(small_raw: Path, tmp_path_factory) -> Path:
         image_size=64,
         limit_per_class=10,
         deterministic=True,
+        device="cpu",
     )
     return train(config, base / "runs" / "resnet18", progress=False)
 

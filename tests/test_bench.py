@@ -23,6 +23,8 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
         [
             "bench",
             "--quick",
+            "--device",
+            "cpu",
             "--data",
             str(sartaj),
             "--image-size",

@@ -1,15 +1,19 @@
 """The training loop really learns: a small network fits a small set of real slices.
 
 Runs folder, resume and checkpoint tests pass even if gradients never reach the weights;
-this one does not.
+this one does not. Device, precision and seed are pinned and the model is scored in fp32 on
+its own training images, so the gap between "learnt" (near 1.0) and chance (0.25) is far
+wider than any CPU's rounding.
 """
 
 from __future__ import annotations
 
 import csv
 
+from brainmri.checkpoint import load_model
 from brainmri.config import TrainConfig
-from brainmri.data import prepare
+from brainmri.data import load_split, prepare
+from brainmri.inference import score
 from brainmri.train import train
 
 
@@ -19,18 +23,24 @@ def test_a_small_model_fits_real_training_images(small_raw, tmp_path):
         data=str(tmp_path / "prepared"),
         arch="resnet18",
         weights="none",
-        epochs=6,
+        epochs=10,
         batch_size=8,
-        lr=1e-3,
+        optimizer="adamw",
+        lr=2e-3,
+        schedule="onecycle",
         image_size=32,
         augment=False,
         balance="none",
         seed=0,
+        deterministic=True,
+        precision="fp32",
+        device="cpu",
     )
     run = train(config, tmp_path / "run", progress=False)
     with open(run / "history.csv", newline="") as fh:
-        history = list(csv.DictReader(fh))
-    last = history[-1]
-    losses = [float(row["train_loss"]) for row in history]
+        losses = [float(row["train_loss"]) for row in csv.DictReader(fh)]
     assert losses[-1] < 0.5 * losses[0], losses
-    assert float(last["train_acc"]) >= 0.8, history
+    model, _ = load_model(run / "checkpoints" / "best.pt")
+    images, labels, _ = load_split(config.data, run / "split.csv", "train", size=32)
+    fitted = score(model, images, labels)["accuracy"]
+    assert fitted >= 0.75, f"training images fitted to {fitted:.3f} (chance is 0.25)"

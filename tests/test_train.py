@@ -48,6 +48,7 @@ def tiny_config(prepared: Path, **changes) -> TrainConfig:
         image_size=64,
         limit_per_class=6,
         deterministic=True,
+        device="cpu",  # the tests mean the CPU, also on a machine with a GPU
     )
     return TrainConfig(**{**values, **changes})
 

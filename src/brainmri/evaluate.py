@@ -309,7 +309,8 @@ def format_table(metrics: dict[str, Any]) -> str:
 
     lines += [
         "",
-        f"accuracy            {_f(metrics['accuracy'])}{interval('accuracy')}",
+        f"accuracy            {_f(metrics['accuracy'], 4)}{interval('accuracy')}",
+        f"loss (cross-entropy) {_f(metrics.get('loss'), 4)}",
         f"macro F1            {_f(metrics['macro']['f1'])}{interval('macro_f1')}",
         f"ECE (15 bins)       {_f(metrics['ece'])}",
     ]

@@ -1,0 +1,66 @@
+"""Which precision each step uses, on either kind of CPU: ``--precision auto`` is tested on a
+CPU with native bf16 and on one without by patching the capability probe; the bf16 training
+path runs for a step or two at a tiny size (seconds even where bf16 is emulated); and a run's
+recorded validation numbers are exactly what ``evaluate`` reports, whatever it trained in."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from brainmri import runtime
+from brainmri.checkpoint import read_checkpoint
+from brainmri.cli import main
+from brainmri.config import TrainConfig
+from brainmri.train import train
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu_probe(monkeypatch, native, expected):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    assert runtime.resolve_precision("auto", torch.device("cpu")) == expected
+    assert runtime.resolve_precision("fp32", torch.device("cpu")) == "fp32"  # asked for, not probed
+
+
+@pytest.fixture(scope="module")
+def prepared(trained_run):
+    return json.loads((trained_run / "config.json").read_text())["data"]
+
+
+def _tiny(prepared: str, **changes) -> TrainConfig:
+    values = dict(
+        data=prepared, arch="resnet18", weights="none", epochs=1, batch_size=8, image_size=32, limit_per_class=4,
+        device="cpu", deterministic=True, seed=3,
+    )  # fmt: skip
+    return TrainConfig(**{**values, **changes})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_run_records_the_precision_auto_chose(prepared, tmp_path, monkeypatch, native):
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    run = train(_tiny(prepared, precision="auto"), tmp_path / "run", progress=False)
+    expected = "bf16" if native else "fp32"
+    assert json.loads((run / "environment.json").read_text())["precision"] == expected
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["precision"] == expected and summary["eval_precision"] == "fp32"
+
+
+def test_validation_numbers_of_a_bf16_run_are_what_evaluate_reports(prepared, tmp_path, capsys):
+    """Training in bf16 (emulated or native), validating in fp32: the card, the last history row
+    and ``brainmri evaluate`` give one answer."""
+    run = train(_tiny(prepared, precision="bf16", epochs=2), tmp_path / "bf16", progress=False)
+    card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]["metrics"]
+    last = (run / "history.csv").read_text().splitlines()[-1].split(",")
+    assert main(["evaluate", str(run), "--device", "cpu", "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(card["val_acc"], abs=1e-12) == pytest.approx(float(last[4]))
+    assert metrics["loss"] == pytest.approx(card["val_loss"], rel=1e-5)
+    assert float(last[3]) == pytest.approx(card["val_loss"], rel=1e-5)  # history keeps 6 digits
+    shown = re.search(r"loss \(cross-entropy\) (\d+\.\d+)", printed).group(1)
+    assert float(shown) == pytest.approx(card["val_loss"], abs=6e-5)
+    accuracy = re.search(r"^accuracy\s+(\d\.\d+)", printed, re.M).group(1)
+    assert float(accuracy) == pytest.approx(card["val_acc"], abs=6e-5)

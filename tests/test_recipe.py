@@ -186,3 +186,16 @@ def test_compare_with_external_folders_reports_them_and_the_gallery(duplicated, 
     with Image.open(out / "runs" / "resnet18" / "figures" / "failures.png") as img:
         assert img.format == "PNG"
     assert main([*args[:-2], "--external", str(tmp_path / "missing")]) == 2
+
+
+def test_the_config_files_hold_the_presets_settings():
+    """configs/scratch.yaml and configs/quick.yaml are what `reproduce --preset` trains with."""
+    import yaml
+
+    from brainmri.experiments import PRESETS, preset_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("scratch", "quick"):
+        values = yaml.safe_load((root / f"{name}.yaml").read_text())
+        assert values == PRESETS[name]
+        assert TrainConfig.from_dict(values) == preset_config(name)

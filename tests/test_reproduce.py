@@ -32,7 +32,8 @@ def _table_rows(md: str, first_header: str) -> tuple[list[str], list[list[str]]]
 @pytest.mark.slow
 def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     out = tmp_path / "repro"
-    args = ["reproduce", "--preset", "quick", "--data", str(sartaj), "--weights", "none", "--out", str(out)]
+    external = sartaj.parent / "brain-tumor-mri-external"
+    args = ["reproduce", "--preset", "quick", "--data", str(sartaj), "--out", str(out), "--external", str(external)]
     assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     html_path = Path(printed[-1])
@@ -49,9 +50,16 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     _, stats = _table_rows(md, "Model | Test images")
     assert all(re.fullmatch(r"\d\.\d{3}–\d\.\d{3}", r[2]) for r in stats)  # accuracy CI
 
+    # External validation: a table row and a confusion matrix per architecture.
+    _, ext_rows = _table_rows(md, "Model | Images")
+    assert [r[0] for r in ext_rows] == ["ResNet-50", "ResNet-101", "ResNet-152"]
+    assert all(r[1] == "850" and re.fullmatch(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", r[2]) for r in ext_rows)
+
     # Every figure of every architecture: referenced, present, a valid PNG, embedded in the HTML.
     linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
-    expected = [f"runs/{a}/figures/{name}" for a in ARCHS for name in FIGURES]
+    expected = [f"runs/{a}/eval/{external.name}/confusion_matrix.png" for a in ARCHS]
+    expected += [f"runs/{a}/figures/{name}" for a in ARCHS for name in FIGURES]
+    expected += [f"runs/{a}/figures/failures.png" for a in ARCHS]
     assert linked == expected
     for rel in linked:
         with Image.open(out / "quick" / rel) as img:
@@ -66,7 +74,7 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     assert "Preset: quick" in md and "Weights: none" in md and f"Image size: {size} x {size}" in md
     assert "not split by patient" in md and "Not for clinical diagnosis" in md
     assert "Model evaluated: the last epoch" in md  # the test side chose nothing
-    assert "Settings differ from the paper's: image size 64 (paper: 256); epochs 3 (paper: 10)" in md
+    assert f"image size {size} (paper: 256)" in md and "weights none (paper: imagenet)" in md
     assert "at least 226 exact duplicates" in md
 
     # Rerunning resumes: prepared data reused, finished architectures skipped; an architecture

@@ -439,14 +439,14 @@ def evaluate_run(
 
 
 def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:
-    """An earlier evaluation into ``out_dir`` (its ``metrics.json`` or ``predictions.csv``) is
-    replaced only with ``overwrite``."""
-    for name in ("metrics.json", "predictions.csv"):
-        if (out_dir / name).exists() and not overwrite:
-            raise BrainMRIError(
-                f"{shown(out_dir)} already holds an evaluation ({name}); pass --overwrite to replace it"
-                + (", or choose another --name" if named else "")
-            )
+    """A finished evaluation into ``out_dir`` is replaced only with ``overwrite``. Its
+    ``metrics.json`` is written last, so without it the evaluation was interrupted and is redone
+    (as ``compare`` and ``reproduce`` do when they resume)."""
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise BrainMRIError(
+            f"{shown(out_dir)} already holds an evaluation (metrics.json); pass --overwrite to replace it"
+            + (", or choose another --name" if named else "")
+        )
 
 
 def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -92,4 +92,5 @@ def test_cli_explain_writes_one_panel_per_readable_image(model_path, sartaj, tmp
     target = tmp_path / "cams_target"
     assert main(["predict", str(model_path), str(files[0]), "--explain", str(target), "--target-class", "normal"]) == 0
     assert (target / f"{files[0].stem}_gradcam.png").is_file()
-    assert main(["predict", str(model_path), str(files[0]), "--explain", str(target), "--target-class", "x"]) == 2
+    other = tmp_path / "cams_other"  # a fresh folder: target already holds this panel
+    assert main(["predict", str(model_path), str(files[0]), "--explain", str(other), "--target-class", "x"]) == 2

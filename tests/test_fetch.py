@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import shutil
 import socket
 import threading
@@ -140,3 +141,45 @@ def test_ensure_dataset_with_local_copy(tmp_path):
     assert ensure_dataset(str(tmp_path)) == tmp_path
     with pytest.raises(BrainMRIError, match="not found"):
         ensure_dataset(str(tmp_path / "missing"))
+
+
+def test_force_replaces_only_an_unchanged_download_of_this_tool(tmp_path, sartaj, capsys):
+    archive = _make_zip(tmp_path / "master.zip", sartaj).as_uri()
+    # A user's folder: never emptied, with or without --force, and the error does not suggest it.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("three years of work")
+    for extra in ([], ["--force"]):
+        assert main(["data", "fetch", "--dest", str(mine), "--url", archive, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a download of this tool" in err and "--force" not in err
+    # A marker that this tool did not write does not count.
+    (mine / MARKER).write_text('{"tool": "another program", "url": "x", "sha256": "y"}')
+    with pytest.raises(BrainMRIError, match="not a download of this tool"):
+        fetch(mine, url=archive, force=True, progress=False)
+    (mine / MARKER).write_text("not json")
+    with pytest.raises(BrainMRIError, match="not a download of this tool"):
+        fetch(mine, url=archive, force=True, progress=False)
+    assert (mine / "thesis.txt").read_text() == "three years of work"
+
+    # Our own download, with a file added by the user afterwards: kept too.
+    done = fetch(tmp_path / "data", url=archive, progress=False)
+    marker = json.loads((done / MARKER).read_text())
+    assert marker["tool"] == "brainmri data fetch" and {"Training", "Testing", "README.md"} <= set(marker["entries"])
+    (done / "notes.txt").write_text("my notes")
+    with pytest.raises(BrainMRIError, match=r"files the download did not bring \(notes.txt\)"):
+        fetch(done, url=archive, force=True, progress=False)
+    assert (done / "notes.txt").read_text() == "my notes"
+    # Unchanged (files inside the class folders may differ: they are the download's), it is replaced.
+    (done / "notes.txt").unlink()
+    shutil.rmtree(done / "Testing" / "no_tumor")
+    assert fetch(done, url=archive, force=True, progress=False) == done
+    assert (done / "Testing" / "no_tumor").is_dir() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_url_that_is_not_one_is_one_line(tmp_path, capsys):
+    for url in ("notaurl", "ftp://example.org/x.zip", "http://", "/some/path.zip"):
+        assert main(["data", "fetch", "--dest", str(tmp_path / "d"), "--url", url]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--url must be an http://, https:// or file:// URL" in err
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
+from brainmri.files import one_line
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -28,19 +29,61 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"brainmri: error: {prefix}{message} (see '{self.prog} -h')\n")
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer of at least ``low`` (a bad value is a usage error, one line)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _cpu_count(text: str) -> int:
+    """An argparse type: a thread count between 1 and the CPUs this process may use."""
+    from brainmri.runtime import usable_cpus
+
+    value, limit = _int_at_least(1)(text), usable_cpus()
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {limit} (the CPUs this process may use), got {value}")
+    return value
+
+
+def _positive_mb(text: str) -> float:
+    """An argparse type: a finite size in MB above zero (nan and inf are not sizes)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MB, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MB, got {text!r}")
+    return value
+
+
 # --- data (issue: data) --------------------------------------------------------------
 
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="fetch, prepare and split the dataset")
-    p.set_defaults(func=lambda a: p.print_help() or 0)
+    p.set_defaults(func=lambda a: p.print_help() or EXIT_USER_ERROR)  # an action is required
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
 
     f = dsub.add_parser("fetch", help="download the public dataset (Bhuvaji et al.) into the cache")
     f.add_argument("--dest", help="folder to unpack into (default: $BRAINMRI_HOME/datasets/brain-tumor-mri-sartaj)")
     f.add_argument("--url", help="archive URL (http(s) or file://)")
     f.add_argument("--sha256", help="expected SHA-256 of the archive")
-    f.add_argument("--force", action="store_true", help="download again even if a finished copy exists")
+    f.add_argument(
+        "--force",
+        action="store_true",
+        help="download again, replacing an earlier download of this tool in --dest (never any other folder)",
+    )
     f.set_defaults(func=_run_data_fetch)
 
     pr = dsub.add_parser("prepare", help="grayscale, resize, remove duplicates; write PNGs and manifest.csv")
@@ -55,7 +98,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
         "(default: 2; -1: exact duplicates only)",
     )
     pr.add_argument("--label-map", help="extra folder names, e.g. 'tumor_g=glioma_tumor,none=normal'")
-    pr.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores, at most 8)")
+    pr.add_argument(
+        "--workers", type=_int_at_least(1), default=None, help="worker processes (default: all cores, at most 8)"
+    )
     pr.add_argument("--overwrite", action="store_true", help="replace an existing prepared OUT")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(func=_run_data_prepare)
@@ -66,6 +111,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--test-size", type=float, default=0.2, help="fraction for the test side (default: 0.2)")
     sp.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     sp.add_argument("--k", type=int, default=None, help="make K cross-validation folds instead")
+    sp.add_argument(
+        "--overwrite", action="store_true", help="replace an existing split file (never manifest.csv or prepare.json)"
+    )
     sp.set_defaults(func=_run_data_split)
 
 
@@ -101,7 +149,9 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
     from brainmri import data
 
-    path = data.split(args.prepared, args.out, test_size=args.test_size, seed=args.seed, k=args.k)
+    path = data.split(
+        args.prepared, args.out, test_size=args.test_size, seed=args.seed, k=args.k, overwrite=args.overwrite
+    )
     rows = data.read_split(path)
     if args.k is not None:
         counts = ", ".join(f"fold {i}: {sum(r['fold'] == str(i) for r in rows)}" for i in range(args.k))
@@ -176,11 +226,14 @@ def _run_train(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from brainmri.files import plain_name
     from brainmri.train import default_run_name, train
 
     config = train_config_from_args(args)
     if args.resume and not args.name:
         raise BrainMRIError("--resume needs --name of the run to continue")
+    if args.name is not None:  # a name is one folder inside --runs-dir, never a path out of it
+        plain_name(args.name, "--name")
     run_dir = Path(args.runs_dir) / (args.name or default_run_name(config))
     run_dir = train(config, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":
@@ -208,9 +261,15 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --data: keep images that duplicate the run's training data (they are left out by default)",
     )
-    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default: 1000)")
+    ev.add_argument(
+        "--bootstrap",
+        type=_int_at_least(0),
+        default=1000,
+        help="bootstrap resamples for the 95%% CIs (default: 1000; 0: no CIs)",
+    )
     ev.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default: 64)")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    ev.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation's outputs")
     ev.set_defaults(func=_run_evaluate)
 
     cmp = sub.add_parser(
@@ -233,7 +292,7 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
         help="labelled folder from other sources on which every model is also evaluated (repeatable; never "
         "trained or tuned on)",
     )
-    cmp.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    cmp.add_argument("--bootstrap", type=_int_at_least(0), default=1000, help="bootstrap resamples (default: 1000)")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
     cmp.set_defaults(func=_run_compare)
 
@@ -276,7 +335,7 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
         help="also train on the paper's random split (duplicates kept) and report both side by side",
     )
     rep.add_argument("--leakage-archs", help="architectures of the random-split run (default: those of --archs)")
-    rep.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    rep.add_argument("--bootstrap", type=_int_at_least(0), default=1000, help="bootstrap resamples (default: 1000)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_run_reproduce)
 
@@ -302,6 +361,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         keep_overlap=args.keep_overlap,
+        overwrite=args.overwrite,
     )
     print(format_table(metrics))
     where = metrics["figures"]["confusion_matrix.png"].rsplit("/", 1)[0] if metrics.get("figures") else args.run
@@ -378,12 +438,18 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
         help="torch (default) or onnx (ONNX Runtime; an .onnx model always uses it)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all)")
+    p.add_argument(
+        "--threads",
+        type=_cpu_count,
+        default=None,
+        help="CPU threads for inference (default and most: the CPUs this process may use)",
+    )
     p.add_argument("--explain", metavar="DIR", default=None, help="write a Grad-CAM panel per image into DIR")
     p.add_argument(
         "--target-class", default=None, help="with --explain: class to explain (default: the predicted class)"
     )
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the table")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file or --explain panels")
     p.set_defaults(func=_run_predict)
 
     e = sub.add_parser(
@@ -395,6 +461,7 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("model", help="checkpoint (.pt) or run folder")
     e.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
     e.add_argument("--output", "-o", default=None, help="output file (default: beside the checkpoint, .onnx)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .int8.onnx)")
     e.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     e.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of the torch.export one")
     e.add_argument(
@@ -426,45 +493,42 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
 def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from brainmri.files import check_output
     from brainmri.predict import Predictor, expand_paths, format_table, iter_predictions, write_predictions
 
     if args.output is not None and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise BrainMRIError(f"--output must end in .csv or .json, not {Path(args.output).name!r}")
     if args.batch_size < 1:
         raise BrainMRIError("--batch-size must be at least 1")
+    if args.target_class is not None and args.explain is None:
+        raise BrainMRIError("--target-class only makes sense with --explain DIR")
     paths = expand_paths(args.paths)
-    predictor = Predictor(args.model, device=args.device, backend=args.backend, threads=args.threads)
-    if args.target_class is not None:
-        if args.explain is None:
-            raise BrainMRIError("--target-class only makes sense with --explain DIR")
-        if args.target_class not in predictor.classes:
-            raise BrainMRIError(
-                f"unknown --target-class {args.target_class!r}; classes: {', '.join(predictor.classes)}"
-            )
-    if args.explain is not None and predictor.model is None:
-        raise BrainMRIError("--explain needs the PyTorch checkpoint, not an .onnx file")
+    # Every output is checked before the work: a bad or existing one must not cost a whole batch.
+    if args.output is not None:
+        check_output(args.output, args.overwrite)
     explain_dir = Path(args.explain) if args.explain is not None else None
+    panels = _panel_names(paths) if explain_dir is not None else []
     if explain_dir is not None:
-        try:  # before any work: a bad folder must not cost a whole batch
+        _check_explain_dir(explain_dir, panels, args.overwrite)
+    predictor = Predictor(args.model, device=args.device, backend=args.backend, threads=args.threads)
+    if args.target_class is not None and args.target_class not in predictor.classes:
+        raise BrainMRIError(f"unknown --target-class {args.target_class!r}; classes: {', '.join(predictor.classes)}")
+    if explain_dir is not None and predictor.model is None:
+        raise BrainMRIError("--explain needs the PyTorch checkpoint, not an .onnx file")
+    if explain_dir is not None:
+        try:
             explain_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BrainMRIError(f"cannot create --explain folder {explain_dir}: {exc.strerror or exc}") from None
-    used: set[str] = set()
     rows = []
-    for row, array in iter_predictions(predictor, paths, args.batch_size):
+    for i, (row, array) in enumerate(iter_predictions(predictor, paths, args.batch_size)):
         rows.append(row)
         if explain_dir is not None and array is not None:
-            stem = Path(row.name).stem
-            name, n = f"{stem}_gradcam.png", 1
-            while name in used:
-                n += 1
-                name = f"{stem}_{n}_gradcam.png"
-            used.add(name)
             panel = predictor.explain_panel(array, args.target_class, title=Path(row.name).name)
             try:
-                panel.save(explain_dir / name)
+                panel.save(explain_dir / panels[i])
             except OSError as exc:
-                raise BrainMRIError(f"cannot write {explain_dir / name}: {exc.strerror or exc}") from None
+                raise BrainMRIError(f"cannot write {explain_dir / panels[i]}: {exc.strerror or exc}") from None
     if not args.quiet:
         print(format_table(rows, predictor.classes))
     if args.output is not None:
@@ -473,6 +537,35 @@ def _run_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"brainmri: {failed} of {len(rows)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _panel_names(paths: Sequence) -> list[str]:
+    """One Grad-CAM panel name per input (``<stem>_gradcam.png``, numbered when stems repeat),
+    fixed before the work so that existing panels can be checked up front."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem = path.stem
+        name, n = f"{stem}_gradcam.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}_gradcam.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _check_explain_dir(folder, panels: Sequence[str], overwrite: bool) -> None:
+    """Refuse, before the work, panels that exist (unless ``overwrite``) or a folder that cannot be written."""
+    from brainmri.files import check_output, shown
+
+    existing = [name for name in panels if (folder / name).exists()] if folder.is_dir() else []
+    if existing and not overwrite:
+        raise BrainMRIError(
+            f"--explain folder {shown(folder)} already holds {len(existing)} of these panels "
+            f"({shown(existing[0])}{', ...' if len(existing) > 1 else ''}); pass --overwrite to replace them"
+        )
+    check_output(folder / panels[0], overwrite=True)  # can be created and written at all
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -487,7 +580,14 @@ def _run_export(args: argparse.Namespace) -> int:
         raise BrainMRIError(f"--quantize int8 needs --opset 13 or newer, got {args.opset}")
     if args.calibration:
         expand_paths(args.calibration)  # fail before the slow export
-    out = export_model(args.model, args.output, fmt=args.format, opset=args.opset, dynamo=not args.legacy)
+    if args.quantize:  # both outputs are checked before the slow export
+        from brainmri.files import check_output
+
+        target = args.output if args.output is not None else default_output(args.model)
+        check_output(default_output(target, quantize=args.quantize), args.overwrite)
+    out = export_model(
+        args.model, args.output, fmt=args.format, opset=args.opset, dynamo=not args.legacy, overwrite=args.overwrite
+    )
     print(out)
     if args.quantize:
         card = load_onnx(out)[1]
@@ -498,7 +598,7 @@ def _run_export(args: argparse.Namespace) -> int:
             warn=lambda message: print(f"brainmri: {message}", file=sys.stderr),
         )
         qout = default_output(out, quantize=args.quantize)
-        check = quantize_int8(out, qout, arrays)
+        check = quantize_int8(out, qout, arrays, overwrite=args.overwrite)
         print(qout)
         print(
             f"int8 vs float32 on {check['images']} held-out calibration slices: top-1 agreement "
@@ -590,9 +690,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="require this token on every API call (Authorization: Bearer TOKEN); needed for any host but "
         "loopback; defaults to $BRAINMRI_SERVE_TOKEN",
     )
-    p.add_argument("--max-mb", type=float, default=20.0, help="size limit per uploaded file in MB (default: 20)")
+    p.add_argument("--max-mb", type=_positive_mb, default=20.0, help="size limit per uploaded file in MB (default: 20)")
     p.add_argument("--max-files", type=int, default=16, help="files per request (default: 16)")
-    p.add_argument("--workers", type=int, default=2, help="inference threads (default: 2)")
+    p.add_argument("--workers", type=_cpu_count, default=None, help="inference threads (default: 2, at most the CPUs)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=_run_serve)
 
@@ -600,10 +700,15 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import os
 
-    from brainmri.serve import TOKEN_ENV, serve
+    from brainmri.runtime import usable_cpus
+    from brainmri.serve import LOOPBACK_NAMES, TOKEN_ENV, is_loopback, serve
 
-    if args.max_mb <= 0:
-        raise BrainMRIError(f"--max-mb must be positive, got {args.max_mb}")
+    if is_loopback(args.host) and args.host.strip("[]") not in LOOPBACK_NAMES:
+        # The service answers only Host headers that name this machine's usual loopback names.
+        raise BrainMRIError(
+            f"--host {args.host}: on loopback the service answers requests to {', '.join(LOOPBACK_NAMES)} only; "
+            "use one of those"
+        )
     serve(
         args.model,
         host=args.host,
@@ -611,7 +716,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV),
         max_bytes=int(args.max_mb * 1024 * 1024),
         max_files=args.max_files,
-        workers=args.workers,
+        workers=args.workers if args.workers is not None else min(2, usable_cpus()),
         device=args.device,
     )
     return 0
@@ -651,15 +756,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return int(args.func(args) or 0)
-    except BrainMRIError as exc:
-        print(f"brainmri: error: {exc}", file=sys.stderr)
+    except BrainMRIError as exc:  # one line, whatever file names the message carries
+        print(f"brainmri: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `brainmri info RUN | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:  # the environment (permissions, a full disk), not a bug: one line too
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"brainmri: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"brainmri: error: {one_line(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("brainmri: interrupted", file=sys.stderr)

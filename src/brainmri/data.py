@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from brainmri.errors import BrainMRIError
-from brainmri.files import atomic_write_text, current_umask, staging_dir
+from brainmri.files import atomic_write_text, check_output, current_umask, staging_dir
 from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
 from brainmri.labels import CLASSES, canonical_label, parse_label_map
 from brainmri.preprocess import DEFAULT_SIZE, resize, stack, to_array
@@ -569,15 +569,19 @@ def read_split(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise BrainMRIError(f"split file not found: {path} (make one with 'brainmri data split PREPARED')")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = tuple(reader.fieldnames or ())
-        if fields not in (SPLIT_COLUMNS, KFOLD_COLUMNS):
-            raise BrainMRIError(
-                f"{path} is not a split file: columns {','.join(fields) or '(none)'}, expected "
-                f"{','.join(SPLIT_COLUMNS)} or {','.join(KFOLD_COLUMNS)}"
-            )
-        rows = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = tuple(reader.fieldnames or ())
+            if fields not in (SPLIT_COLUMNS, KFOLD_COLUMNS):
+                raise BrainMRIError(
+                    f"{path} is not a split file: columns {','.join(fields) or '(none)'}, expected "
+                    f"{','.join(SPLIT_COLUMNS)} or {','.join(KFOLD_COLUMNS)}"
+                )
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:  # a damaged or foreign file, not a split
+        reason = f"{path} is not a readable split file ({exc})"
+        raise BrainMRIError(f"{reason}; make a new one with 'brainmri data split'") from None
     if not rows:
         raise BrainMRIError(f"split file {path} has no rows")
     return rows
@@ -662,15 +666,29 @@ def split(
     test_size: float = 0.2,
     seed: int = 42,
     k: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Make and write a split file: train/test (default) or ``k`` folds; returns its path."""
+    """Make and write a split file: train/test (default) or ``k`` folds; returns its path.
+
+    An existing file is replaced only with ``overwrite``, and the prepared folder's own
+    records (``manifest.csv``, ``prepare.json``) never: the split is drawn from them."""
+    default = f"folds_k{k}.csv" if k is not None else "split.csv"
+    path = Path(out) if out is not None else Path(prepared) / default
+    _check_split_target(prepared, path, overwrite)
     if k is not None:
         rows = make_kfold(prepared, k=k, seed=seed)
-        default = f"folds_k{k}.csv"
     else:
         rows = make_split(prepared, test_size=test_size, seed=seed)
-        default = "split.csv"
-    return write_split(rows, out if out is not None else Path(prepared) / default)
+    return write_split(rows, path)
+
+
+def _check_split_target(prepared: str | Path, path: Path, overwrite: bool) -> None:
+    for name in (MANIFEST, PREPARE_JSON):
+        record = Path(prepared) / name
+        same = record.exists() and path.exists() and os.path.samefile(record, path)
+        if same or path.resolve() == record.resolve():
+            raise BrainMRIError(f"refusing to write the split over {record}, a record of the prepared folder")
+    check_output(path, overwrite)
 
 
 def fetch(*args, **kwargs) -> Path:

@@ -20,7 +20,7 @@ import torch
 
 from brainmri.checkpoint import read_checkpoint, update_card
 from brainmri.errors import BrainMRIError
-from brainmri.files import atomic_write_text
+from brainmri.files import atomic_write_text, plain_name, shown
 from brainmri.images import ImageError, read_gray
 from brainmri.inference import probabilities
 from brainmri.metrics import compute_metrics
@@ -167,9 +167,11 @@ def _folder(
 
 
 def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
-    """The run's fold when its split.csv is a k-fold file (older runs); None for a single split."""
-    with split.open(encoding="utf-8") as fh:
-        return config.get("fold") if "fold" in fh.readline().strip().split(",") else None
+    """The run's fold when its split.csv is a k-fold file (older runs); None for a single split.
+    Read with :func:`brainmri.data.read_split`, so that a damaged file is one clear error."""
+    from brainmri.data import read_split
+
+    return config.get("fold") if "fold" in read_split(split)[0] else None
 
 
 def write_predictions(path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes) -> None:
@@ -206,13 +208,15 @@ def evaluate_run(
     figures: bool = True,
     keep_overlap: bool = False,
     tta: bool | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``
     (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
 
     Writes ``metrics.json``, ``predictions.csv`` and figures into the run folder (held-out
     split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, stores
-    the headline metrics in the checkpoint's model card, and returns the metrics.
+    the headline metrics in the checkpoint's model card, and returns the metrics. Earlier
+    outputs are replaced only with ``overwrite`` (checked before any work).
     """
     from brainmri.figures import make_figures
 
@@ -220,6 +224,9 @@ def evaluate_run(
     ckpt_path = run_dir / "checkpoints" / "best.pt"
     if not ckpt_path.is_file():
         raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
+    if data is not None:
+        name = plain_name(name or Path(data).resolve().name, "--name")
+    _check_outputs(run_dir / "eval" / name if data is not None else run_dir, overwrite, named=data is not None)
     from brainmri.checkpoint import load_model
 
     model, card = load_model(ckpt_path)
@@ -230,9 +237,6 @@ def evaluate_run(
     else:
         folder = Path(data)
         images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
-        name = name or folder.resolve().name
-        if not name or "/" in name or name in (".", ".."):
-            raise BrainMRIError(f"bad evaluation name {name!r}; pass --name NAME")
         out_dir = fig_dir = run_dir / "eval" / name
     flip = bool(card.get("tta")) if tta is None else tta
     proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
@@ -260,6 +264,17 @@ def evaluate_run(
         card_all.setdefault("external", {})[name] = headline
     update_card(ckpt_path, metrics=card_all)
     return metrics
+
+
+def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:
+    """A finished evaluation into ``out_dir`` is replaced only with ``overwrite``. Its
+    ``metrics.json`` is written last, so without it the evaluation was interrupted and is redone
+    (as ``compare`` and ``reproduce`` do when they resume)."""
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise BrainMRIError(
+            f"{shown(out_dir)} already holds an evaluation (metrics.json); pass --overwrite to replace it"
+            + (", or choose another --name" if named else "")
+        )
 
 
 def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

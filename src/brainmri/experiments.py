@@ -98,7 +98,8 @@ def _train_and_evaluate(
                 log(f"{label}: training into {run_dir}")
                 train(config, run_dir, overwrite=run_dir.exists(), progress=progress)
         log(f"{label}: evaluating")
-        metrics = evaluate_run(run_dir, n_bootstrap=n_bootstrap, seed=config.seed, device=config.device)
+        metrics = evaluate_run(run_dir, n_bootstrap=n_bootstrap, seed=config.seed, device=config.device,
+                               overwrite=True)  # fmt: skip
     log(
         f"{label}: accuracy {metrics['accuracy']:.3f} (95% CI {fmt(metrics['ci']['accuracy'][0])}-"
         f"{fmt(metrics['ci']['accuracy'][1])}), macro F1 {metrics['macro']['f1']:.3f}"
@@ -112,7 +113,7 @@ def _train_and_evaluate(
         else:
             log(f"{label}: evaluating on {folder}")
             ext = evaluate_run(run_dir, data=folder, name=name, n_bootstrap=n_bootstrap, seed=config.seed,
-                               device=config.device)  # fmt: skip
+                               device=config.device, overwrite=True)  # fmt: skip
         result["external"][name] = ext
         log(f"{label}: {name} accuracy {ext['accuracy']:.3f} (95% CI {fmt(ext['ci']['accuracy'][0])}-"
             f"{fmt(ext['ci']['accuracy'][1])}), {len(ext['source'].get('training_overlap') or [])} left out as "

@@ -190,12 +190,14 @@ def export_model(
     fmt: str = "onnx",
     opset: int = OPSET,
     dynamo: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Export a checkpoint (or run folder) to ONNX with its card; returns the written path."""
+    """Export a checkpoint (or run folder) to ONNX with its card; returns the written path.
+    An existing output is replaced only with ``overwrite`` (checked before the export)."""
     import onnx
 
     from brainmri.checkpoint import load_model
-    from brainmri.files import atomic_write_bytes
+    from brainmri.files import atomic_write_bytes, check_output
 
     if fmt not in FORMATS:
         raise BrainMRIError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -206,6 +208,7 @@ def export_model(
     out = Path(output) if output is not None else default_output(model_path)
     if out.suffix.lower() != ".onnx":
         raise BrainMRIError(f"output file must end in .onnx, not {out.name!r}")
+    check_output(out, overwrite)
     model, card = load_model(model_path)
     card = dict(
         card, export={"format": "onnx", "opset": opset, "input": "image", "outputs": ["logits", "probabilities"]}
@@ -266,7 +269,11 @@ def format_card(card: dict[str, Any]) -> str:
 
 
 def quantize_int8(
-    fp32_path: str | Path, output: str | Path, calibration: list[Any], check_fraction: float = 0.5
+    fp32_path: str | Path,
+    output: str | Path,
+    calibration: list[Any],
+    check_fraction: float = 0.5,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on real slices.
 
@@ -281,10 +288,11 @@ def quantize_int8(
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from brainmri.files import atomic_write_bytes
+    from brainmri.files import atomic_write_bytes, check_output
     from brainmri.inference import probabilities
     from brainmri.preprocess import stack, to_input
 
+    check_output(output, overwrite)
     if len(calibration) < 4:
         raise BrainMRIError(f"int8 calibration needs at least 4 readable slices, got {len(calibration)}")
     proto, card = load_onnx(fp32_path)

@@ -3,6 +3,15 @@
 The archive is checked (zip integrity, expected ``Training/`` and ``Testing/`` class folders,
 optionally a SHA-256) before it is unpacked into a temporary sibling folder that is renamed
 into place; ``fetch.json`` is written last, so a cache folder without it is incomplete.
+
+``fetch.json`` is also the marker that a folder is this tool's download: it names the tool and
+lists the folder's top-level entries. ``force`` replaces only such a folder, and only while it
+holds nothing the download did not bring; any other non-empty folder is left alone.
+
+The download is a plain ``urllib`` loop rather than pooch: pooch has no ``file://`` downloader
+(needed for local copies and offline use) and its unzip step has none of the layout, size and
+member-path checks made here, so it would replace a few lines only, at the cost of two
+dependencies (pooch, requests).
 """
 
 from __future__ import annotations
@@ -13,17 +22,21 @@ import json
 import os
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 from brainmri.errors import BrainMRIError
-from brainmri.files import staging_dir
+from brainmri.files import publish_dir, shown, staging_dir
 
 DEFAULT_URL = "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet/archive/refs/heads/master.zip"
 DATASET_NAME = "brain-tumor-mri-sartaj"
 MARKER = "fetch.json"
+#: Written into the marker, so that a stray ``fetch.json`` of another program is not taken for ours.
+TOOL = "brainmri data fetch"
+URL_SCHEMES = ("http", "https", "file")
 EXPECTED_SPLITS = ("Training", "Testing")
 #: The dataset unpacks to under 100 MB; anything near this is not it (or is a zip bomb).
 MAX_UNPACKED_BYTES = 2 * 2**30
@@ -91,9 +104,9 @@ def _archive_root(zf: zipfile.ZipFile) -> str:
     try:
         bad = zf.testzip()
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise BrainMRIError(f"archive is corrupt ({exc}); run again with --force") from None
+        raise BrainMRIError(f"archive is corrupt ({exc}); run again") from None
     if bad is not None:
-        raise BrainMRIError(f"archive is corrupt (bad CRC in {bad}); run again with --force")
+        raise BrainMRIError(f"archive is corrupt (bad CRC in {bad}); run again")
     return root
 
 
@@ -105,6 +118,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_url(url: str) -> str:
+    """``url`` if it is an http(s):// or file:// URL, else one clear error (before any work)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in URL_SCHEMES or (parts.scheme.lower() != "file" and not parts.netloc):
+        raise BrainMRIError(f"--url must be an http://, https:// or file:// URL, got {url!r}")
+    return url
+
+
+def read_marker(dest: Path) -> dict | None:
+    """The marker of an earlier download into ``dest``; None if there is none, or if it is not
+    one this tool wrote (damaged, or without the URL and SHA-256 of the archive)."""
+    try:
+        done = json.loads((dest / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(done, dict) or not isinstance(done.get("url"), str) or not isinstance(done.get("sha256"), str):
+        return None
+    if done.get("tool", TOOL) != TOOL:
+        return None
+    return done
+
+
+def _check_replaceable(dest: Path, done: dict | None, force: bool) -> None:
+    """Refuse to replace a non-empty ``dest`` that is not an unchanged download of this tool."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise BrainMRIError(f"--dest {shown(dest)} is a file, not a folder")
+    entries = {p.name for p in dest.iterdir()}
+    if not entries:
+        return
+    if done is None:
+        raise BrainMRIError(
+            f"{shown(dest)} is not empty and is not a download of this tool (no valid {MARKER}); "
+            "choose another --dest, or move its contents away yourself"
+        )
+    # Markers before the entry list was recorded name no entries: the marker alone identifies them.
+    extra = sorted(entries - set(done.get("entries", entries)) - {MARKER})
+    if extra:
+        raise BrainMRIError(
+            f"{shown(dest)} holds files the download did not bring ({', '.join(map(shown, extra[:5]))}); "
+            "--force replaces only an unchanged download: move them away first"
+        )
+
+
 def fetch(
     dest: str | Path | None = None,
     url: str = DEFAULT_URL,
@@ -113,18 +171,18 @@ def fetch(
     progress: bool = True,
 ) -> Path:
     """Download, check and unpack the dataset; return the folder holding ``Training/`` and
-    ``Testing/``. A complete earlier download is reused unless ``force``."""
+    ``Testing/``. A complete earlier download is reused unless ``force``; ``force`` replaces
+    only a folder that this tool's marker shows to be an unchanged earlier download."""
+    check_url(url)
     dest = Path(dest) if dest is not None else default_dest()
-    if (dest / MARKER).is_file() and not force:
-        done = json.loads((dest / MARKER).read_text(encoding="utf-8"))
+    done = read_marker(dest)
+    if done is not None and not force:
         if sha256 and done.get("sha256", "").lower() != sha256.lower():
             raise BrainMRIError(f"{dest} holds a download with SHA-256 {done.get('sha256')}, not {sha256}; use --force")
         if url != DEFAULT_URL and done.get("url") != url:
             raise BrainMRIError(f"{dest} holds a download from {done.get('url')}, not {url}; use --force")
         return dest
-    if dest.exists() and not (dest / MARKER).is_file() and any(dest.iterdir()):
-        if not force:
-            raise BrainMRIError(f"{dest} exists but holds no finished download; remove it or pass --force")
+    _check_replaceable(dest, done, force)
     work = staging_dir(dest)
     try:
         archive = work / "archive.zip"
@@ -140,11 +198,10 @@ def fetch(
             raise BrainMRIError(f"{url} is not a zip archive") from None
         data = work / "unpacked" / root
         counts = {split: sum(1 for p in (data / split).rglob("*") if p.is_file()) for split in EXPECTED_SPLITS}
-        info = {"url": url, "sha256": digest, "files": counts}
+        entries = sorted(p.name for p in data.iterdir())
+        info = {"tool": TOOL, "url": url, "sha256": digest, "files": counts, "entries": entries}
         (data / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if dest.exists():
-            shutil.rmtree(dest)
-        data.rename(dest)
+        publish_dir(data, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest

@@ -95,3 +95,53 @@ def publish_dir(staged: Path, dest: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         staged.rename(dest)
+
+
+def shown(name: str | Path) -> str:
+    """A file name as tables and messages show it: as it is when every character is printable,
+    else quoted like ``repr`` (a newline becomes ``\\n``), so that one odd name can neither
+    split a table row or a one-line message nor fail to print (undecodable bytes)."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character escaped, for messages that must stay one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def plain_name(name: str, flag: str) -> str:
+    """``name`` if it is a single plain folder name (no separator, not ``.``/``..``, printable);
+    otherwise one clear error, so that a name cannot place an output outside its parent folder."""
+    bad = (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or (os.altsep is not None and os.altsep in name)
+        or os.sep in name
+        or not name.isprintable()
+    )
+    if bad:
+        raise BrainMRIError(f"{flag} must be a plain folder name (no '/', not '.' or '..'), got {shown(name)}")
+    return name
+
+
+def check_output(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output file that exists (unless ``overwrite``) or that could
+    not be written (a file where a folder should be, no permission, a read-only place), so that
+    a long job never fails at its last step and nothing is replaced unasked."""
+    path = Path(path)
+    if path.is_dir():
+        raise BrainMRIError(f"cannot write {shown(path)}: it is a folder")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise BrainMRIError(f"{shown(path)} already exists; pass --overwrite to replace it")
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise BrainMRIError(f"cannot write {shown(path)}: {shown(existing)} is a file, not a folder")
+    try:  # the only reliable test (root passes os.access everywhere, /proc refuses new files)
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".brainmri-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BrainMRIError(f"cannot write {shown(path)}: {exc.strerror or exc}") from None
+    return path

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from brainmri.errors import BrainMRIError
+from brainmri.files import one_line, shown
 from brainmri.images import IMAGE_SUFFIXES
 from brainmri.preprocess import stack, to_array, to_input
 
@@ -60,9 +61,10 @@ class Predictor:
     def __init__(self, model_path: str | Path, device: str = "cpu", backend: str = "torch", threads: int | None = None):
         if backend not in BACKENDS:
             raise BrainMRIError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if threads is not None and threads < 1:
-            raise BrainMRIError(f"threads must be at least 1, got {threads}")
-        from brainmri.runtime import resolve_device
+        from brainmri.runtime import check_threads, resolve_device
+
+        if threads is not None:
+            check_threads(threads)
 
         self.model_path = Path(model_path)
         self.device = resolve_device(device)
@@ -252,11 +254,11 @@ def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
     if any(not r.ok for r in rows):
         header.append("error")
     lines = [header]
-    for r in rows:
+    for r in rows:  # names and messages quoted when unprintable: a newline must not split a row
         if r.ok:
-            lines.append([r.name, r.label or "", *(f"{r.probabilities[c]:.4f}" for c in classes)])
+            lines.append([shown(r.name), r.label or "", *(f"{r.probabilities[c]:.4f}" for c in classes)])
         else:
-            lines.append([r.name, "ERROR", *("-" for _ in classes), r.error or ""])
+            lines.append([shown(r.name), "ERROR", *("-" for _ in classes), one_line(r.error or "")])
     widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(header))]
     out = []
     for line in lines:

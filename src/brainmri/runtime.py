@@ -83,3 +83,20 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """fp16 needs loss scaling; bf16 and fp32 do not."""
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and ``taskset``
+    narrow), else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def check_threads(threads: int, flag: str = "--threads") -> int:
+    """``threads`` if it is between 1 and :func:`usable_cpus`: more threads than CPUs only slow
+    inference down, and absurd counts crash PyTorch (a segfault) or stall ONNX Runtime."""
+    limit = usable_cpus()
+    if not 1 <= threads <= limit:
+        raise BrainMRIError(f"{flag} must be between 1 and {limit} (the CPUs this process may use), got {threads}")
+    return threads

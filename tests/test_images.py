@@ -237,7 +237,9 @@ def _peak_python_bytes(fn) -> int:
         tracemalloc.stop()
 
 
-def test_deflated_dicom_is_read_and_a_bomb_refused_before_it_inflates(real_gray):
+def test_deflated_dicom_is_read_and_a_bomb_refused_before_it_inflates(real_gray, tiny_checkpoint):
+    from brainmri.predict import Predictor
+
     pixels = real_gray.astype(np.uint16) * 8
     plain = read_gray(dicom_file(pixels, "1.2.840.10008.1.2.1"))
     assert np.array_equal(read_gray(deflated_dicom(pixels, 0)), plain)
@@ -252,6 +254,8 @@ def test_deflated_dicom_is_read_and_a_bomb_refused_before_it_inflates(real_gray)
             read_gray(bomb)
 
     assert _peak_python_bytes(refuse) < 32 * 2**20  # streamed and thrown away, never held
+    row = Predictor(tiny_checkpoint).predict_sources([bomb], ["bomb.dcm"])[0]  # predict reads it the same way
+    assert row.label is None and "inflates to more than 16 MB" in row.error
 
 
 def test_every_declared_size_is_checked(real_gray):

@@ -73,8 +73,11 @@ class _Buffer:
     def __init__(self, data: bytes, pos: int):
         self.data, self.pos = memoryview(data), pos
 
+    def peek(self, n: int) -> bytes:
+        return bytes(self.data[self.pos : self.pos + n])
+
     def read(self, n: int) -> bytes:
-        out = bytes(self.data[self.pos : self.pos + n])
+        out = self.peek(n)
         self.pos += len(out)
         return out
 
@@ -106,13 +109,17 @@ class _Inflating:
             raise Refused(f"DICOM inflates to more than {self.limit:,} bytes (a possible decompression bomb)")
         return out
 
-    def read(self, n: int) -> bytes:
+    def peek(self, n: int) -> bytes:
         while len(self.buf) < n:
             more = self._inflate(max(n - len(self.buf), 4096))
             if not more:
                 break
             self.buf += more
-        out, self.buf = self.buf[:n], self.buf[n:]
+        return self.buf[:n]
+
+    def read(self, n: int) -> bytes:
+        out = self.peek(n)
+        self.buf = self.buf[len(out) :]
         self.pos += len(out)
         return out
 
@@ -153,12 +160,9 @@ def check_structure(data: bytes, max_pixels: int) -> Layout:
     out = Layout(syntax, inflated=syntax == DEFLATED, endian=endian, max_pixels=max_pixels)
     if out.inflated:
         reader: _Buffer | _Inflating = _Inflating(data, start, MAX_HEADER_BYTES + MAX_BYTES_PER_PIXEL * max_pixels)
-        implicit = False
     else:
         reader = _Buffer(data, start)
-        vr = data[start + 4 : start + 6]
-        implicit = syntax == IMPLICIT_LE or (not syntax and not (b"AA" <= vr <= b"ZZ"))
-    _walk(reader, implicit, out, depth=0, end=None)
+    _walk(reader, syntax == IMPLICIT_LE, out, depth=0, end=None)
     return out
 
 
@@ -190,7 +194,13 @@ def _header(reader, implicit: bool, endian: str) -> tuple[int, bytes | None, int
 
 def _walk(reader, implicit: bool, out: Layout, depth: int, end: int | None) -> None:
     """The elements of one data set: to the end of the data, to ``end`` (a defined-length
-    item) or to an item delimiter (an undefined-length item)."""
+    item) or to an item delimiter (an undefined-length item). As pydicom does, the first
+    element's VR says whether the data set is implicit VR, whatever the transfer syntax says
+    (in a sequence it may only switch to implicit)."""
+    first = reader.peek(6)
+    if len(first) == 6:
+        found_implicit = not (0x40 < first[4] < 0x5B and 0x40 < first[5] < 0x5B)
+        implicit = found_implicit if depth == 0 else implicit or found_implicit
     while end is None or reader.pos < end:
         found = _header(reader, implicit, out.endian)
         if found is None:
@@ -269,11 +279,13 @@ def _pixels(reader, out: Layout, tag: int, length: int) -> None:
             raise Refused(f"image too large: {out.columns}x{out.rows} pixels (limit {out.max_pixels:,})")
         bits = {0x7FE00008: 32, 0x7FE00009: 64}.get(tag, out.bits)
         needed = (pixels * out.frames * (out.samples or 1) * bits + 7) // 8
-        if length > needed + 2 or length > MAX_BYTES_PER_PIXEL * out.max_pixels:
+        if length > needed + 2:  # one byte pads an odd length
             raise Refused(
                 f"DICOM pixel data declares {length:,} bytes; {out.frames} frame(s) of "
                 f"{out.columns}x{out.rows} pixels need {needed:,} (a possible decompression bomb)"
             )
+        if length > MAX_BYTES_PER_PIXEL * out.max_pixels:
+            raise Refused(f"DICOM pixel data inflates to {length:,} bytes, more than {out.max_pixels:,} pixels take")
     reader.skip(length)
 
 

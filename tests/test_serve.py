@@ -8,7 +8,13 @@ import asyncio
 import base64
 import io
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
+import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +25,7 @@ from conftest import dicom_bytes, real_images
 from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.requests import Request
+from test_images import deflated_dicom
 
 from brainmri import cli
 from brainmri.errors import BrainMRIError
@@ -27,6 +34,7 @@ from brainmri.loadtest import encode_multipart
 from brainmri.loadtest import run as loadtest_run
 from brainmri.preprocess import to_array
 from brainmri.serve import ApiError, check_bind, create_app, read_uploads, running
+from brainmri.serve_guard import Limits
 
 
 @pytest.fixture(scope="module")
@@ -266,11 +274,11 @@ def test_start_up_failures_are_one_line(tiny_checkpoint, tmp_path, capsys):
         assert "serving" not in captured.out
 
 
-def _post(url: str, name: str, data: bytes) -> dict:
+def _post(url: str, name: str, data: bytes, timeout: float = 60) -> dict:
     body, ctype = encode_multipart([(name, data)])
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     req = urllib.request.Request(url + "/api/predict?overlay=1", data=body, headers={"Content-Type": ctype})
-    with opener.open(req, timeout=60) as resp:
+    with opener.open(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -289,3 +297,174 @@ def test_concurrent_requests_on_a_real_server(app, sartaj):
         stats = loadtest_run(url, paths[0].read_bytes(), requests=40, concurrency=8)
     assert stats["errors"] == 0, stats["first_error"]
     assert 0 < stats["median_ms"] <= stats["p95_ms"] <= stats["max_ms"]
+
+
+# --- hostile clients and models ------------------------------------------------------------
+
+
+def test_a_crafted_model_card_is_one_line(tiny_checkpoint, slices, tmp_path, capsys):
+    """A valid weights-only checkpoint whose card asks for absurd sizes: refused when opened,
+    before any allocation (image_size=200000 used to end in a MemoryError traceback)."""
+    import torch
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    image = tmp_path / "slice.jpg"
+    image.write_bytes(slices[0].read_bytes())
+    cases = [
+        ("image_size", 200_000, "image_size=200000 (an integer 8..2048)"),
+        ("prepared_size", 10**6, "prepared_size=1000000"),
+        ("classes", [f"class{i}" for i in range(5000)], "classes"),
+        ("classes", ["glioma_tumor", "glioma_tumor"], "classes"),
+        ("arch", "resnet18\n" * 50, "arch"),
+        ("tta", "rotate", "tta"),
+    ]
+    for field, value, shown in cases:
+        crafted = tmp_path / f"{field}.pt"
+        torch.save({**ckpt, "card": {**ckpt["card"], field: value}}, crafted)
+        assert cli.main(["predict", str(crafted), str(image)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "damaged model card" in err and shown in err, err
+        with pytest.raises(BrainMRIError, match="damaged model card"):
+            create_app(crafted)
+    assert cli.main(["serve", str(tmp_path / "image_size.pt"), "--port", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cross_site_requests_to_the_api_are_refused(client, slices):
+    """A page on another site must not drive the API from a user's browser (no token is needed
+    on loopback); the page's own requests and clients that are not browsers still work."""
+    files = {"files": ("a.jpg", slices[0].read_bytes())}
+    foreign = [
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://testserver:8080"},  # another port is another origin
+        {"Origin": "null"},  # a sandboxed frame or a local file
+        {"Sec-Fetch-Site": "same-site"},
+    ]
+    for headers in foreign:
+        for r in (client.post("/api/predict", files=files, headers=headers), client.get("/api/model", headers=headers)):
+            assert r.status_code == 403, headers
+            assert r.json()["error"].startswith("cross-origin request refused")
+    own = [{"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}]
+    for headers in own:
+        r = client.post("/api/predict", files=files, headers=headers)
+        assert r.status_code == 200 and r.json()["results"][0]["ok"], headers
+    assert client.get("/", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200  # a link to the page
+
+
+def _raw(url: str, data: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    sock.sendall(data)
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict]:
+    """Status and JSON body of the response the server sends before it closes the connection."""
+    data = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body)
+
+
+HALF_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: "
+STALLED_BODY = (
+    b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b0\r\n"
+    b"Content-Length: 100000\r\n\r\n--b0\r\n"
+)
+
+
+def test_stalled_connections_do_not_lock_out_a_well_behaved_client(app, slices):
+    """64 connections that send half a header or announce a body and stall (they used to make
+    every other client get 503 for as long as they stayed): with timeouts far beyond the test,
+    a well-behaved client still gets its answer, because idle connections make room for it."""
+    data = slices[0].read_bytes()
+    with running(app, limits=Limits(header_timeout=120, body_timeout=120)) as url:
+        stalled = [_raw(url, STALLED_BODY if i % 4 == 0 else HALF_HEAD) for i in range(64)]
+        try:
+            time.sleep(1.5)  # longer than Limits.evict_idle: they are now idle
+            answer = _post(url, "slice.jpg", data, timeout=10)
+            res = answer["results"][0]
+            assert res["ok"]
+            probs = [res["probabilities"][c] for c in answer["classes"]]
+            np.testing.assert_allclose(probs, expected_probs(app, data), atol=1e-5)
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_timeouts_caps_and_malformed_http_are_answered_in_json(app):
+    """The server's own errors, not only the app's, are {"error": ...}: 408 for a stalled head
+    or body, 503 at the connection cap, 400 for what is not HTTP (uvicorn's were plain text)."""
+    limits = Limits(header_timeout=2, body_timeout=2, max_per_client=2, evict_idle=60)
+    with running(app, limits=limits) as url:
+        half, body = _raw(url, HALF_HEAD), _raw(url, STALLED_BODY)
+        status, err = _answer(_raw(url, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+        assert status == 503 and err["error"].startswith("too many connections from 127.0.0.1 (limit 2)")
+        assert _answer(half) == (408, {"error": "request headers not received within 2 s"})
+        assert _answer(body) == (408, {"error": "request body stalled for 2 s"})
+        status, err = _answer(_raw(url, b"NOT HTTP AT ALL\r\n\r\n"))
+        assert status == 400 and err["error"].startswith("invalid HTTP request")
+        endless_head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"x" * 20_000  # past 16 kB, no end
+        assert _answer(_raw(url, endless_head))[0] == 400
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url + "/health", timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
+
+
+def test_serve_flags_are_checked(tiny_checkpoint, capsys):
+    bad = (["--read-timeout", "nan"], ["--read-timeout", "0"], ["--max-connections", "0"], ["--max-per-client", "-1"])
+    for flags in bad:
+        assert cli.main(["serve", str(tiny_checkpoint), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"brainmri: error: {flags[0]} must") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_server_memory_stays_flat_while_it_refuses_a_dicom_bomb(tiny_checkpoint, slices):
+    """A 0.5 MB deflated DICOM that inflates to 512 MB (8x8 pixels, the bulk in a private
+    element) used to raise the server's memory by about 1 GB and be answered 200 with a
+    prediction. The server started here, as a user would, refuses it within 300 MB."""
+    import psutil
+
+    import brainmri
+
+    bomb = deflated_dicom(np.zeros((8, 8), np.uint16), 512 * 2**20)
+    assert len(bomb) < 2**20
+    env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "brainmri", "serve", str(tiny_checkpoint), "--port", "0", "--workers", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        url = re.search(r"http://[^/ ]+", proc.stdout.readline()).group(0)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the log pipe drained
+        for _ in range(600):  # the model is loaded; uvicorn starts listening
+            try:
+                _post(url, "warm-up.jpg", slices[0].read_bytes())
+                break
+            except OSError:
+                time.sleep(0.1)
+        server = psutil.Process(proc.pid)
+        base = peak = server.memory_info().rss
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.wait(0.01):
+                peak = max(peak, server.memory_info().rss)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            answer = _post(url, "scan.dcm", bomb)
+        finally:
+            done.set()
+            sampler.join()
+        res = answer["results"][0]
+        assert not res["ok"] and "inflates to more than 16 MB besides its pixels" in res["error"]
+        assert peak - base < 300 * 2**20, f"server memory rose by {(peak - base) / 2**20:.0f} MB"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -90,25 +90,68 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+#: Bounds of the card fields that size the work done with a model. The paper's models take
+#: 256 px; no slice model needs more than 2048 px, and a card beyond that is damaged or
+#: crafted: inference would try to allocate tens of gigabytes for one slice.
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 2048
+MAX_CLASSES = 1000
+#: Longest class or architecture name; names are shown in tables, JSON and page headers.
+MAX_NAME_CHARS = 100
+#: Longest free-text field (notice, intended use, limitations, ...).
+MAX_TEXT_CHARS = 20_000
+TEXT_FIELDS = (
+    "name",
+    "weights",
+    "weights_origin",
+    "finetune",
+    "intended_use",
+    "limitations",
+    "notice",
+    "created",
+    "brainmri_version",
+)
+MAPPING_FIELDS = ("preprocessing", "training_data", "split", "metrics", "config", "export")
+TTA_MODES = (None, "hflip")
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE
+
+
 def check_card(card: Any, where: str | Path) -> dict[str, Any]:
     """The fields every user of a model relies on, checked once where a model is opened, so
-    that a damaged or hand-edited card is one clear error instead of a failure later on."""
+    that a damaged, hand-edited or crafted card is one clear error instead of a failure (or
+    an allocation of gigabytes) later on. Sizes, class count and name lengths are bounded."""
     if not isinstance(card, dict):
         raise BrainMRIError(f"{where}: the model card is missing or not a mapping")
     problems = []
-    if not isinstance(card.get("arch"), str) or not card["arch"]:
+    if not _is_name(card.get("arch")):
         problems.append("arch")
     classes = card.get("classes")
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
-        problems.append("classes")
-
-    def is_size(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 8
-
-    if not is_size(card.get("image_size")):
-        problems.append("image_size")
-    if card.get("prepared_size") is not None and not is_size(card["prepared_size"]):
-        problems.append("prepared_size")
+    if (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= MAX_CLASSES
+        or not all(_is_name(c) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        problems.append(f"classes (2..{MAX_CLASSES} distinct names of at most {MAX_NAME_CHARS} characters)")
+    for key in ("image_size", "prepared_size"):
+        value = card.get(key)
+        if (key == "image_size" or value is not None) and not _is_size(value):
+            shown = f"={value!r}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+            problems.append(f"{key}{shown} (an integer {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE})")
+    if card.get("tta") not in TTA_MODES:
+        problems.append("tta")
+    for key in TEXT_FIELDS:
+        value = card.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT_CHARS):
+            problems.append(key)
+    problems += [key for key in MAPPING_FIELDS if card.get(key) is not None and not isinstance(card[key], dict)]
     if problems:
         raise BrainMRIError(f"{where}: damaged model card (missing or invalid: {', '.join(problems)})")
     return card

@@ -694,6 +694,20 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-files", type=int, default=16, help="files per request (default: 16)")
     p.add_argument("--workers", type=_cpu_count, default=None, help="inference threads (default: 2, at most the CPUs)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request's headers must arrive, and its body may pause, within this time (default: 10)",
+    )
+    p.add_argument("--max-connections", type=int, default=64, help="open connections at once (default: 64)")
+    p.add_argument(
+        "--max-per-client",
+        type=int,
+        default=16,
+        help="open connections from one address (default: 16); at a cap, the longest-idle one makes room",
+    )
     p.set_defaults(func=_run_serve)
 
 
@@ -702,6 +716,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from brainmri.runtime import usable_cpus
     from brainmri.serve import LOOPBACK_NAMES, TOKEN_ENV, is_loopback, serve
+    from brainmri.serve_guard import Limits
 
     if is_loopback(args.host) and args.host.strip("[]") not in LOOPBACK_NAMES:
         # The service answers only Host headers that name this machine's usual loopback names.
@@ -709,6 +724,17 @@ def _run_serve(args: argparse.Namespace) -> int:
             f"--host {args.host}: on loopback the service answers requests to {', '.join(LOOPBACK_NAMES)} only; "
             "use one of those"
         )
+    for flag, value in (("--max-connections", args.max_connections), ("--max-per-client", args.max_per_client)):
+        if value < 1:
+            raise BrainMRIError(f"{flag} must be at least 1, got {value}")
+    if not 0 < args.read_timeout < float("inf"):  # also refuses nan
+        raise BrainMRIError(f"--read-timeout must be a positive number of seconds, got {args.read_timeout}")
+    limits = Limits(
+        header_timeout=args.read_timeout,
+        body_timeout=args.read_timeout,
+        max_connections=args.max_connections,
+        max_per_client=args.max_per_client,
+    )
     serve(
         args.model,
         host=args.host,
@@ -718,6 +744,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_files=args.max_files,
         workers=args.workers if args.workers is not None else min(2, usable_cpus()),
         device=args.device,
+        limits=limits,
     )
     return 0
 

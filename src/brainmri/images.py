@@ -7,17 +7,54 @@ format it arrived in. Formats are recognised by content, never by file name.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (  # noqa: F401 -- importing a plugin registers its format with Image.open
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    MpoImagePlugin,
+    PngImagePlugin,
+    PpmImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 from brainmri.errors import BrainMRIError
 
 #: Largest image accepted, in pixels. MRI slices are at most a few megapixels; anything
 #: far larger is a mistake or a decompression bomb, and decoding it would exhaust memory.
 MAX_PIXELS = 50_000_000
+
+#: Formats read through Pillow (recognised by content). Others Pillow could open (EPS through
+#: Ghostscript, PSD, ICNS, ...) are refused unread: no slice arrives in them, and their
+#: decoders are not vetted here for what they allocate.
+PIL_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "GIF", "WEBP", "PPM")  # JPEG includes MPO
+
+#: A TIFF tile may exceed its image (writers use 256 px tiles for small images) up to this
+#: many pixels; libtiff decodes whole tiles, so a 16384 px tile in an 8 px image would
+#: inflate a few hundred kilobytes into a quarter of a gigabyte.
+MAX_TILE_PIXELS = 2**20
+
+# PNG text chunks are metadata no slice needs; Pillow holds up to 64 MB of them per image.
+PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, 8 * 2**20)
+
+#: Decoding is one file at a time per process: library warnings are caught with
+#: ``warnings.catch_warnings`` (process-wide state) and libtiff writes to the process's
+#: stderr, so both are captured for the file being decoded and become its ImageError
+#: instead of lines on the terminal. Inference, the slow part, still runs in parallel.
+_DECODE_LOCK = threading.Lock()
 
 #: File suffixes looked at when scanning folders (content still decides the format).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
@@ -45,18 +82,46 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
+#: The DICOM attributes decoding uses; pydicom skips every other element unread (a private
+#: element of any size costs nothing).
+DICOM_KEYWORDS = (
+    "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "NumberOfFrames", "Rows", "Columns",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "WindowCenter", "WindowWidth",
+    "VOILUTFunction", "VOILUTSequence", "RescaleIntercept", "RescaleSlope", "RescaleType", "ModalityLUTSequence",
+    "ExtendedOffsetTable", "ExtendedOffsetTableLengths", "PixelData", "FloatPixelData", "DoubleFloatPixelData",
+)  # fmt: skip
+
+
 def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
+    """Check what the file declares (:mod:`brainmri.dicomcheck`), then read only the attributes
+    decoding needs and decode only the frame that is used: the middle one of a multi-frame file."""
     import pydicom
+    from pydicom.datadict import tag_for_keyword
+
+    from brainmri.dicomcheck import UNCOMPRESSED, Refused, check_frame, check_structure
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        syntax = check_structure(data, max_pixels).transfer_syntax
+        ds = pydicom.dcmread(io.BytesIO(data), specific_tags=[tag_for_keyword(k) for k in DICOM_KEYWORDS])
+        if "Rows" not in ds or "Columns" not in ds:
+            raise Refused("DICOM without an image (no Rows and Columns: a report, plan or waveform?)")
         rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except Refused as exc:
+        raise ImageError(str(exc)) from None
     except Exception as exc:  # pydicom raises many types for broken files
         raise ImageError(f"unreadable DICOM: {exc}") from None
     if rows * cols > max_pixels:
         raise ImageError(f"image too large: {cols}x{rows} pixels (limit {max_pixels:,})")
     try:
+        if frames > 1:
+            ds.pixel_array_options(index=frames // 2)
+        if syntax not in UNCOMPRESSED:
+            frame = pydicom.encaps.get_frame(ds.PixelData, frames // 2, number_of_frames=frames)
+            check_frame(syntax, frame, rows, cols, int(ds.SamplesPerPixel), int(ds.BitsAllocated))
         arr = ds.pixel_array
+    except Refused as exc:
+        raise ImageError(str(exc)) from None
     except Exception as exc:
         raise ImageError(f"DICOM without decodable pixels: {exc}") from None
     try:
@@ -88,30 +153,87 @@ def _dicom_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
 
 
 def _decode_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int], str]:
-    try:
-        # Our own limit is checked from the header before any pixel is decoded; it sits
-        # below Pillow's bomb threshold, so Pillow's process-wide warning filters (not
-        # thread-safe to change) never come into play.
-        img = Image.open(io.BytesIO(data))
-        size, mode = img.size, img.mode
-        if size[0] * size[1] > max_pixels:
-            raise ImageError(f"image too large: {size[0]}x{size[1]} pixels (limit {max_pixels:,})")
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError:
-        raise ImageError("image too large: refused as a possible decompression bomb") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image file (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"corrupt image: {exc}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = _open_pil(data, max_pixels)
+        fmt, size, mode = img.format or "image", img.size, img.mode
+        if _load_pil(img, fmt):  # libtiff reported errors, yet Pillow returned pixels: not the file's
+            raise ImageError(f"corrupt image: damaged {fmt} pixel data")
+    if any(w.category is UserWarning for w in caught):  # Pillow skipped damaged tags or headers
+        raise ImageError(f"corrupt image: damaged {fmt} header")
     try:
         return _pil_to_uint8(img), size, mode
     except ImageError:
         raise
     except Exception as exc:  # modes Pillow cannot convert (LAB, CMYK variants, ...)
         raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
+
+
+def _open_pil(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (headers only) and check every size that decoding would allocate."""
+    try:
+        # Our own limit is checked from the header before any pixel is decoded; it sits
+        # below Pillow's bomb threshold, whose warning is caught with the others.
+        img = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+    except Image.DecompressionBombError:
+        raise ImageError("image too large: refused as a possible decompression bomb") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt image: {exc}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
+    if img.format == "TIFF":
+        tile = img.tag_v2.get(322, 0), img.tag_v2.get(323, 0)  # TileWidth, TileLength
+        if (
+            isinstance(tile[0], int)
+            and isinstance(tile[1], int)
+            and tile[0] * tile[1] > max(width * height, MAX_TILE_PIXELS)
+        ):
+            raise ImageError(f"corrupt image: TIFF tiles of {tile[0]}x{tile[1]} pixels in a {width}x{height} image")
+    return img
+
+
+def _load_pil(img: Image.Image, fmt: str) -> list[str]:
+    """Decode the pixels and apply the EXIF orientation in place; returns libtiff's errors."""
+    messages: list[str] = []
+    try:
+        with _c_stderr(messages, enabled=fmt == "TIFF"):
+            img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+    except (OSError, SyntaxError, ValueError) as exc:
+        text = str(exc)
+        if text.startswith("decoder error") or messages:
+            text = f"the {fmt} pixel data cannot be decoded"
+        raise ImageError(f"corrupt image: {text}") from None
+    return [m for m in messages if ": Warning," not in m]
+
+
+@contextlib.contextmanager
+def _c_stderr(messages: list[str], enabled: bool) -> Iterator[None]:
+    """Collect in ``messages`` what C libraries (libtiff) write to the process's stderr meanwhile,
+    instead of showing it. A non-blocking pipe: a flood of messages is cut short, never blocks."""
+    try:
+        saved = os.dup(2) if enabled and os.name == "posix" else -1
+    except OSError:  # no stderr at all (a detached service): nothing to show them on
+        saved = -1
+    if saved < 0:
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            text = pipe.read().decode("utf-8", "replace")
+        messages.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _pil_to_uint8(img: Image.Image) -> np.ndarray:
@@ -152,7 +274,10 @@ def read_gray_info(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> 
         data = bytes(source)
     if not data:
         raise ImageError("empty file")
-    if _is_dicom(data[:132]):
-        arr = _decode_dicom(data, max_pixels)
-        return arr, (arr.shape[1], arr.shape[0]), "DICOM"
-    return _decode_pil(data, max_pixels)
+    with _DECODE_LOCK:
+        if _is_dicom(data[:132]):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's notes on non-conformant values; failures raise
+                arr = _decode_dicom(data, max_pixels)
+            return arr, (arr.shape[1], arr.shape[0]), "DICOM"
+        return _decode_pil(data, max_pixels)

@@ -13,7 +13,8 @@ Uploads are parsed from the request stream into memory with a per-file size limi
 nothing uploaded touches the disk and an oversized upload is refused after ``max_bytes``,
 not after it has been read in full. Formats are recognised by content (``images.read_gray``).
 Decoding and inference run in a bounded thread pool; the model is shared by all requests
-(``predict.Predictor`` is thread-safe).
+(``predict.Predictor`` is thread-safe). Requests from pages of other sites are refused, and
+connections are guarded below the app (read timeouts, caps, JSON errors: ``serve_guard``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from swagger_ui_bundle import swagger_ui_path
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
 from brainmri.images import ImageError
+from brainmri.serve_guard import Limits, cross_origin_reason, server_config
 
 log = logging.getLogger("brainmri.serve")
 
@@ -315,6 +317,8 @@ def create_app(
         if allowed_hosts is not None and _host_name(request.headers.get("host", "")) not in allowed_hosts:
             # A page on another site cannot reach a loopback service through DNS rebinding.
             return JSONResponse({"error": "invalid Host header"}, status_code=400)
+        if request.url.path.startswith("/api/") and (refused := cross_origin_reason(request.headers)):
+            return JSONResponse({"error": refused}, status_code=403)  # another site's page driving the API
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -392,11 +396,12 @@ def create_app(
 
 
 @contextlib.contextmanager
-def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+def running(app: FastAPI, host: str = "127.0.0.1", limits: Limits | None = None) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread on a free loopback port; yields its URL.
 
     For notebooks, load tests and browser tests: the socket is bound before the server
     starts, so there is no race for the port, and the server stops when the block ends.
+    ``limits``: the connection guard's timeouts and caps (``serve_guard.Limits``).
     """
     import socket
     import threading
@@ -411,7 +416,7 @@ def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=64))
+    server = uvicorn.Server(server_config(app, limits, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -436,8 +441,12 @@ def serve(
     max_files: int = DEFAULT_MAX_FILES,
     workers: int = 2,
     device: str = "cpu",
+    limits: Limits | None = None,
 ) -> None:
-    """Check the bind address, load the model, then run uvicorn until interrupted."""
+    """Check the bind address, load the model, then run uvicorn until interrupted.
+
+    ``limits``: read timeouts and connection caps (``serve_guard.Limits``; defaults: 10 s, 64
+    connections, 16 from one address)."""
     import uvicorn
 
     check_bind(host, token)
@@ -455,9 +464,7 @@ def serve(
         allowed_hosts=list(LOOPBACK_NAMES) if is_loopback(host) else None,
     )
     shown = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", limit_concurrency=64, timeout_graceful_shutdown=5
-    )
+    config = server_config(app, limits, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     print(f"brainmri: serving {model_path} on http://{shown}:{port}/ (Ctrl+C to stop)", flush=True)
     uvicorn.Server(config).run(sockets=[sock])
 

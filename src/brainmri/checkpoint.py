@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from brainmri.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_bytes
 
@@ -93,8 +94,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 #: Bounds of the card fields that size the work done with a model. The paper's models take
 #: 256 px; no slice model needs more than 2048 px, and a card beyond that is damaged or
 #: crafted: inference would try to allocate tens of gigabytes for one slice.
-MIN_IMAGE_SIZE = 8
-MAX_IMAGE_SIZE = 2048
 MAX_CLASSES = 1000
 #: Longest class or architecture name; names are shown in tables, JSON and page headers.
 MAX_NAME_CHARS = 100

@@ -29,6 +29,10 @@ BALANCE_MODES = ("oversample", "class_weights", "none")
 #: How the train/test split is drawn: whole duplicate (or patient) groups on one side, or the
 #: paper's stratified random split of every readable file, duplicates kept.
 SPLIT_POLICIES = ("group", "random")
+#: Image sizes a model may have: training refuses others, and a model card outside them is
+#: damaged or crafted (inference would allocate tens of gigabytes for one slice).
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 2048
 #: The default warm-up of each schedule, as a fraction of all steps (OneCycle: torch's 0.3).
 DEFAULT_WARMUP = {"constant": 0.0, "cosine": 0.0, "onecycle": 0.3}
 
@@ -110,7 +114,7 @@ class TrainConfig:
         high=1.0,
         open_high=True,
     )
-    image_size: int = _opt(256, "256", low=8)
+    image_size: int = _opt(256, "256", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)
     # augmentation (rotation degrees; shifts and zoom as fractions; shear degrees)
     augment: bool = _opt(True, "augment the training images (rotation, shift, zoom, shear)")
     rotation: float = _opt(15.0, "degrees (15)", low=0.0)

@@ -45,7 +45,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     code that only needs *a* model (loading, export, serving), not a trained one."""
     import torch
 
-    from brainmri.checkpoint import make_card, save_checkpoint
+    from brainmri.card import make_card
+    from brainmri.checkpoint import save_checkpoint
     from brainmri.labels import CLASSES
     from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 

@@ -11,7 +11,8 @@ import onnx
 import pytest
 from conftest import FOLDERS, real_images
 
-from brainmri.checkpoint import NOTICE, read_checkpoint
+from brainmri.card import NOTICE
+from brainmri.checkpoint import read_checkpoint
 from brainmri.cli import main
 from brainmri.export import CARD_KEY, load_onnx
 from brainmri.predict import Predictor

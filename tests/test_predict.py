@@ -16,7 +16,8 @@ import torch
 from conftest import FOLDERS, dicom_bytes, real_images
 from PIL import Image
 
-from brainmri.checkpoint import load_model, make_card, read_checkpoint, save_checkpoint
+from brainmri.card import make_card
+from brainmri.checkpoint import load_model, read_checkpoint, save_checkpoint
 from brainmri.cli import main
 from brainmri.images import read_gray
 from brainmri.predict import Predictor, expand_paths, predict_paths

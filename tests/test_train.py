@@ -20,11 +20,11 @@ from brainmri.checkpoint import load_model, read_checkpoint
 from brainmri.cli import build_parser, main, train_config_from_args
 from brainmri.config import TrainConfig
 from brainmri.data import load_split
-from brainmri.engine import class_weights, epoch_order
 from brainmri.errors import BrainMRIError
 from brainmri.inference import score
 from brainmri.labels import CLASSES
 from brainmri.runtime import resolve_precision
+from brainmri.sampling import class_weights, epoch_order
 from brainmri.train import HISTORY_COLUMNS, train
 
 

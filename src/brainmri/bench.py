@@ -473,7 +473,8 @@ def time_inference(
 
 def make_checkpoint(arch: str, image_size: int, path: Path) -> Path:
     """An untrained checkpoint of ``arch``: inference speed does not depend on the weights."""
-    from brainmri.checkpoint import make_card, save_checkpoint
+    from brainmri.card import make_card
+    from brainmri.checkpoint import save_checkpoint
     from brainmri.labels import CLASSES
     from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 

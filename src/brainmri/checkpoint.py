@@ -16,21 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from brainmri.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_bytes
 
 FORMAT = "brainmri-checkpoint"
 VERSION = 1
-
-NOTICE = (
-    "Research software. Not a medical device: not validated for clinical diagnosis, "
-    "and must not be used to make or support clinical decisions."
-)
-INTENDED_USE = (
-    "Research on automated classification of single axial/coronal/sagittal brain MRI slices "
-    "into glioma, meningioma, pituitary tumour or no tumour, and comparison of architectures."
-)
 
 
 def save_checkpoint(
@@ -91,71 +82,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-#: Bounds of the card fields that size the work done with a model. The paper's models take
-#: 256 px; no slice model needs more than 2048 px, and a card beyond that is damaged or
-#: crafted: inference would try to allocate tens of gigabytes for one slice.
-MAX_CLASSES = 1000
-#: Longest class or architecture name; names are shown in tables, JSON and page headers.
-MAX_NAME_CHARS = 100
-#: Longest free-text field (notice, intended use, limitations, ...).
-MAX_TEXT_CHARS = 20_000
-TEXT_FIELDS = (
-    "name",
-    "weights",
-    "weights_origin",
-    "finetune",
-    "intended_use",
-    "limitations",
-    "notice",
-    "created",
-    "brainmri_version",
-)
-MAPPING_FIELDS = ("preprocessing", "training_data", "split", "metrics", "config", "export")
-TTA_MODES = (None, "hflip")
-
-
-def _is_name(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
-
-
-def _is_size(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE
-
-
-def check_card(card: Any, where: str | Path) -> dict[str, Any]:
-    """The fields every user of a model relies on, checked once where a model is opened, so
-    that a damaged, hand-edited or crafted card is one clear error instead of a failure (or
-    an allocation of gigabytes) later on. Sizes, class count and name lengths are bounded."""
-    if not isinstance(card, dict):
-        raise BrainMRIError(f"{where}: the model card is missing or not a mapping")
-    problems = []
-    if not _is_name(card.get("arch")):
-        problems.append("arch")
-    classes = card.get("classes")
-    if (
-        not isinstance(classes, list)
-        or not 2 <= len(classes) <= MAX_CLASSES
-        or not all(_is_name(c) for c in classes)
-        or len(set(classes)) != len(classes)
-    ):
-        problems.append(f"classes (2..{MAX_CLASSES} distinct names of at most {MAX_NAME_CHARS} characters)")
-    for key in ("image_size", "prepared_size"):
-        value = card.get(key)
-        if (key == "image_size" or value is not None) and not _is_size(value):
-            shown = f"={value!r}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-            problems.append(f"{key}{shown} (an integer {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE})")
-    if card.get("tta") not in TTA_MODES:
-        problems.append("tta")
-    for key in TEXT_FIELDS:
-        value = card.get(key)
-        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT_CHARS):
-            problems.append(key)
-    problems += [key for key in MAPPING_FIELDS if card.get(key) is not None and not isinstance(card[key], dict)]
-    if problems:
-        raise BrainMRIError(f"{where}: damaged model card (missing or invalid: {', '.join(problems)})")
-    return card
-
-
 def update_card(path: str | Path, **fields: Any) -> None:
     """Replace fields of a checkpoint's model card (e.g. ``metrics`` after evaluation),
     rewriting the file atomically and leaving weights and optimiser state untouched."""
@@ -187,60 +113,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         ) from None
     model.eval().to(device)
     return model, card
-
-
-def make_card(
-    arch: str,
-    image_size: int,
-    weights: str,
-    classes: list[str] | tuple[str, ...],
-    mean: list[float] | tuple[float, ...],
-    std: list[float] | tuple[float, ...],
-    finetune: str = "full",
-    training_data: dict[str, Any] | None = None,
-    split: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    prepared_size: int | None = None,
-    tta: bool = False,
-) -> dict[str, Any]:
-    """The model card every checkpoint carries: enough to use, audit and cite the model.
-
-    ``prepared_size`` is the size of the prepared images the model was trained from, so that
-    inference can resize through it exactly as training did (:func:`brainmri.preprocess.to_array`).
-    ``tta`` says that the model's probabilities are those of the slice and its mirror image
-    averaged, as it was validated (:func:`brainmri.inference.probabilities`).
-    """
-    import datetime
-
-    from brainmri import __version__
-    from brainmri.preprocess import describe
-
-    if weights in ("imagenet",):
-        origin = f"torchvision ImageNet weights ({arch}, DEFAULT), fine-tuned"
-    elif weights in ("none", "", None):
-        origin = "random initialisation (trained from scratch)"
-    else:
-        origin = f"initialised from local file {weights}"
-    return {
-        "name": f"brainmri-{arch}",
-        "arch": arch,
-        "classes": list(classes),
-        "image_size": int(image_size),
-        "prepared_size": int(prepared_size) if prepared_size else None,
-        "preprocessing": describe(image_size, mean, std, prepared_size),
-        "tta": "hflip" if tta else None,
-        "weights": weights or "none",
-        "weights_origin": origin,
-        "finetune": finetune,
-        "training_data": training_data or {},
-        "split": split or {},
-        "metrics": metrics or {},
-        "config": config or {},
-        "intended_use": INTENDED_USE,
-        "limitations": "Images are not split by patient; trained on one public dataset; "
-        "not validated on external clinical data.",
-        "notice": NOTICE,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "brainmri_version": __version__,
-    }

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from brainmri.checkpoint import check_card
+from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
 
 CARD_KEY = "brainmri_card"

@@ -59,18 +59,3 @@ def to_input(batch: torch.Tensor) -> torch.Tensor:
     if batch.dtype == torch.uint8:
         return batch.float().div_(255.0)
     return batch.float()
-
-
-def describe(size: int, mean: Sequence[float], std: Sequence[float], prepared_size: int | None = None) -> dict:
-    """The preprocessing, as recorded in every model card so that others can repeat it."""
-    via = f"{prepared_size}x{prepared_size} (the prepared data), then " if prepared_size not in (None, size) else ""
-    return {
-        "decode": "any format -> 8-bit grayscale (RGB: ITU-R 601 luma; 16-bit and DICOM: "
-        "window/min-max to 0..255; EXIF orientation applied; alpha composited on black)",
-        "resize": f"{via}{size}x{size} bilinear, aspect ratio not kept",
-        "input": f"float32 tensor (N, 1, {size}, {size}) with values in [0, 1]",
-        "in_model": "channel replicated to 3, normalised with mean/std below",
-        "mean": list(map(float, mean)),
-        "std": list(map(float, std)),
-        "image_size": size,
-    }

@@ -27,9 +27,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from brainmri import __version__, engine
+from brainmri import __version__, engine, sampling
 from brainmri.augment import make_augmenter
-from brainmri.checkpoint import make_card, read_checkpoint, save_checkpoint
+from brainmri.card import make_card
+from brainmri.checkpoint import read_checkpoint, save_checkpoint
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, read_json, write_json
@@ -306,8 +307,8 @@ def _build_parts(run: _Run, model: nn.Module) -> engine.Parts:
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = engine.build_optimizer(model, config)
-    total = config.epochs * engine.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
-    weight = engine.class_weights(run.train_y).to(device) if config.balance == "class_weights" else None
+    total = config.epochs * sampling.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
+    weight = sampling.class_weights(run.train_y).to(device) if config.balance == "class_weights" else None
     net: nn.Module = model
     if run.world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -344,7 +345,7 @@ def _card_base(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_siz
     from brainmri.data import read_split
     from brainmri.splits import side_counts
 
-    counts = engine.class_counts(train_y)
+    counts = sampling.class_counts(train_y)
     sides = side_counts(read_split(run.split))
     return dict(
         arch=config.arch,
@@ -408,7 +409,7 @@ def _fit(run: _Run, parts: engine.Parts, state: engine.TrainState, t0, started, 
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run.dir.tensorboard))
-    n_steps = engine.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
+    n_steps = sampling.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
     try:
         with engine.graceful_interrupt() as interrupt:
             for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -450,7 +451,7 @@ def _fit(run: _Run, parts: engine.Parts, state: engine.TrainState, t0, started, 
 
 def _log_start(run: _Run, parts: engine.Parts, state: engine.TrainState, t0: float) -> None:
     config = run.config
-    counts = engine.class_counts(run.train_y)
+    counts = sampling.class_counts(run.train_y)
     run.log(
         f"data: {len(run.train_y)} training and {len(run.val_y)} validation images of {config.image_size} px "
         f"({', '.join(f'{c} {n}' for c, n in zip(CLASSES, counts, strict=True))}) "

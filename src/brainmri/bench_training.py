@@ -9,10 +9,12 @@ and resizing every JPEG with Pillow, per-sample ``transforms``, fp32, NCHW, plai
 from __future__ import annotations
 
 import gc
+import itertools
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,41 @@ from brainmri.errors import BrainMRIError
 
 class _StopTiming(Exception):
     """Raised from the training step callback once enough steps are timed."""
+
+
+@dataclass(frozen=True)
+class TrainTiming:
+    """What one training timing runs: batches of ``batch_size`` slices at ``image_size`` px,
+    ``warmup`` steps untimed, then ``steps`` timed ones."""
+
+    image_size: int
+    batch_size: int
+    warmup: int
+    steps: int
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> TrainTiming:
+        return cls(settings["image_size"], settings["batch_size"], settings["warmup"], settings["steps"])
+
+
+class StepClock:
+    """The times at which training steps end, from the end of step ``warmup`` (the first steps
+    pay for allocation and caches) to the end of step ``warmup + steps``; the same for ours and
+    the baseline, so that both are timed alike."""
+
+    def __init__(self, timing: TrainTiming, device: torch.device):
+        self.timing, self.device = timing, device
+        self.marks: list[float] = []
+
+    def tick(self, step: int) -> bool:
+        """Step ``step`` has ended (0: none yet); True once the last timed step has."""
+        if step >= self.timing.warmup:
+            sync(self.device)
+            self.marks.append(time.perf_counter())
+        return step >= self.timing.warmup + self.timing.steps
+
+    def throughput(self) -> dict[str, float]:
+        return throughput(self.marks, self.timing.batch_size)
 
 
 # --- the sample of real slices ----------------------------------------------------------
@@ -66,15 +103,7 @@ def copy_sample(data: Path, rows: Sequence[dict[str, str]], out: Path) -> list[P
 
 
 def time_our_training(
-    prepared: Path,
-    work: Path,
-    arch: str,
-    device: torch.device,
-    image_size: int,
-    batch_size: int,
-    warmup: int,
-    steps: int,
-    **overrides: Any,
+    prepared: Path, work: Path, arch: str, device: torch.device, timing: TrainTiming, **overrides: Any
 ) -> dict[str, Any]:
     """Images per second of ``brainmri train`` (default config but random weights), between
     the end of step ``warmup`` and the end of step ``warmup + steps``; also peak memory."""
@@ -86,20 +115,17 @@ def time_our_training(
         data=str(prepared),
         arch=arch,
         weights="none",
-        batch_size=batch_size,
-        image_size=image_size,
+        batch_size=timing.batch_size,
+        image_size=timing.image_size,
         epochs=1,
         test_size=0.1,
         device=str(device),
         **overrides,
     )
-    marks: list[float] = []
+    clock = StepClock(timing, device)
 
     def on_step(epoch: int, step: int) -> None:
-        if step >= warmup:
-            sync(device)
-            marks.append(time.perf_counter())
-        if step >= warmup + steps:
+        if clock.tick(step):
             raise _StopTiming
 
     run_dir = work / f"run-{arch}"
@@ -110,13 +136,14 @@ def time_our_training(
         except _StopTiming:
             pass
     shutil.rmtree(run_dir, ignore_errors=True)
-    if len(marks) < steps + 1:
+    if len(clock.marks) < timing.steps + 1:
         raise BrainMRIError(
-            f"the bench sample gave fewer than {warmup + steps} training batches of {batch_size}; "
+            f"the bench sample gave fewer than {timing.warmup + timing.steps} training batches of "
+            f"{timing.batch_size}; "
             "use fewer --steps or a smaller --batch-size"
         )
     return {
-        **throughput(marks, batch_size),
+        **clock.throughput(),
         "peak_rss_mb": rss.peak_mb,
         "precision": resolve_precision(config.precision, device),
         "channels_last": config.channels_last,
@@ -189,14 +216,7 @@ def _forever(loader: torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor
 
 
 def time_baseline_training(
-    raw: Path,
-    arch: str,
-    device: torch.device,
-    image_size: int,
-    batch_size: int,
-    warmup: int,
-    steps: int,
-    workers: int,
+    raw: Path, arch: str, device: torch.device, timing: TrainTiming, workers: int
 ) -> dict[str, Any]:
     """The textbook loop (torchvision's references/classification, without its speed-ups):
     fp32, NCHW, ``model(images)``, ``loss.backward()``, ``optimizer.step()``. The model is ours
@@ -209,15 +229,12 @@ def time_baseline_training(
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = nn.CrossEntropyLoss()
-    batches = _forever(baseline_loader(raw, image_size, batch_size, workers))
+    batches = _forever(baseline_loader(raw, timing.image_size, timing.batch_size, workers))
     gc.collect()
-    marks: list[float] = []
+    clock = StepClock(timing, device)
     with PeakRSS() as rss:
-        for step in range(warmup + steps + 1):
-            if step >= warmup:
-                sync(device)
-                marks.append(time.perf_counter())
-            if step == warmup + steps:
+        for step in itertools.count():
+            if clock.tick(step):
                 break
             images, target = next(batches)
             images, target = images.to(device), target.to(device)
@@ -227,7 +244,7 @@ def time_baseline_training(
             loss.backward()
             optimizer.step()
     del batches
-    return {**throughput(marks, batch_size), "peak_rss_mb": rss.peak_mb, "workers": workers}
+    return {**clock.throughput(), "peak_rss_mb": rss.peak_mb, "workers": workers}
 
 
 def time_baseline_data(raw: Path, image_size: int, batch_size: int, batches: int, workers: int) -> float:
@@ -271,11 +288,11 @@ def compare_training(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Training throughput and peak memory of ``arch``, ours and the baseline's, with their ratio;
     and the recipe ours trained with (precision, channels_last, workers), for the settings."""
-    size, bs, warm, steps = settings["image_size"], settings["batch_size"], settings["warmup"], settings["steps"]
+    timing = TrainTiming.from_settings(settings)
     say(f"training {arch}: ours ...")
-    ours = time_our_training(prepared, work, arch, device, size, bs, warm, steps)
+    ours = time_our_training(prepared, work, arch, device, timing)
     say(f"training {arch}: naive baseline ...")
-    base = time_baseline_training(raw, arch, device, size, bs, warm, steps, settings["baseline_workers"])
+    base = time_baseline_training(raw, arch, device, timing, settings["baseline_workers"])
     row = {
         "ours_ips": ours["ips"],
         "baseline_ips": base["ips"],

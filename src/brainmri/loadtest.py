@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from brainmri.errors import BrainMRIError
-from brainmri.serve import is_loopback
+from brainmri.netutil import is_loopback
 
 # Loopback only, so never through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

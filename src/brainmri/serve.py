@@ -24,7 +24,6 @@ import base64
 import contextlib
 import hmac
 import io
-import ipaddress
 import logging
 import os
 import socket
@@ -49,6 +48,7 @@ from swagger_ui_bundle import swagger_ui_path
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
 from brainmri.images import ImageError
+from brainmri.netutil import LOOPBACK_NAMES, is_loopback
 from brainmri.serve_guard import Limits, cross_origin_reason, server_config
 
 log = logging.getLogger("brainmri.serve")
@@ -56,7 +56,6 @@ log = logging.getLogger("brainmri.serve")
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_FILES = 16
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 TOKEN_ENV = "BRAINMRI_SERVE_TOKEN"
 
 #: Small form fields (``overlay=1``) are all we accept besides files.
@@ -86,15 +85,6 @@ class ApiError(Exception):
 class Upload:
     name: str
     data: bytearray = field(default_factory=bytearray)
-
-
-def is_loopback(host: str) -> bool:
-    if host.strip("[]") in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: str | None) -> None:

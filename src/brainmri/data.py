@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,9 @@ PHASH_THRESHOLD = 2
 #: Folder names that mark a dataset's own split level above the class folders.
 SPLIT_FOLDERS = frozenset({"training", "train", "testing", "test", "validation", "val", "valid"})
 
-_TRAIN_FOLDERS = frozenset({"training", "train"})
+#: Split folders whose images a model trains on; the rest of SPLIT_FOLDERS are held out.
+TRAIN_FOLDERS = frozenset({"training", "train"})
+_TRAIN_FOLDERS = TRAIN_FOLDERS
 
 
 # --- scanning a source folder -------------------------------------------------------
@@ -132,17 +134,17 @@ def _output_names(rows: Sequence[dict[str, str]]) -> list[str]:
     return out
 
 
-def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
-    """Decode, resize, hash and write one slice (runs in a worker process)."""
-    src, dst, size, max_pixels = task
+def decode_for_hashing(src: str, size: int, max_pixels: int) -> tuple[np.ndarray | None, dict[str, str]]:
+    """Decode and resize one slice as prepare does: (array at ``size``, manifest fields), or
+    (None, ``{"status": "unreadable: <reason>"}``). Shared by prepare and the audit, so that
+    both hash exactly the same pixels."""
     try:
         gray, (width, height), mode = read_gray_info(src, max_pixels)
     except ImageError as exc:
-        return {"status": f"unreadable: {exc}"}
+        return None, {"status": f"unreadable: {exc}"}
     arr = resize(gray, size)
-    Image.fromarray(arr).save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
     pixel_hash, phash = image_hashes(arr)
-    return {
+    return arr, {
         "width": str(width),
         "height": str(height),
         "mode": mode,
@@ -150,6 +152,46 @@ def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
         "phash": phash,
         "status": "",
     }
+
+
+def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
+    """Decode, resize, hash and write one slice (runs in a worker process)."""
+    src, dst, size, max_pixels = task
+    arr, fields = decode_for_hashing(src, size, max_pixels)
+    if arr is not None:
+        Image.fromarray(arr).save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
+    return fields
+
+
+def hash_one(task: tuple[str, int, int]) -> dict[str, str]:
+    """Decode, resize and hash one slice without writing anything (the audit's worker)."""
+    src, size, max_pixels = task
+    return decode_for_hashing(src, size, max_pixels)[1]
+
+
+def map_images(
+    fn: Callable[[Any], dict[str, str]], tasks: Sequence[Any], workers: int | None, desc: str, progress: bool
+) -> list[dict[str, str]]:
+    """``[fn(t) for t in tasks]`` on a process pool of ``workers`` (default: all cores, at most
+    8), in order, with a progress bar. ``imagehash`` is imported first, so forked workers
+    inherit it instead of importing it each."""
+    import imagehash  # noqa: F401
+    from tqdm import tqdm
+
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), 8)
+    results: list[dict[str, str]] = []
+    with tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(fn, tasks, chunksize=16):
+                    results.append(res)
+                    bar.update()
+        else:
+            for t in tasks:
+                results.append(fn(t))
+                bar.update()
+    return results
 
 
 def image_hashes(arr: np.ndarray) -> tuple[str, str]:
@@ -194,36 +236,31 @@ def training_overlap(
     return out
 
 
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
 def duplicate_groups(pixel_hashes: Sequence[str], phashes: Sequence[str], threshold: int) -> list[int]:
-    """Union-find over exact duplicates and phash pairs within ``threshold``: a root index per
-    item. ``threshold < 0`` groups exact duplicates only."""
+    """Connected components over exact duplicates and phash pairs within ``threshold``: for each
+    item, the smallest index of its group. ``threshold < 0`` groups exact duplicates only."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(pixel_hashes)
-    parent = list(range(n))
-
-    def union(a: int, b: int) -> None:
-        ra, rb = _find(parent, a), _find(parent, b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
+    if n == 0:
+        return []
     first: dict[str, int] = {}
-    for i, h in enumerate(pixel_hashes):
-        union(first.setdefault(h, i), i)
+    rows = [first.setdefault(h, i) for i, h in enumerate(pixel_hashes)]
+    edges = [(np.array(rows, dtype=np.int64), np.arange(n, dtype=np.int64))]
     if threshold >= 0 and n > 1:
         bits = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
         for start in range(0, n, 1024):
             block = bits[start : start + 1024]
-            dist = np.bitwise_count(block[:, None] ^ bits[None, :])
-            for a, b in zip(*np.nonzero(dist <= threshold), strict=True):
-                if start + a < b:
-                    union(int(start + a), int(b))
-    return [_find(parent, i) for i in range(n)]
+            a, b = np.nonzero(np.bitwise_count(block[:, None] ^ bits[None, :]) <= threshold)
+            edges.append((a + start, b))
+    src = np.concatenate([e[0] for e in edges])
+    dst = np.concatenate([e[1] for e in edges])
+    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    smallest = np.full(labels.max() + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    return smallest[labels].tolist()
 
 
 def _keep_key(row: dict[str, str]) -> tuple[int, str]:
@@ -241,6 +278,16 @@ def _check_output(src: Path, out: Path, overwrite: bool) -> None:
             raise BrainMRIError(f"output {out} already exists; pass --overwrite to replace it")
         if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
             raise BrainMRIError(f"output {out} exists and is not a prepared folder; refusing to replace it")
+
+
+def check_prepare_settings(size: int, phash_threshold: int) -> None:
+    """The size and threshold that prepare (and the audit, which hashes as prepare does) accept."""
+    if size < 8:
+        raise BrainMRIError(f"--size must be at least 8 pixels, got {size}")
+    if not -1 <= phash_threshold <= 64:
+        raise BrainMRIError(
+            f"--phash-threshold must be -1 (exact duplicates only) to 64 (bits of a phash), got {phash_threshold}"
+        )
 
 
 def prepare(
@@ -261,22 +308,12 @@ def prepare(
     place, so an interrupted run never leaves a folder that looks complete. Returns the
     contents of ``prepare.json`` (settings and counts).
     """
-    import imagehash  # noqa: F401  (imported once here, so forked workers inherit it)
-    from tqdm import tqdm
-
     started = time.perf_counter()
     src, out = Path(src), Path(out)
-    if size < 8:
-        raise BrainMRIError(f"--size must be at least 8 pixels, got {size}")
-    if not -1 <= phash_threshold <= 64:
-        raise BrainMRIError(
-            f"--phash-threshold must be -1 (exact duplicates only) to 64 (bits of a phash), got {phash_threshold}"
-        )
+    check_prepare_settings(size, phash_threshold)
     mapping = parse_label_map(label_map)
     rows = scan(src, mapping)
     _check_output(src, out, overwrite)
-    if workers is None:
-        workers = min(len(os.sched_getaffinity(0)), 8)
     tmp = staging_dir(out)
     try:
         names = _output_names(rows)
@@ -285,19 +322,7 @@ def prepare(
         tasks = [
             (str(src / r["source_path"]), str(tmp / n), size, max_pixels) for r, n in zip(rows, names, strict=True)
         ]
-        bar = tqdm(total=len(tasks), desc="prepare", unit="img", disable=not progress, leave=False)
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                results = []
-                for res in pool.map(_prepare_one, tasks, chunksize=16):
-                    results.append(res)
-                    bar.update()
-        else:
-            results = []
-            for t in tasks:
-                results.append(_prepare_one(t))
-                bar.update()
-        bar.close()
+        results = map_images(_prepare_one, tasks, workers, "prepare", progress)
         manifest = _deduplicate(rows, names, results, phash_threshold)
         for m in manifest:
             if m["status"] != "kept" and not m["status"].startswith("unreadable"):

@@ -58,6 +58,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores, at most 8)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing prepared OUT")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_groups_flags(pr, "recorded in manifest.csv, so that every later split of OUT keeps each group on one side")
     pr.set_defaults(func=_run_data_prepare)
 
     sp = dsub.add_parser("split", help="stratified, duplicate-group-aware train/test split or k folds")
@@ -66,7 +67,24 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--test-size", type=float, default=0.2, help="fraction for the test side (default: 0.2)")
     sp.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     sp.add_argument("--k", type=int, default=None, help="make K cross-validation folds instead")
+    _add_groups_flags(sp, "no group (with its duplicates) crosses the split; default: the groups prepare recorded")
     sp.set_defaults(func=_run_data_split)
+
+
+def _add_groups_flags(p: argparse.ArgumentParser, what: str) -> None:
+    from brainmri.config import GROUPS_MISSING
+
+    p.add_argument(
+        "--groups",
+        metavar="FILE",
+        help=f"CSV of file,group (e.g. a patient ID; file relative to SRC, as the manifest's source_path): {what}",
+    )
+    p.add_argument(
+        "--groups-missing",
+        choices=GROUPS_MISSING,
+        default="error",
+        help="files the --groups CSV lacks: error (default) or singleton (each its own group)",
+    )
 
 
 def _run_data_fetch(args: argparse.Namespace) -> int:
@@ -90,6 +108,8 @@ def _run_data_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        groups=args.groups,
+        groups_missing=args.groups_missing,
     )
     print(data.format_summary(summary))
     print(f"wrote {args.out} in {summary['seconds']:.1f} s")
@@ -101,13 +121,22 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
     from brainmri import data
 
-    path = data.split(args.prepared, args.out, test_size=args.test_size, seed=args.seed, k=args.k)
+    path = data.split(
+        args.prepared,
+        args.out,
+        test_size=args.test_size,
+        seed=args.seed,
+        k=args.k,
+        groups=args.groups,
+        groups_missing=args.groups_missing,
+    )
     rows = data.read_split(path)
     if args.k is not None:
         counts = ", ".join(f"fold {i}: {sum(r['fold'] == str(i) for r in rows)}" for i in range(args.k))
     else:
         counts = f"train {sum(r['side'] == 'train' for r in rows)}, test {sum(r['side'] == 'test' for r in rows)}"
-    print(f"wrote {Path(path)} ({counts})")
+    level = "patient" if args.groups or data.has_patient_groups(args.prepared) else "duplicate group"
+    print(f"wrote {Path(path)} ({counts}; split level: {level})")
     return 0
 
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, current_umask, staging_dir
+from brainmri.groups import PATIENT_COLUMN, assign, read_groups, units_for
 from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
 from brainmri.labels import CLASSES, canonical_label, parse_label_map
 from brainmri.preprocess import DEFAULT_SIZE, resize, stack, to_array
@@ -217,8 +218,14 @@ def training_overlap(
     threshold = int(info["settings"]["phash_threshold"])
     rows = read_split(split_file)
     training = select_split(rows, "train", fold) + ([] if "fold" in rows[0] else select_split(rows, "val"))
-    training_groups = {r["group"] for r in training}
-    reference = [r for r in read_manifest(prepared) if r["group"] in training_groups and r["pixel_hash"]]
+    # The split's group column may name patient units (--groups); the duplicate groups of its
+    # rows are looked up by path (a prepared PNG, or the source file of a random split).
+    manifest = read_manifest(prepared)
+    source = Path(info["settings"]["source"])
+    dup_of = {str(source / m["source_path"]): m["group"] for m in manifest if m["group"]}
+    dup_of.update({m["output_path"]: m["group"] for m in manifest if m["output_path"]})
+    training_groups = {dup_of.get(r["path"], r["group"]) for r in training}
+    reference = [r for r in manifest if r["group"] in training_groups and r["pixel_hash"]]
     exact = {r["pixel_hash"]: r["source_path"] for r in reference}
     bits = np.array([int(r["phash"], 16) for r in reference], dtype=np.uint64)
     out: list[dict[str, Any] | None] = []
@@ -300,6 +307,8 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
     max_pixels: int = MAX_PIXELS,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
 ) -> dict:
     """Prepare a dataset as the paper did (grayscale, ``size x size``) and remove duplicates.
 
@@ -307,12 +316,20 @@ def prepare(
     ``OUT/prepare.json``; everything is built in a hidden sibling folder and renamed into
     place, so an interrupted run never leaves a folder that looks complete. Returns the
     contents of ``prepare.json`` (settings and counts).
+
+    ``groups`` (a ``file,group`` CSV, e.g. patient IDs) is recorded in the manifest's
+    ``patient`` column, so that every later split of OUT keeps each group on one side.
     """
     started = time.perf_counter()
     src, out = Path(src), Path(out)
     check_prepare_settings(size, phash_threshold)
     mapping = parse_label_map(label_map)
     rows = scan(src, mapping)
+    patients = (
+        assign([r["source_path"] for r in rows], read_groups(groups), groups_missing, groups, str(src))
+        if groups
+        else None
+    )
     _check_output(src, out, overwrite)
     tmp = staging_dir(out)
     try:
@@ -324,6 +341,11 @@ def prepare(
         ]
         results = map_images(_prepare_one, tasks, workers, "prepare", progress)
         manifest = _deduplicate(rows, names, results, phash_threshold)
+        columns = MANIFEST_COLUMNS
+        if patients is not None:
+            columns += (PATIENT_COLUMN,)
+            for m in manifest:
+                m[PATIENT_COLUMN] = patients[m["source_path"]]
         for m in manifest:
             if m["status"] != "kept" and not m["status"].startswith("unreadable"):
                 (tmp / m["_name"]).unlink()
@@ -343,9 +365,12 @@ def prepare(
             "label_map": mapping,
             "max_pixels": max_pixels,
         }
+        if patients is not None:
+            summary["settings"].update(groups=str(Path(groups).resolve()), groups_missing=groups_missing)
+            summary["patient_groups"] = len({p for p in patients.values() if p})
         summary["seconds"] = round(time.perf_counter() - started, 2)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(manifest)
         (tmp / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
@@ -460,18 +485,33 @@ def read_manifest(prepared: str | Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def kept_rows(prepared: str | Path) -> list[dict[str, str]]:
+def kept_rows(
+    prepared: str | Path, groups: str | Path | None = None, groups_missing: str = "error"
+) -> list[dict[str, str]]:
     """The kept images of a prepared folder, sorted by path so that splits never depend on
-    the order in which files were listed."""
-    rows = [r for r in read_manifest(prepared) if r["status"] == "kept"]
+    the order in which files were listed.
+
+    ``group`` is what a split keeps on one side: the duplicate group, or, where patient groups
+    are known (``groups``, or those prepare recorded), the union of duplicate and patient
+    groups (:func:`brainmri.groups.split_units`)."""
+    manifest = read_manifest(prepared)
+    units = units_for(manifest, groups, groups_missing, str(prepared))
+    rows = [r for r in manifest if r["status"] == "kept"]
     if not rows:
         raise BrainMRIError(f"{prepared}/{MANIFEST} lists no kept images")
     for r in rows:
         if r["label"] not in CLASSES:
             raise BrainMRIError(f"{prepared}/{MANIFEST}: unknown label {r['label']!r} for {r['output_path']}")
+        if units is not None:
+            r["group"] = units[r["source_path"]]
         if not r["group"]:
             r["group"] = r["output_path"]
     return sorted(rows, key=lambda r: r["output_path"])
+
+
+def has_patient_groups(prepared: str | Path) -> bool:
+    """Whether prepare recorded ``--groups`` for this folder (its manifest names patients)."""
+    return any(r.get(PATIENT_COLUMN) for r in read_manifest(prepared))
 
 
 # --- splitting ----------------------------------------------------------------------
@@ -509,12 +549,18 @@ def _pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> 
     return picked
 
 
-def make_split(prepared: str | Path, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
-    """A stratified train/test split of the kept images in which no duplicate group spans both
-    sides."""
+def make_split(
+    prepared: str | Path,
+    test_size: float = 0.2,
+    seed: int = 42,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
+) -> list[dict[str, str]]:
+    """A stratified train/test split of the kept images in which no duplicate group, and no
+    patient group where they are known (see :func:`kept_rows`), spans both sides."""
     if not 0.0 < test_size < 1.0:
         raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
-    rows = kept_rows(prepared)
+    rows = kept_rows(prepared, groups, groups_missing)
     test_groups = _pick_groups(rows, test_size, seed)
     if not test_groups or len(test_groups) == len(_group_labels(rows)):
         raise BrainMRIError(f"too few images ({len(rows)}) for a {1 - test_size:.0%}/{test_size:.0%} split")
@@ -551,13 +597,16 @@ def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int 
     return rows
 
 
-def make_kfold(prepared: str | Path, k: int = 5, seed: int = 42) -> list[dict[str, str]]:
-    """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation."""
+def make_kfold(
+    prepared: str | Path, k: int = 5, seed: int = 42, groups: str | Path | None = None, groups_missing: str = "error"
+) -> list[dict[str, str]]:
+    """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation; groups as in
+    :func:`make_split`."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if k < 2:
         raise BrainMRIError(f"--k must be at least 2, got {k}")
-    rows = kept_rows(prepared)
+    rows = kept_rows(prepared, groups, groups_missing)
     n_groups = len({r["group"] for r in rows})
     if n_groups < k:
         raise BrainMRIError(f"cannot make {k} folds from {n_groups} image groups")
@@ -687,13 +736,15 @@ def split(
     test_size: float = 0.2,
     seed: int = 42,
     k: int | None = None,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
 ) -> Path:
     """Make and write a split file: train/test (default) or ``k`` folds; returns its path."""
     if k is not None:
-        rows = make_kfold(prepared, k=k, seed=seed)
+        rows = make_kfold(prepared, k=k, seed=seed, groups=groups, groups_missing=groups_missing)
         default = f"folds_k{k}.csv"
     else:
-        rows = make_split(prepared, test_size=test_size, seed=seed)
+        rows = make_split(prepared, test_size=test_size, seed=seed, groups=groups, groups_missing=groups_missing)
         default = "split.csv"
     return write_split(rows, out if out is not None else Path(prepared) / default)
 

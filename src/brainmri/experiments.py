@@ -23,6 +23,7 @@ from brainmri.evaluate import compute_metrics, evaluate_run, read_history, read_
 from brainmri.files import atomic_write_text
 from brainmri.models import PAPER_ARCHS
 from brainmri.report import FIGURES, fmt, make_figures, render_report
+from brainmri.splits import split_level
 
 #: The paper's Table 2, only the numbers we can vouch for (accuracy and training time);
 #: its precision, sensitivity and F1 are reported as "not given".
@@ -120,6 +121,8 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         return
     old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
     old.setdefault("prepared_manifest_sha256", settings["prepared_manifest_sha256"])  # older records
+    for key, default in (("groups", None), ("groups_missing", "error")):  # records from before --groups
+        old.get("config", {}).setdefault(key, default)
     if old != settings:
         if not any((out / "runs").glob("**/checkpoints/*.pt")):
             for stale in (path, out / "split.csv", *out.glob("folds_k*.csv")):
@@ -188,10 +191,11 @@ def compare(
     # One split for every architecture, made once and kept in the comparison folder.
     split = out / (f"folds_k{cv}.csv" if cv else "split.csv")
     if not split.is_file():
+        grouping = {"groups": config.groups, "groups_missing": config.groups_missing}
         rows = (
-            data_mod.make_kfold(prepared, cv, config.seed)
+            data_mod.make_kfold(prepared, cv, config.seed, **grouping)
             if cv
-            else data_mod.make_split(prepared, config.test_size, config.seed)
+            else data_mod.make_split(prepared, config.test_size, config.seed, **grouping)
         )
         data_mod.write_split(rows, split)
     record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}}
@@ -344,6 +348,8 @@ def write_comparison_report(
         rows.append([_pretty(arch), *cells, *published])
 
     counts = _split_counts(first_run / "split.csv") if not cv else None
+    split_by = split_level(TrainConfig.from_dict(config), data_mod.read_split(first_run / "split.csv"))
+    group_file = config.get("groups") or "the groups file given to prepare"
     level = "95%"
     sections: list[dict[str, Any]] = [
         {
@@ -420,6 +426,13 @@ def write_comparison_report(
                     else "Model evaluated: the last epoch, as in the paper; the test side chose nothing (the "
                     "validation curves are drawn on it, but no epoch is selected by them)"
                 ),
+                f"Split level: {split_by} ("
+                + {
+                    "patient": f"every group of {group_file} and every duplicate group on one side",
+                    "duplicate group": "every duplicate group on one side; no patient groups given",
+                    "image": "image by image: copies of one image can sit on both sides",
+                }[split_by]
+                + ")",
                 f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores; device {_device_text(env)}; "
                 f"torch {env.get('torch', '?')}",
             ],
@@ -427,8 +440,13 @@ def write_comparison_report(
         {
             "heading": "What this run cannot claim",
             "bullets": [
-                "Images are not split by patient: the dataset has no patient identifiers, so slices of one "
-                "patient can appear in both training and test data and inflate the scores.",
+                (
+                    f"Images are split by the groups of {group_file} (e.g. patients); the split is only as "
+                    "disjoint as those groups are complete and correct."
+                    if split_by == "patient"
+                    else "Images are not split by patient: the dataset has no patient identifiers, so slices of "
+                    "one patient can appear in both training and test data and inflate the scores."
+                ),
                 "Exact duplicates were removed and near-duplicates grouped by perceptual hash, but some "
                 "near-duplicates may remain across the split.",
                 "A single public dataset (Sartaj Bhuvaji et al., Kaggle) from unknown scanners and "

@@ -237,9 +237,10 @@ code{background:#f4f4f4;padding:0 3px}
 
 
 def render_report(
-    out_dir: str | Path, sections: Sequence[dict[str, Any]], title: str = "brainmri report"
+    out_dir: str | Path, sections: Sequence[dict[str, Any]], title: str = "brainmri report", name: str = "report"
 ) -> tuple[Path, Path]:
-    """Write ``report.md`` and a self-contained ``report.html`` from a list of sections.
+    """Write ``<name>.md`` and a self-contained ``<name>.html`` (default ``report``) from a list
+    of sections.
 
     A section is ``{"heading": str, "text": [paragraphs], "table": (header, rows),
     "figures": [(caption, path)], "notice": bool}``; every key but ``heading`` is optional.
@@ -283,7 +284,7 @@ def render_report(
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-    md_path, html_path = out / "report.md", out / "report.html"
+    md_path, html_path = out / f"{name}.md", out / f"{name}.html"
     atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     atomic_write_text(html_path, page)
     return md_path, html_path

@@ -3,8 +3,8 @@
 Public MRI sets are often re-shuffled copies of one another, and their own Testing/ folders
 often hold copies of Training/ images, so a model is partly scored on what it trained on.
 The audit hashes every image of one or more dataset folders exactly as ``data prepare`` does
-(:func:`brainmri.data.decode_for_hashing`, the same size and phash threshold), groups exact
-and near duplicates with :func:`brainmri.data.duplicate_groups`, and says where the groups
+(:func:`brainmri.hashing.decode_for_hashing`, the same size and phash threshold), groups exact
+and near duplicates with :func:`brainmri.hashing.duplicate_groups`, and says where the groups
 cross split folders, datasets and labels. It only reads the sources.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from brainmri import data
+from brainmri import data, hashing
 from brainmri.errors import BrainMRIError
 from brainmri.images import MAX_PIXELS
 from brainmri.labels import CLASSES, parse_label_map
@@ -93,9 +93,9 @@ def hash_records(
     progress: bool = True,
 ) -> None:
     """Add ``pixel_hash``, ``phash`` and ``status`` (``""`` or ``unreadable: <reason>``) to each
-    record, on a process pool with a progress bar (:func:`brainmri.data.map_images`)."""
+    record, on a process pool with a progress bar (:func:`brainmri.hashing.map_images`)."""
     tasks = [(str(Path(r["root"]) / r["path"]), size, max_pixels) for r in records]
-    for r, res in zip(records, data.map_images(data.hash_one, tasks, workers, "audit", progress), strict=True):
+    for r, res in zip(records, hashing.map_images(hashing.hash_one, tasks, workers, "audit", progress), strict=True):
         r["status"] = res["status"]
         r["pixel_hash"], r["phash"] = res.get("pixel_hash", ""), res.get("phash", "")
 
@@ -118,7 +118,7 @@ def _member(r: dict[str, Any], first: dict[str, Any]) -> dict[str, Any]:
 
 def _groups(readable: list[dict[str, Any]], threshold: int, order: dict[str, int]) -> list[list[dict[str, Any]]]:
     """Duplicate groups of two or more, members in prepare's keep order (training copy first)."""
-    roots = data.duplicate_groups([r["pixel_hash"] for r in readable], [r["phash"] for r in readable], threshold)
+    roots = hashing.duplicate_groups([r["pixel_hash"] for r in readable], [r["phash"] for r in readable], threshold)
     members: dict[int, list[dict[str, Any]]] = {}
     for r, root in zip(readable, roots, strict=True):
         members.setdefault(root, []).append(r)

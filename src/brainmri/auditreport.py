@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from brainmri import data
+from brainmri import data, hashing
 from brainmri.audit import run_audit, scan_sources
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_bytes, publish_dir, staging_dir, write_json
@@ -89,7 +89,7 @@ def _thumb(result: dict[str, Any], member: dict[str, Any]) -> np.ndarray:
     """A member's pixels as they were hashed (grayscale at the audit size)."""
     root = next(d["path"] for d in result["datasets"] if d["name"] == member["dataset"])
     settings = result["settings"]
-    arr, _ = data.decode_for_hashing(str(Path(root) / member["path"]), settings["size"], settings["max_pixels"])
+    arr, _ = hashing.decode_for_hashing(str(Path(root) / member["path"]), settings["size"], settings["max_pixels"])
     return arr if arr is not None else np.zeros((settings["size"],) * 2, dtype=np.uint8)
 
 

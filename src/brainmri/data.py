@@ -9,7 +9,6 @@ it was kept. Splits are made from the manifest and are group-aware, so an image 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -18,8 +17,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ from PIL import Image
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, current_umask, staging_dir
 from brainmri.groups import PATIENT_COLUMN, assign, read_groups, units_for
-from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
+from brainmri.hashing import decode_for_hashing, duplicate_groups, image_hashes, map_images  # noqa: F401 (API)
+from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray
 from brainmri.labels import CLASSES, canonical_label, parse_label_map
-from brainmri.preprocess import DEFAULT_SIZE, resize, stack, to_array
+from brainmri.preprocess import DEFAULT_SIZE, stack, to_array
 
 MANIFEST = "manifest.csv"
 PREPARE_JSON = "prepare.json"
@@ -135,26 +135,6 @@ def _output_names(rows: Sequence[dict[str, str]]) -> list[str]:
     return out
 
 
-def decode_for_hashing(src: str, size: int, max_pixels: int) -> tuple[np.ndarray | None, dict[str, str]]:
-    """Decode and resize one slice as prepare does: (array at ``size``, manifest fields), or
-    (None, ``{"status": "unreadable: <reason>"}``). Shared by prepare and the audit, so that
-    both hash exactly the same pixels."""
-    try:
-        gray, (width, height), mode = read_gray_info(src, max_pixels)
-    except ImageError as exc:
-        return None, {"status": f"unreadable: {exc}"}
-    arr = resize(gray, size)
-    pixel_hash, phash = image_hashes(arr)
-    return arr, {
-        "width": str(width),
-        "height": str(height),
-        "mode": mode,
-        "pixel_hash": pixel_hash,
-        "phash": phash,
-        "status": "",
-    }
-
-
 def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
     """Decode, resize, hash and write one slice (runs in a worker process)."""
     src, dst, size, max_pixels = task
@@ -162,45 +142,6 @@ def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
     if arr is not None:
         Image.fromarray(arr).save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
     return fields
-
-
-def hash_one(task: tuple[str, int, int]) -> dict[str, str]:
-    """Decode, resize and hash one slice without writing anything (the audit's worker)."""
-    src, size, max_pixels = task
-    return decode_for_hashing(src, size, max_pixels)[1]
-
-
-def map_images(
-    fn: Callable[[Any], dict[str, str]], tasks: Sequence[Any], workers: int | None, desc: str, progress: bool
-) -> list[dict[str, str]]:
-    """``[fn(t) for t in tasks]`` on a process pool of ``workers`` (default: all cores, at most
-    8), in order, with a progress bar. ``imagehash`` is imported first, so forked workers
-    inherit it instead of importing it each."""
-    import imagehash  # noqa: F401
-    from tqdm import tqdm
-
-    if workers is None:
-        workers = min(len(os.sched_getaffinity(0)), 8)
-    results: list[dict[str, str]] = []
-    with tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for res in pool.map(fn, tasks, chunksize=16):
-                    results.append(res)
-                    bar.update()
-        else:
-            for t in tasks:
-                results.append(fn(t))
-                bar.update()
-    return results
-
-
-def image_hashes(arr: np.ndarray) -> tuple[str, str]:
-    """(exact pixel hash, perceptual hash) of a slice already resized to the prepared size:
-    what prepare groups duplicates by, and what :func:`training_overlap` compares."""
-    import imagehash
-
-    return hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest(), str(imagehash.phash(Image.fromarray(arr)))
 
 
 def training_overlap(
@@ -241,33 +182,6 @@ def training_overlap(
                 continue
         out.append(None)
     return out
-
-
-def duplicate_groups(pixel_hashes: Sequence[str], phashes: Sequence[str], threshold: int) -> list[int]:
-    """Connected components over exact duplicates and phash pairs within ``threshold``: for each
-    item, the smallest index of its group. ``threshold < 0`` groups exact duplicates only."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(pixel_hashes)
-    if n == 0:
-        return []
-    first: dict[str, int] = {}
-    rows = [first.setdefault(h, i) for i, h in enumerate(pixel_hashes)]
-    edges = [(np.array(rows, dtype=np.int64), np.arange(n, dtype=np.int64))]
-    if threshold >= 0 and n > 1:
-        bits = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
-        for start in range(0, n, 1024):
-            block = bits[start : start + 1024]
-            a, b = np.nonzero(np.bitwise_count(block[:, None] ^ bits[None, :]) <= threshold)
-            edges.append((a + start, b))
-    src = np.concatenate([e[0] for e in edges])
-    dst = np.concatenate([e[1] for e in edges])
-    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    smallest = np.full(labels.max() + 1, n, dtype=np.int64)
-    np.minimum.at(smallest, labels, np.arange(n))
-    return smallest[labels].tolist()
 
 
 def _keep_key(row: dict[str, str]) -> tuple[int, str]:
@@ -350,14 +264,7 @@ def prepare(
             if m["status"] != "kept" and not m["status"].startswith("unreadable"):
                 (tmp / m["_name"]).unlink()
         summary = _summarise(manifest, rows)
-        if summary["kept"] == 0:  # a folder with no images would only fail later, far from the cause
-            bad = next((m for m in manifest if m["status"].startswith("unreadable")), None)
-            example = f", e.g. {bad['source_path']}: {bad['status']}" if bad else ""
-            raise BrainMRIError(
-                f"no image of {src} could be kept ("
-                + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["removed"].items() if n)
-                + f"{example}); nothing was written"
-            )
+        _check_kept(src, manifest, summary)
         summary["settings"] = {
             "source": str(src.resolve()),
             "size": size,
@@ -369,12 +276,7 @@ def prepare(
             summary["settings"].update(groups=str(Path(groups).resolve()), groups_missing=groups_missing)
             summary["patient_groups"] = len({p for p in patients.values() if p})
         summary["seconds"] = round(time.perf_counter() - started, 2)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(manifest)
-        (tmp / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
-        (tmp / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _write_records(tmp, manifest, columns, summary)
         os.chmod(tmp, 0o777 & ~current_umask())
         if out.exists():
             trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
@@ -387,6 +289,28 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def _check_kept(src: Path, manifest: Sequence[dict[str, str]], summary: dict) -> None:
+    """A folder with no image left would only fail later, far from the cause."""
+    if summary["kept"] == 0:
+        bad = next((m for m in manifest if m["status"].startswith("unreadable")), None)
+        example = f", e.g. {bad['source_path']}: {bad['status']}" if bad else ""
+        raise BrainMRIError(
+            f"no image of {src} could be kept ("
+            + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["removed"].items() if n)
+            + f"{example}); nothing was written"
+        )
+
+
+def _write_records(folder: Path, manifest: Sequence[dict[str, str]], columns: Sequence[str], summary: dict) -> None:
+    """``manifest.csv`` and, last, ``prepare.json`` into the folder being built."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(manifest)
+    (folder / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
+    (folder / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def _deduplicate(

@@ -5,9 +5,8 @@ prepared folder on one side, and every patient group where they are known (``--g
 recorded by prepare), together with the duplicate groups that join patients. ``random`` is
 the paper's way, kept to measure what it costs: a stratified random split of every readable
 source file, duplicates and label conflicts included, so copies of one image can sit on
-both sides. The files that prepare set aside
-are read from the source folder recorded in ``prepare.json``, through the same
-preprocessing (``prepared_size`` then the training size).
+both sides. The files that prepare set aside are read from the source folder recorded in
+``prepare.json``, through the same preprocessing (``prepared_size`` then the training size).
 """
 
 from __future__ import annotations
@@ -84,9 +83,10 @@ def split_units(
     units = units_for(manifest, groups, groups_missing, str(prepared))
     if units is None:
         return None
-    info = json.loads((prepared / data.PREPARE_JSON).read_text(encoding="utf-8"))
-    source = Path(info["settings"]["source"])
-    out = {str(source / path): unit for path, unit in units.items()}
+    info_path = prepared / data.PREPARE_JSON
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    source = info.get("settings", {}).get("source")
+    out = {str(Path(source) / path): unit for path, unit in units.items()} if source else {}
     out.update({m["output_path"]: units[m["source_path"]] for m in manifest if m["status"] == "kept"})
     return out
 

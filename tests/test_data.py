@@ -302,3 +302,149 @@ def test_cli_split(prepared, tmp_path, capsys):
     assert "train" in capsys.readouterr().out
     code, err = _cli(capsys, "data", "split", str(out), "--test-size", "1.5")
     assert code == 2 and "--test-size" in err
+
+
+# --- patient groups (--groups) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def patients(sartaj, tmp_path_factory) -> tuple[Path, Path, Path, dict[str, str]]:
+    """A dataset of 6 distinct real slices per class, a made-up patient CSV (3 patients of 2
+    slices per class) and one copy that joins two patients: P-glioma_tumor-0's first slice
+    saved again as a slice of P-glioma_tumor-1. Returns (source, prepared, CSV, file -> patient)."""
+    root = tmp_path_factory.mktemp("patients")
+    src, groups = root / "src", {}
+    for folder in CLASSES:
+        (src / "Training" / folder).mkdir(parents=True)
+        source = "no_tumor" if folder == "normal" else folder
+        for i, f in enumerate(real_images(sartaj, source, 6)):
+            shutil.copy2(f, src / "Training" / folder / f.name)
+            groups[f"Training/{folder}/{f.name}"] = f"P-{folder}-{i // 2}"
+    first = real_images(sartaj, "glioma_tumor", 1)[0]
+    shutil.copy2(first, src / "Training" / "glioma_tumor" / "link.jpg")
+    groups["Training/glioma_tumor/link.jpg"] = "P-glioma_tumor-1"
+    csv_path = root / "patients.csv"
+    csv_path.write_text("file,group\n" + "".join(f"{f},{g}\n" for f, g in groups.items()))
+    data.prepare(src, root / "prep", size=SIZE, workers=1, progress=False)
+    return src, root / "prep", csv_path, groups
+
+
+def _patient_sides(rows, prepared: Path, groups: dict[str, str], key: str = "side") -> dict[str, set[str]]:
+    source_of = {r["output_path"]: r["source_path"] for r in data.read_manifest(prepared) if r["output_path"]}
+    sides: dict[str, set[str]] = {}
+    for r in rows:
+        sides.setdefault(groups[source_of[r["path"]]], set()).add(r[key])
+    return sides
+
+
+def test_split_with_groups_keeps_every_patient_and_duplicate_group_on_one_side(patients):
+    from brainmri.config import TrainConfig
+    from brainmri.splits import effective_split, split_level
+
+    _, prepared, csv_path, groups = patients
+    crossed = False
+    for seed in range(6):
+        rows = data.make_split(prepared, test_size=0.3, seed=seed, groups=csv_path)
+        sides = _patient_sides(rows, prepared, groups)
+        assert all(len(s) == 1 for s in sides.values()), (seed, sides)
+        assert sides["P-glioma_tumor-0"] == sides["P-glioma_tumor-1"]  # joined by the duplicate
+        assert {r["side"] for r in rows} == {"train", "test"}
+        plain = data.make_split(prepared, test_size=0.3, seed=seed)
+        crossed |= any(len(s) > 1 for s in _patient_sides(plain, prepared, groups).values())
+        folds = data.make_kfold(prepared, k=2, seed=seed, groups=csv_path)
+        assert all(len(s) == 1 for s in _patient_sides(folds, prepared, groups, "fold").values())
+    assert crossed, "without --groups the split does not know the patients (else this test proves nothing)"
+    config = TrainConfig(data=str(prepared), groups=str(csv_path), val_size=0.3, test_size=0.3, seed=3)
+    rows = effective_split(config)
+    assert {r["side"] for r in rows} == {"train", "val", "test"}
+    assert all(len(s) == 1 for s in _patient_sides(rows, prepared, groups).values())
+    assert split_level(config, rows) == "patient"
+    assert split_level(config.replace(groups=None), effective_split(config.replace(groups=None))) == "duplicate group"
+    random = config.replace(groups=None, split_policy="random", val_size=0.0)
+    assert split_level(random, effective_split(random)) == "image"
+
+
+def test_a_given_split_file_is_checked_against_the_groups(patients, tmp_path):
+    from brainmri.config import TrainConfig
+    from brainmri.splits import effective_split
+
+    _, prepared, csv_path, groups = patients
+    seed = next(
+        s
+        for s in range(20)
+        if any(len(v) > 1 for v in _patient_sides(data.make_split(prepared, 0.3, s), prepared, groups).values())
+    )
+    path = data.write_split(data.make_split(prepared, 0.3, seed), tmp_path / "plain.csv")
+    with pytest.raises(BrainMRIError, match="groups on more than one side"):
+        effective_split(TrainConfig(data=str(prepared), split=str(path), groups=str(csv_path)))
+    good = data.split(prepared, tmp_path / "good.csv", test_size=0.3, seed=seed, groups=csv_path)
+    rows = effective_split(TrainConfig(data=str(prepared), split=str(good), groups=str(csv_path)))
+    assert all(r["group"].startswith("patient:") for r in rows)
+    # an outside copy of a training image is still found through the patient-level split file
+    train_png = next(r["path"] for r in rows if r["side"] == "train")
+    arr = np.asarray(Image.open(prepared / train_png))
+    (match,) = data.training_overlap(prepared, good, [data.image_hashes(arr)])
+    assert match is not None and match["exact"]
+
+
+def test_prepare_records_the_groups_for_every_later_split(patients, tmp_path, capsys):
+    src, _, csv_path, groups = patients
+    prep = tmp_path / "prep"
+    argv = ["data", "prepare", str(src), str(prep), "--size", "32", "--workers", "1", "--no-progress"]
+    assert main([*argv, "--groups", str(csv_path)]) == 0
+    manifest = data.read_manifest(prep)
+    assert all(r["patient"] == groups[r["source_path"]] for r in manifest)
+    info = __import__("json").loads((prep / "prepare.json").read_text())
+    assert info["settings"]["groups"] == str(csv_path.resolve()) and info["patient_groups"] == 12
+    capsys.readouterr()
+    for seed in range(4):
+        assert main(["data", "split", str(prep), "--seed", str(seed), "--test-size", "0.3"]) == 0
+        assert "split level: patient" in capsys.readouterr().out
+        sides = _patient_sides(data.read_split(prep / "split.csv"), prep, groups)
+        assert all(len(s) == 1 for s in sides.values())
+
+
+def test_groups_csv_errors_are_one_line_and_write_nothing(patients, tmp_path, capsys):
+    src, prepared, csv_path, groups = patients
+    no_columns = tmp_path / "bad.csv"
+    no_columns.write_text("path,patient\nTraining/glioma_tumor/link.jpg,P1\n")
+    lines = csv_path.read_text().splitlines()
+    partial = tmp_path / "partial.csv"
+    partial.write_text("\n".join(lines[:-4]) + "\n")  # the last 4 files missing
+    missing = sorted(list(groups)[-4:])
+    out = tmp_path / "o"
+    cases = [
+        (["data", "prepare", str(src), str(out), "--groups", str(no_columns)], "needs the columns file,group"),
+        (["data", "split", str(prepared), "--out", str(out), "--groups", str(no_columns)], "needs the columns"),
+        (["data", "prepare", str(src), str(out), "--groups", str(partial)], "4 of the 25 files"),
+        (["data", "split", str(prepared), "--out", str(out), "--groups", str(partial)], "4 of the 25 files"),
+        (["data", "split", str(prepared), "--out", str(out), "--groups", str(tmp_path / "nope.csv")], "not found"),
+        (["train", "--data", str(prepared), "--groups", str(partial), "--runs-dir", str(out)], "--groups-missing"),
+        (["train", "--data", str(prepared), "--groups", str(csv_path), "--split-policy", "random"], "choose one"),
+    ]
+    for argv, message in cases:
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "partial.csv"]
+    code = main(["data", "split", str(prepared), "--out", str(out), "--groups", str(partial)])
+    err = capsys.readouterr().err
+    shown = [f for f in missing if f in err]
+    assert code == 2 and len(shown) == 3 and "and 1 more" in err  # the first few named, then the count
+    argv = ["data", "split", str(prepared), "--out", str(out), "--groups", str(partial), "--test-size", "0.3"]
+    assert main([*argv, "--groups-missing", "singleton"]) == 0
+    assert out.is_file()
+
+
+def test_split_units_need_no_prepare_json(patients, tmp_path):
+    """A hand-made prepared folder (a manifest, no prepare.json) can still be split by patient."""
+    from brainmri.splits import split_units
+
+    _, prepared, csv_path, groups = patients
+    bare = tmp_path / "bare"
+    shutil.copytree(prepared, bare)
+    (bare / "prepare.json").unlink()
+    units = split_units(bare, csv_path)
+    kept = [r for r in data.read_manifest(bare) if r["status"] == "kept"]
+    assert {r["output_path"] for r in kept} <= set(units)
+    assert units[kept[0]["output_path"]] == f"patient:{groups[kept[0]['source_path']]}"

@@ -191,6 +191,43 @@ def test_a_validation_side_from_training_chooses_the_epoch_and_the_test_side_is_
     assert "validation images carved from training" in (run / "train.log").read_text()
 
 
+def _patient_csv(prepared: Path, path: Path) -> Path:
+    """Made-up patients of three slices each (per class, in file order)."""
+    rows = sorted(data.read_manifest(prepared), key=lambda r: r["source_path"])
+    lines = [f"{r['source_path']},{r['label']}-{i // 3}" for i, r in enumerate(rows)]
+    path.write_text("file,group\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_a_run_split_by_patient_says_so_in_its_card(prepared, tmp_path, monkeypatch):
+    groups = _patient_csv(prepared, tmp_path / "patients.csv")
+    monkeypatch.chdir(tmp_path)
+    run = train(tiny_config(prepared, groups="patients.csv", epochs=1), tmp_path / "runs" / "p", progress=False)
+    card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]
+    assert card["split"]["level"] == "patient" and card["split"]["groups"] == str(groups.resolve())
+    assert card["limitations"].startswith("Images are split by the given patient groups")
+    assert json.loads((run / "config.json").read_text())["groups"] == str(groups.resolve())
+    assert all(r["group"].startswith("patient:") for r in csv.DictReader((run / "split.csv").open()))
+    plain = read_checkpoint(Path(prepared).parent / "runs" / "resnet18" / "checkpoints" / "best.pt")["card"]
+    assert plain["split"]["level"] == "duplicate group"
+
+
+@pytest.mark.slow
+def test_a_comparison_split_by_patient_states_it_in_its_report(prepared, tmp_path):
+    groups = _patient_csv(prepared, tmp_path / "patients.csv")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(prepared), "--out", str(out), "--archs", "resnet18", "--weights", "none"]
+    args += ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--bootstrap", "20", "--no-progress"]
+    assert main([*args, "--groups", str(groups)]) == 0
+    md = (out / "report.md").read_text()
+    assert f"Split level: patient (every group of {groups.resolve()}" in md
+    assert "Images are not split by patient" not in md
+    sides: dict[str, set[str]] = {}
+    for r in csv.DictReader((out / "split.csv").open()):
+        sides.setdefault(r["group"], set()).add(r["side"])
+    assert all(g.startswith("patient:") and len(s) == 1 for g, s in sides.items())
+
+
 def test_limit_per_class_takes_a_seeded_random_subset_of_each_class_and_side(prepared):
     from brainmri.splits import effective_split as _effective_split
 

@@ -136,8 +136,12 @@ def make_card(
         "metrics": metrics or {},
         "config": config or {},
         "intended_use": INTENDED_USE,
-        "limitations": "Images are not split by patient; trained on one public dataset; "
-        "not validated on external clinical data.",
+        "limitations": (
+            "Images are split by the given patient groups"
+            if (split or {}).get("level") == "patient"
+            else "Images are not split by patient"
+        )
+        + "; trained on one public dataset; not validated on external clinical data.",
         "notice": NOTICE,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "brainmri_version": __version__,

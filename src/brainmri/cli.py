@@ -103,6 +103,7 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("--overwrite", action="store_true", help="replace an existing prepared OUT")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_groups_flags(pr, "recorded in manifest.csv, so that every later split of OUT keeps each group on one side")
     pr.set_defaults(func=_run_data_prepare)
 
     sp = dsub.add_parser("split", help="stratified, duplicate-group-aware train/test split or k folds")
@@ -114,7 +115,55 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument(
         "--overwrite", action="store_true", help="replace an existing split file (never manifest.csv or prepare.json)"
     )
+    _add_groups_flags(sp, "no group (with its duplicates) crosses the split; default: the groups prepare recorded")
     sp.set_defaults(func=_run_data_split)
+
+    au = dsub.add_parser(
+        "audit",
+        help="find duplicates, label conflicts and train/test leakage in dataset folders (read-only)",
+        description="Hash every image of one or more dataset folders as prepare does, group exact and near "
+        "duplicates, and report duplicates within each folder, groups that cross split folders or datasets, "
+        "label conflicts, how many test images have a copy in a training folder, and unreadable files. "
+        "Writes OUT/audit.json, audit.md and a self-contained audit.html; the sources are only read.",
+    )
+    au.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="dataset folder (class folders, optionally under Training/ Testing/ ...); each SRC is one dataset",
+    )
+    au.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the audit (must not exist unless --overwrite)"
+    )
+    au.add_argument("--size", type=int, default=256, help="size at which images are hashed (default: 256, as prepare)")
+    au.add_argument(
+        "--phash-threshold",
+        type=int,
+        default=None,
+        help="perceptual-hash Hamming distance at or under which images are near duplicates "
+        "(default: 2, as prepare; -1: exact duplicates only)",
+    )
+    au.add_argument("--label-map", help="extra folder names, e.g. 'tumor_g=glioma_tumor,none=normal'")
+    au.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores, at most 8)")
+    au.add_argument("--overwrite", action="store_true", help="replace an existing audit in DIR")
+    au.add_argument("--no-progress", action="store_true", help="no progress bar")
+    au.set_defaults(func=_run_data_audit)
+
+
+def _add_groups_flags(p: argparse.ArgumentParser, what: str) -> None:
+    from brainmri.config import GROUPS_MISSING
+
+    p.add_argument(
+        "--groups",
+        metavar="FILE",
+        help=f"CSV of file,group (e.g. a patient ID; file relative to SRC, as the manifest's source_path): {what}",
+    )
+    p.add_argument(
+        "--groups-missing",
+        choices=GROUPS_MISSING,
+        default="error",
+        help="files the --groups CSV lacks: error (default) or singleton (each its own group)",
+    )
 
 
 def _run_data_fetch(args: argparse.Namespace) -> int:
@@ -138,6 +187,8 @@ def _run_data_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        groups=args.groups,
+        groups_missing=args.groups_missing,
     )
     print(data.format_summary(summary))
     print(f"wrote {args.out} in {summary['seconds']:.1f} s")
@@ -150,14 +201,41 @@ def _run_data_split(args: argparse.Namespace) -> int:
     from brainmri import data
 
     path = data.split(
-        args.prepared, args.out, test_size=args.test_size, seed=args.seed, k=args.k, overwrite=args.overwrite
+        args.prepared,
+        args.out,
+        test_size=args.test_size,
+        seed=args.seed,
+        k=args.k,
+        groups=args.groups,
+        groups_missing=args.groups_missing,
+        overwrite=args.overwrite,
     )
     rows = data.read_split(path)
     if args.k is not None:
         counts = ", ".join(f"fold {i}: {sum(r['fold'] == str(i) for r in rows)}" for i in range(args.k))
     else:
         counts = f"train {sum(r['side'] == 'train' for r in rows)}, test {sum(r['side'] == 'test' for r in rows)}"
-    print(f"wrote {Path(path)} ({counts})")
+    level = "patient" if args.groups or data.has_patient_groups(args.prepared) else "duplicate group"
+    print(f"wrote {Path(path)} ({counts}; split level: {level})")
+    return 0
+
+
+def _run_data_audit(args: argparse.Namespace) -> int:
+    from brainmri import data
+    from brainmri.auditreport import audit, format_summary
+
+    result = audit(
+        args.sources,
+        args.out,
+        size=args.size,
+        phash_threshold=data.PHASH_THRESHOLD if args.phash_threshold is None else args.phash_threshold,
+        label_map=args.label_map,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(format_summary(result))
+    print(f"wrote {args.out}/audit.json, audit.md and audit.html in {result['seconds']:.1f} s")
     return 0
 
 

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from brainmri import data as data_mod
+from brainmri.config import TrainConfig
 from brainmri.figures import FIGURES
 from brainmri.files import read_json
 from brainmri.labels import CLASSES
 from brainmri.report import fmt, render_report
 from brainmri.rundir import RunDir
+from brainmri.splits import split_level
 
 #: The paper's Table 2, only the numbers we can vouch for (accuracy and training time);
 #: its precision, sensitivity and F1 are reported as "not given".
@@ -310,8 +312,18 @@ def recipe_text(config: dict[str, Any]) -> str:
     return ", ".join(parts + [f.replace("_", "-") for f in flags])
 
 
-def _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage) -> dict:
+def _split_level_bullet(split_by: str, group_file: str) -> str:
+    how = {
+        "patient": f"every group of {group_file} and every duplicate group on one side",
+        "duplicate group": "every duplicate group on one side; no patient groups given",
+        "image": "image by image: copies of one image can sit on both sides",
+    }[split_by]
+    return f"Split level: {split_by} ({how})"
+
+
+def _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage, split_by) -> dict:
     weights = config.get("weights", "?")
+    group_file = config.get("groups") or "the groups file given to prepare"
     return {
         "heading": "Settings",
         "bullets": [
@@ -327,6 +339,7 @@ def _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakag
             f"Data: {meta.get('source') or prepare_info.get('settings', {}).get('source', '?')}; prepared "
             f"{_counts_text(prepare_info)}",
             _split_bullet(config, counts, cv, leakage),
+            _split_level_bullet(split_by, group_file),
             (
                 f"Model evaluated: the best epoch by accuracy on a validation side of {config['val_size']:.0%} of "
                 "the training images (whole duplicate groups); the test side chose nothing"
@@ -343,10 +356,14 @@ def _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakag
     }
 
 
-def _limits_section(config, cv, meta, prepare_info) -> dict:
+def _limits_section(config, cv, meta, prepare_info, split_by) -> dict:
     weights = config.get("weights", "?")
+    group_file = config.get("groups") or "the groups file given to prepare"
     bullets = [
-        "Images are not split by patient: the dataset has no patient identifiers, so slices of one "
+        f"Images are split by the groups of {group_file} (e.g. patients); the split is only as disjoint as "
+        "those groups are complete and correct."
+        if split_by == "patient"
+        else "Images are not split by patient: the dataset has no patient identifiers, so slices of one "
         "patient can appear in both training and test data and inflate the scores.",
         "Exact duplicates were removed and near-duplicates grouped by perceptual hash, but some "
         "near-duplicates may remain across the split.",
@@ -412,6 +429,7 @@ def write_comparison_report(
     env = read_json(first.environment, {})
     prepare_info = read_json(Path(config["data"]) / data_mod.PREPARE_JSON, {})
     counts = split_counts(first.split) if not cv else None
+    split_by = split_level(TrainConfig.from_dict(config), data_mod.read_split(first.split))
     notice = {
         "heading": "Not for clinical use",
         "notice": True,
@@ -425,8 +443,8 @@ def write_comparison_report(
         *_results_sections(results, cv, env),
         *external_sections(out, results),
         *extra,
-        _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage),
-        _limits_section(config, cv, meta, prepare_info),
+        _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage, split_by),
+        _limits_section(config, cv, meta, prepare_info, split_by),
         *_per_arch_sections(out, results, cv),
         *gallery_sections(results),
     ]

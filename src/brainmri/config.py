@@ -33,6 +33,8 @@ SPLIT_POLICIES = ("group", "random")
 #: damaged or crafted (inference would allocate tens of gigabytes for one slice).
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 2048
+#: What a split does with a file that the ``--groups`` CSV does not name.
+GROUPS_MISSING = ("error", "singleton")
 #: The default warm-up of each schedule, as a fraction of all steps (OneCycle: torch's 0.3).
 DEFAULT_WARMUP = {"constant": 0.0, "cosine": 0.0, "onecycle": 0.3}
 
@@ -59,6 +61,17 @@ class TrainConfig:
         "how a new split is drawn: group (default; no duplicate group crosses sides) or random (the paper's "
         "way: every readable file, duplicates kept)",
         choices=SPLIT_POLICIES,
+    )
+    groups: str | None = _opt(
+        None,
+        "CSV of file,group (e.g. a patient ID; file relative to the source folder, as in the manifest's "
+        "source_path): a new split keeps every group, and every duplicate group, on one side",
+        metavar="FILE",
+    )
+    groups_missing: str = _opt(
+        "error",
+        "files the --groups CSV lacks: error (default) or singleton (each its own group)",
+        choices=GROUPS_MISSING,
     )
     test_size: float = _opt(0.2, "test fraction of a new split (0.2)", low=0.0, high=1.0, open_low=True, open_high=True)
     fold: int | None = _opt(None, "held-out fold of a k-fold split file", low=0)
@@ -185,6 +198,10 @@ class TrainConfig:
                 raise BrainMRIError(f"{flag} must be {least} {low:g}, got {value}")
             if high is not None and (value > high or (meta.get("open_high") and value == high)):
                 raise BrainMRIError(f"{flag} must be {_range_text(meta)}, got {value}")
+        if self.groups and self.split_policy == "random":
+            raise BrainMRIError(
+                "--groups keeps each group on one side, --split-policy random splits image by image: choose one"
+            )
         if self.schedule == "onecycle" and self.effective_warmup <= 0:
             raise BrainMRIError("--schedule onecycle needs a warm-up: --warmup above 0 (default 0.3)")
         return self

@@ -9,7 +9,6 @@ it was kept. Splits are made from the manifest and are group-aware, so an image 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -19,7 +18,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,11 @@ from PIL import Image
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, check_output, current_umask, staging_dir
-from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray, read_gray_info
+from brainmri.groups import PATIENT_COLUMN, assign, read_groups, units_for
+from brainmri.hashing import decode_for_hashing, duplicate_groups, image_hashes, map_images  # noqa: F401 (API)
+from brainmri.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, read_gray
 from brainmri.labels import CLASSES, canonical_label, parse_label_map
-from brainmri.preprocess import DEFAULT_SIZE, resize, stack, to_array
+from brainmri.preprocess import DEFAULT_SIZE, stack, to_array
 
 MANIFEST = "manifest.csv"
 PREPARE_JSON = "prepare.json"
@@ -60,7 +61,9 @@ PHASH_THRESHOLD = 2
 #: Folder names that mark a dataset's own split level above the class folders.
 SPLIT_FOLDERS = frozenset({"training", "train", "testing", "test", "validation", "val", "valid"})
 
-_TRAIN_FOLDERS = frozenset({"training", "train"})
+#: Split folders whose images a model trains on; the rest of SPLIT_FOLDERS are held out.
+TRAIN_FOLDERS = frozenset({"training", "train"})
+_TRAIN_FOLDERS = TRAIN_FOLDERS
 
 
 # --- scanning a source folder -------------------------------------------------------
@@ -135,29 +138,10 @@ def _output_names(rows: Sequence[dict[str, str]]) -> list[str]:
 def _prepare_one(task: tuple[str, str, int, int]) -> dict[str, str]:
     """Decode, resize, hash and write one slice (runs in a worker process)."""
     src, dst, size, max_pixels = task
-    try:
-        gray, (width, height), mode = read_gray_info(src, max_pixels)
-    except ImageError as exc:
-        return {"status": f"unreadable: {exc}"}
-    arr = resize(gray, size)
-    Image.fromarray(arr).save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
-    pixel_hash, phash = image_hashes(arr)
-    return {
-        "width": str(width),
-        "height": str(height),
-        "mode": mode,
-        "pixel_hash": pixel_hash,
-        "phash": phash,
-        "status": "",
-    }
-
-
-def image_hashes(arr: np.ndarray) -> tuple[str, str]:
-    """(exact pixel hash, perceptual hash) of a slice already resized to the prepared size:
-    what prepare groups duplicates by, and what :func:`training_overlap` compares."""
-    import imagehash
-
-    return hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest(), str(imagehash.phash(Image.fromarray(arr)))
+    arr, fields = decode_for_hashing(src, size, max_pixels)
+    if arr is not None:
+        Image.fromarray(arr).save(dst, format="PNG", compress_level=1)  # 10% larger than the default, twice as fast
+    return fields
 
 
 def training_overlap(
@@ -175,8 +159,14 @@ def training_overlap(
     threshold = int(info["settings"]["phash_threshold"])
     rows = read_split(split_file)
     training = select_split(rows, "train", fold) + ([] if "fold" in rows[0] else select_split(rows, "val"))
-    training_groups = {r["group"] for r in training}
-    reference = [r for r in read_manifest(prepared) if r["group"] in training_groups and r["pixel_hash"]]
+    # The split's group column may name patient units (--groups); the duplicate groups of its
+    # rows are looked up by path (a prepared PNG, or the source file of a random split).
+    manifest = read_manifest(prepared)
+    source = Path(info["settings"]["source"])
+    dup_of = {str(source / m["source_path"]): m["group"] for m in manifest if m["group"]}
+    dup_of.update({m["output_path"]: m["group"] for m in manifest if m["output_path"]})
+    training_groups = {dup_of.get(r["path"], r["group"]) for r in training}
+    reference = [r for r in manifest if r["group"] in training_groups and r["pixel_hash"]]
     exact = {r["pixel_hash"]: r["source_path"] for r in reference}
     bits = np.array([int(r["phash"], 16) for r in reference], dtype=np.uint64)
     out: list[dict[str, Any] | None] = []
@@ -192,38 +182,6 @@ def training_overlap(
                 continue
         out.append(None)
     return out
-
-
-def _find(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
-def duplicate_groups(pixel_hashes: Sequence[str], phashes: Sequence[str], threshold: int) -> list[int]:
-    """Union-find over exact duplicates and phash pairs within ``threshold``: a root index per
-    item. ``threshold < 0`` groups exact duplicates only."""
-    n = len(pixel_hashes)
-    parent = list(range(n))
-
-    def union(a: int, b: int) -> None:
-        ra, rb = _find(parent, a), _find(parent, b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
-    first: dict[str, int] = {}
-    for i, h in enumerate(pixel_hashes):
-        union(first.setdefault(h, i), i)
-    if threshold >= 0 and n > 1:
-        bits = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
-        for start in range(0, n, 1024):
-            block = bits[start : start + 1024]
-            dist = np.bitwise_count(block[:, None] ^ bits[None, :])
-            for a, b in zip(*np.nonzero(dist <= threshold), strict=True):
-                if start + a < b:
-                    union(int(start + a), int(b))
-    return [_find(parent, i) for i in range(n)]
 
 
 def _keep_key(row: dict[str, str]) -> tuple[int, str]:
@@ -243,6 +201,16 @@ def _check_output(src: Path, out: Path, overwrite: bool) -> None:
             raise BrainMRIError(f"output {out} exists and is not a prepared folder; refusing to replace it")
 
 
+def check_prepare_settings(size: int, phash_threshold: int) -> None:
+    """The size and threshold that prepare (and the audit, which hashes as prepare does) accept."""
+    if size < 8:
+        raise BrainMRIError(f"--size must be at least 8 pixels, got {size}")
+    if not -1 <= phash_threshold <= 64:
+        raise BrainMRIError(
+            f"--phash-threshold must be -1 (exact duplicates only) to 64 (bits of a phash), got {phash_threshold}"
+        )
+
+
 def prepare(
     src: str | Path,
     out: str | Path,
@@ -253,6 +221,8 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
     max_pixels: int = MAX_PIXELS,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
 ) -> dict:
     """Prepare a dataset as the paper did (grayscale, ``size x size``) and remove duplicates.
 
@@ -260,23 +230,21 @@ def prepare(
     ``OUT/prepare.json``; everything is built in a hidden sibling folder and renamed into
     place, so an interrupted run never leaves a folder that looks complete. Returns the
     contents of ``prepare.json`` (settings and counts).
-    """
-    import imagehash  # noqa: F401  (imported once here, so forked workers inherit it)
-    from tqdm import tqdm
 
+    ``groups`` (a ``file,group`` CSV, e.g. patient IDs) is recorded in the manifest's
+    ``patient`` column, so that every later split of OUT keeps each group on one side.
+    """
     started = time.perf_counter()
     src, out = Path(src), Path(out)
-    if size < 8:
-        raise BrainMRIError(f"--size must be at least 8 pixels, got {size}")
-    if not -1 <= phash_threshold <= 64:
-        raise BrainMRIError(
-            f"--phash-threshold must be -1 (exact duplicates only) to 64 (bits of a phash), got {phash_threshold}"
-        )
+    check_prepare_settings(size, phash_threshold)
     mapping = parse_label_map(label_map)
     rows = scan(src, mapping)
+    patients = (
+        assign([r["source_path"] for r in rows], read_groups(groups), groups_missing, groups, str(src))
+        if groups
+        else None
+    )
     _check_output(src, out, overwrite)
-    if workers is None:
-        workers = min(len(os.sched_getaffinity(0)), 8)
     tmp = staging_dir(out)
     try:
         names = _output_names(rows)
@@ -285,32 +253,18 @@ def prepare(
         tasks = [
             (str(src / r["source_path"]), str(tmp / n), size, max_pixels) for r, n in zip(rows, names, strict=True)
         ]
-        bar = tqdm(total=len(tasks), desc="prepare", unit="img", disable=not progress, leave=False)
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                results = []
-                for res in pool.map(_prepare_one, tasks, chunksize=16):
-                    results.append(res)
-                    bar.update()
-        else:
-            results = []
-            for t in tasks:
-                results.append(_prepare_one(t))
-                bar.update()
-        bar.close()
+        results = map_images(_prepare_one, tasks, workers, "prepare", progress)
         manifest = _deduplicate(rows, names, results, phash_threshold)
+        columns = MANIFEST_COLUMNS
+        if patients is not None:
+            columns += (PATIENT_COLUMN,)
+            for m in manifest:
+                m[PATIENT_COLUMN] = patients[m["source_path"]]
         for m in manifest:
             if m["status"] != "kept" and not m["status"].startswith("unreadable"):
                 (tmp / m["_name"]).unlink()
         summary = _summarise(manifest, rows)
-        if summary["kept"] == 0:  # a folder with no images would only fail later, far from the cause
-            bad = next((m for m in manifest if m["status"].startswith("unreadable")), None)
-            example = f", e.g. {bad['source_path']}: {bad['status']}" if bad else ""
-            raise BrainMRIError(
-                f"no image of {src} could be kept ("
-                + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["removed"].items() if n)
-                + f"{example}); nothing was written"
-            )
+        _check_kept(src, manifest, summary)
         summary["settings"] = {
             "source": str(src.resolve()),
             "size": size,
@@ -318,13 +272,11 @@ def prepare(
             "label_map": mapping,
             "max_pixels": max_pixels,
         }
+        if patients is not None:
+            summary["settings"].update(groups=str(Path(groups).resolve()), groups_missing=groups_missing)
+            summary["patient_groups"] = len({p for p in patients.values() if p})
         summary["seconds"] = round(time.perf_counter() - started, 2)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(manifest)
-        (tmp / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
-        (tmp / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _write_records(tmp, manifest, columns, summary)
         os.chmod(tmp, 0o777 & ~current_umask())
         if out.exists():
             trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
@@ -337,6 +289,28 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def _check_kept(src: Path, manifest: Sequence[dict[str, str]], summary: dict) -> None:
+    """A folder with no image left would only fail later, far from the cause."""
+    if summary["kept"] == 0:
+        bad = next((m for m in manifest if m["status"].startswith("unreadable")), None)
+        example = f", e.g. {bad['source_path']}: {bad['status']}" if bad else ""
+        raise BrainMRIError(
+            f"no image of {src} could be kept ("
+            + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["removed"].items() if n)
+            + f"{example}); nothing was written"
+        )
+
+
+def _write_records(folder: Path, manifest: Sequence[dict[str, str]], columns: Sequence[str], summary: dict) -> None:
+    """``manifest.csv`` and, last, ``prepare.json`` into the folder being built."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(manifest)
+    (folder / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
+    (folder / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def _deduplicate(
@@ -435,18 +409,33 @@ def read_manifest(prepared: str | Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def kept_rows(prepared: str | Path) -> list[dict[str, str]]:
+def kept_rows(
+    prepared: str | Path, groups: str | Path | None = None, groups_missing: str = "error"
+) -> list[dict[str, str]]:
     """The kept images of a prepared folder, sorted by path so that splits never depend on
-    the order in which files were listed."""
-    rows = [r for r in read_manifest(prepared) if r["status"] == "kept"]
+    the order in which files were listed.
+
+    ``group`` is what a split keeps on one side: the duplicate group, or, where patient groups
+    are known (``groups``, or those prepare recorded), the union of duplicate and patient
+    groups (:func:`brainmri.groups.split_units`)."""
+    manifest = read_manifest(prepared)
+    units = units_for(manifest, groups, groups_missing, str(prepared))
+    rows = [r for r in manifest if r["status"] == "kept"]
     if not rows:
         raise BrainMRIError(f"{prepared}/{MANIFEST} lists no kept images")
     for r in rows:
         if r["label"] not in CLASSES:
             raise BrainMRIError(f"{prepared}/{MANIFEST}: unknown label {r['label']!r} for {r['output_path']}")
+        if units is not None:
+            r["group"] = units[r["source_path"]]
         if not r["group"]:
             r["group"] = r["output_path"]
     return sorted(rows, key=lambda r: r["output_path"])
+
+
+def has_patient_groups(prepared: str | Path) -> bool:
+    """Whether prepare recorded ``--groups`` for this folder (its manifest names patients)."""
+    return any(r.get(PATIENT_COLUMN) for r in read_manifest(prepared))
 
 
 # --- splitting ----------------------------------------------------------------------
@@ -484,12 +473,18 @@ def _pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> 
     return picked
 
 
-def make_split(prepared: str | Path, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
-    """A stratified train/test split of the kept images in which no duplicate group spans both
-    sides."""
+def make_split(
+    prepared: str | Path,
+    test_size: float = 0.2,
+    seed: int = 42,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
+) -> list[dict[str, str]]:
+    """A stratified train/test split of the kept images in which no duplicate group, and no
+    patient group where they are known (see :func:`kept_rows`), spans both sides."""
     if not 0.0 < test_size < 1.0:
         raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
-    rows = kept_rows(prepared)
+    rows = kept_rows(prepared, groups, groups_missing)
     test_groups = _pick_groups(rows, test_size, seed)
     if not test_groups or len(test_groups) == len(_group_labels(rows)):
         raise BrainMRIError(f"too few images ({len(rows)}) for a {1 - test_size:.0%}/{test_size:.0%} split")
@@ -526,13 +521,16 @@ def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int 
     return rows
 
 
-def make_kfold(prepared: str | Path, k: int = 5, seed: int = 42) -> list[dict[str, str]]:
-    """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation."""
+def make_kfold(
+    prepared: str | Path, k: int = 5, seed: int = 42, groups: str | Path | None = None, groups_missing: str = "error"
+) -> list[dict[str, str]]:
+    """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation; groups as in
+    :func:`make_split`."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if k < 2:
         raise BrainMRIError(f"--k must be at least 2, got {k}")
-    rows = kept_rows(prepared)
+    rows = kept_rows(prepared, groups, groups_missing)
     n_groups = len({r["group"] for r in rows})
     if n_groups < k:
         raise BrainMRIError(f"cannot make {k} folds from {n_groups} image groups")
@@ -666,6 +664,8 @@ def split(
     test_size: float = 0.2,
     seed: int = 42,
     k: int | None = None,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
     overwrite: bool = False,
 ) -> Path:
     """Make and write a split file: train/test (default) or ``k`` folds; returns its path.
@@ -676,9 +676,9 @@ def split(
     path = Path(out) if out is not None else Path(prepared) / default
     _check_split_target(prepared, path, overwrite)
     if k is not None:
-        rows = make_kfold(prepared, k=k, seed=seed)
+        rows = make_kfold(prepared, k=k, seed=seed, groups=groups, groups_missing=groups_missing)
     else:
-        rows = make_split(prepared, test_size=test_size, seed=seed)
+        rows = make_split(prepared, test_size=test_size, seed=seed, groups=groups, groups_missing=groups_missing)
     return write_split(rows, path)
 
 

@@ -159,6 +159,12 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         return
     old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
     old.setdefault("prepared_manifest_sha256", settings["prepared_manifest_sha256"])  # older records
+    if "val_size" in old.get("config", {}):
+        # Settings added since the record was written had their defaults then (val_size marks
+        # records whose runs could still choose an epoch on the test side: never resumed).
+        for key, default in TrainConfig().to_dict().items():
+            if key in settings["config"]:
+                old["config"].setdefault(key, default)
     if old != settings:
         if not any((out / "runs").glob("**/checkpoints/*.pt")):
             for stale in (path, out / "split.csv", *out.glob("folds_k*.csv")):
@@ -237,12 +243,13 @@ def compare(
     # One split for every architecture, made once and kept in the comparison folder.
     split = out / (f"folds_k{cv}.csv" if cv else "split.csv")
     if not split.is_file():
+        grouping = {"groups": config.groups, "groups_missing": config.groups_missing}
         if cv:
-            rows = data_mod.make_kfold(prepared, cv, config.seed)
+            rows = data_mod.make_kfold(prepared, cv, config.seed, **grouping)
         elif config.split_policy == "random":
             rows = make_random_split(prepared, config.test_size, config.seed)
         else:
-            rows = data_mod.make_split(prepared, config.test_size, config.seed)
+            rows = data_mod.make_split(prepared, config.test_size, config.seed, **grouping)
         data_mod.write_split(rows, split)
     record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}}
     atomic_write_text(out / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")

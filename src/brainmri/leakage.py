@@ -119,5 +119,5 @@ def write_leakage_report(group_dir: str | Path, random_dir: str | Path, out: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "leakage.json", json.dumps(study, indent=2) + "\n")
-    render_report(out, [leakage_section(study)], title="brainmri: the cost of leakage", stem="leakage")
+    render_report(out, [leakage_section(study)], title="brainmri: the cost of leakage", name="leakage")
     return study

@@ -55,9 +55,10 @@ code{background:#f4f4f4;padding:0 3px}
 
 
 def render_report(
-    out_dir: str | Path, sections: Sequence[dict[str, Any]], title: str = "brainmri report", stem: str = "report"
+    out_dir: str | Path, sections: Sequence[dict[str, Any]], title: str = "brainmri report", name: str = "report"
 ) -> tuple[Path, Path]:
-    """Write ``<stem>.md`` and a self-contained ``<stem>.html`` from a list of sections.
+    """Write ``<name>.md`` and a self-contained ``<name>.html`` (default ``report``) from a list
+    of sections.
 
     A section is ``{"heading": str, "text": [paragraphs], "table": (header, rows),
     "figures": [(caption, path)], "notice": bool}``; every key but ``heading`` is optional.
@@ -101,7 +102,7 @@ def render_report(
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-    md_path, html_path = out / f"{stem}.md", out / f"{stem}.html"
+    md_path, html_path = out / f"{name}.md", out / f"{name}.html"
     atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     atomic_write_text(html_path, page)
     return md_path, html_path

@@ -1,11 +1,12 @@
 """The split a training run uses, resolved from its settings into one train/val/test table.
 
 Two policies draw a new split. ``group`` (the default) keeps every duplicate group of the
-prepared folder on one side. ``random`` is the paper's way, kept to measure what it costs: a
-stratified random split of every readable source file, duplicates and label conflicts
-included, so copies of one image can sit on both sides. The files that prepare set aside
-are read from the source folder recorded in ``prepare.json``, through the same
-preprocessing (``prepared_size`` then the training size).
+prepared folder on one side, and every patient group where they are known (``--groups``, or
+recorded by prepare), together with the duplicate groups that join patients. ``random`` is
+the paper's way, kept to measure what it costs: a stratified random split of every readable
+source file, duplicates and label conflicts included, so copies of one image can sit on
+both sides. The files that prepare set aside are read from the source folder recorded in
+``prepare.json``, through the same preprocessing (``prepared_size`` then the training size).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import numpy as np
 from brainmri import data
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
+from brainmri.groups import units_for
+
+#: What a split keeps on one side, as a run's card and report state it.
+LEVELS = ("patient", "duplicate group", "image")
 
 #: Manifest statuses of readable files, which a ``random`` split takes.
 READABLE = ("kept", "duplicate", "label_conflict")
@@ -67,10 +72,59 @@ def crossing_groups(rows: list[dict[str, str]]) -> int:
     return sum(len(s) > 1 for s in sides.values())
 
 
+def split_units(
+    prepared: str | Path, groups: str | Path | None = None, groups_missing: str = "error"
+) -> dict[str, str] | None:
+    """The split unit (:func:`brainmri.groups.split_units`) of every readable file, keyed as
+    split files name it: the prepared PNG of a kept image, the absolute source path of any
+    readable one (as a ``random`` split lists it). None when no patient groups are known."""
+    prepared = Path(prepared)
+    manifest = data.read_manifest(prepared)
+    units = units_for(manifest, groups, groups_missing, str(prepared))
+    if units is None:
+        return None
+    info_path = prepared / data.PREPARE_JSON
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    source = info.get("settings", {}).get("source")
+    out = {str(Path(source) / path): unit for path, unit in units.items()} if source else {}
+    out.update({m["output_path"]: units[m["source_path"]] for m in manifest if m["status"] == "kept"})
+    return out
+
+
+def apply_units(rows: list[dict[str, str]], units: dict[str, str], where: str) -> list[dict[str, str]]:
+    """``rows`` of a given split file with each ``group`` replaced by its split unit, once it is
+    checked that no unit (patient with its duplicates) has members on two sides."""
+    out, sides = [], {}
+    for r in rows:
+        unit = units.get(r["path"])
+        if unit is None:
+            raise BrainMRIError(f"{where} lists {r['path']}, which the prepared folder does not hold")
+        sides.setdefault(unit, set()).add(r["side"])
+        out.append({**r, "group": unit})
+    crossing = sorted(u for u, s in sides.items() if len(s) > 1)
+    if crossing:
+        raise BrainMRIError(
+            f"{where} puts {len(crossing)} groups on more than one side (e.g. {crossing[0]}), so it was not made "
+            "with these groups; leave out --split to draw a new split that keeps them together"
+        )
+    return out
+
+
+def split_level(config: TrainConfig, rows: list[dict[str, str]]) -> str:
+    """What the run's split keeps on one side (one of :data:`LEVELS`): ``image`` for a random
+    split, or a given split file whose duplicate groups cross sides; ``patient`` where patient
+    groups were used; ``duplicate group`` otherwise."""
+    if (not config.split and config.split_policy == "random") or crossing_groups(rows):
+        return "image"
+    if config.groups or data.has_patient_groups(config.data):
+        return "patient"
+    return "duplicate group"
+
+
 def effective_split(config: TrainConfig) -> list[dict[str, str]]:
     """The split rows a run uses, as a single split: a k-fold file resolved to its fold, a
     validation side carved from the training side when ``val_size`` > 0, the per-class limit
-    applied."""
+    applied. A given split file is checked against the patient groups, if any are known."""
     if config.split:
         rows = data.read_split(config.split)
         if "fold" in rows[0]:
@@ -79,13 +133,16 @@ def effective_split(config: TrainConfig) -> list[dict[str, str]]:
             rows = [
                 {**r, "side": side} for side in ("train", "test") for r in data.select_split(rows, side, config.fold)
             ]
+        units = split_units(config.data, config.groups, config.groups_missing)
+        if units is not None:
+            rows = apply_units(rows, units, config.split)
     else:
         if config.fold is not None:
             raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
         if config.split_policy == "random":
             rows = make_random_split(config.data, config.test_size, config.seed)
         else:
-            rows = data.make_split(config.data, config.test_size, config.seed)
+            rows = data.make_split(config.data, config.test_size, config.seed, config.groups, config.groups_missing)
     if config.val_size > 0:
         rows = data.carve_validation(rows, config.val_size, config.seed)
     else:

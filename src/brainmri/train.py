@@ -125,11 +125,12 @@ def check_run_dir(run: RunDir, overwrite: bool, resume: bool) -> None:
 
 
 def _absolute_paths(config: TrainConfig) -> dict[str, str | None]:
-    """``data``, ``split`` and a local ``weights`` file as absolute paths."""
+    """``data``, ``split``, ``groups`` and a local ``weights`` file as absolute paths."""
     local_weights = config.weights not in ("imagenet", "none", "")
     return {
         "data": str(Path(config.data).resolve()) if config.data else config.data,
         "split": str(Path(config.split).resolve()) if config.split else config.split,
+        "groups": str(Path(config.groups).resolve()) if config.groups else config.groups,
         "weights": str(Path(config.weights).resolve()) if local_weights else config.weights,
     }
 
@@ -146,6 +147,10 @@ def validate_config(config: TrainConfig) -> None:
         raise BrainMRIError(f"weights file not found: {config.weights} (use imagenet, none or a file path)")
     if config.fold is not None and not config.split:
         raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
+    if config.groups:  # its columns and its coverage of the prepared files, before anything is written
+        from brainmri.splits import split_units
+
+        split_units(config.data, config.groups, config.groups_missing)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -343,10 +348,11 @@ def _restore(parts: engine.Parts, ckpt: dict[str, Any], main: bool) -> engine.Tr
 
 def _card_base(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_size, selects: bool) -> dict[str, Any]:
     from brainmri.data import read_split
-    from brainmri.splits import side_counts
+    from brainmri.splits import side_counts, split_level
 
     counts = sampling.class_counts(train_y)
-    sides = side_counts(read_split(run.split))
+    rows = read_split(run.split)
+    sides = side_counts(rows)
     return dict(
         arch=config.arch,
         image_size=config.image_size,
@@ -369,6 +375,9 @@ def _card_base(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_siz
             "source": config.split
             or f"made by splits.effective_split(test_size={config.test_size}, seed={config.seed})",
             "policy": "given split file" if config.split else config.split_policy,
+            # What no side shares: patient (with --groups), duplicate group, or image (random split).
+            "level": split_level(config, rows),
+            "groups": config.groups,
             "fold": config.fold,
             "seed": config.seed,
             "train": len(train_y),

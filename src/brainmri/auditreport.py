@@ -19,11 +19,12 @@ import numpy as np
 from brainmri import data, hashing
 from brainmri.audit import run_audit, scan_sources
 from brainmri.errors import BrainMRIError
+from brainmri.figures import _save, _short, figure
 from brainmri.files import atomic_write_bytes, publish_dir, staging_dir, write_json
 from brainmri.images import MAX_PIXELS
 from brainmri.labels import CLASSES
 from brainmri.preprocess import DEFAULT_SIZE
-from brainmri.report import _save, _short, render_report
+from brainmri.report import render_report
 
 AUDIT_JSON = "audit.json"
 PAIRS_PNG = "duplicate_pairs.png"
@@ -96,15 +97,12 @@ def _thumb(result: dict[str, Any], member: dict[str, Any]) -> np.ndarray:
 def plot_pairs(result: dict[str, Any], path: Path) -> Path:
     """Example duplicate pairs from different folders, each pair side by side with the folder,
     label and file of both images and how alike they are (label conflicts in red)."""
-    import matplotlib.pyplot as plt
-
     pairs = result["examples"]
     per_row = 2 if len(pairs) > 1 else 1
     rows = (len(pairs) + per_row - 1) // per_row
     ratios = [1, 1, 0.18, 1, 1][: 3 * per_row - 1]  # a gap between pairs
-    fig, axes = plt.subplots(
-        rows, len(ratios), figsize=(2.2 * 2 * per_row, 2.75 * rows), squeeze=False, width_ratios=ratios
-    )
+    fig = figure(figsize=(2.2 * 2 * per_row, 2.75 * rows))
+    axes = fig.subplots(rows, len(ratios), squeeze=False, width_ratios=ratios)
     for ax in axes.flat:
         ax.axis("off")
     for i, pair in enumerate(pairs):
@@ -139,12 +137,10 @@ def _save_small(fig: Any, path: Path) -> Path:
     conflicts: a third of the size of matplotlib's RGBA, so the report that embeds it stays small."""
     import io
 
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     colours = [(v, v, v) for v in np.linspace(0, 255, 128).round().astype(int).tolist()]
     colours += [(round(255 - t * 77), round(255 - t * 221), round(255 - t * 221)) for t in (0.25, 0.5, 0.75, 1)]
     palette = Image.new("P", (1, 1))
@@ -159,12 +155,13 @@ def _save_small(fig: Any, path: Path) -> Path:
 def plot_leakage(result: dict[str, Any], path: Path) -> Path:
     """Per class, the share of each test-like folder's images that has a copy in a training
     folder, with the counts on the bars."""
-    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     folders = result["test_images_leaked"]["folders"]
     x = np.arange(len(CLASSES))
     width = 0.8 / max(1, len(folders))
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig = figure(figsize=(8, 3.8))
+    ax = fig.subplots()
     for i, f in enumerate(folders):
         counts = [f["per_class"].get(c, {"images": 0, "leaked": 0}) for c in CLASSES]
         heights = [c["leaked"] / c["images"] if c["images"] else np.nan for c in counts]
@@ -174,7 +171,7 @@ def plot_leakage(result: dict[str, Any], path: Path) -> Path:
     ax.set_xticks(x, [_short(c) for c in CLASSES])
     ax.set_ylabel("test images with a copy in training")
     ax.set_ylim(0, 1.12)
-    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=min(3, len(folders)), frameon=False)
     ax.set_title("Leakage per class: test images that also sit, as a copy, in a training folder", fontsize=9)
     return _save(fig, path)

@@ -92,18 +92,35 @@ class MahalanobisScore(nn.Module):
         return d2.min(dim=1).values.clamp_min(0).sqrt()
 
 
+def ledoit_wolf(resid: np.ndarray) -> np.ndarray:
+    """The Ledoit-Wolf shrunk covariance of centred rows (n, D), as scikit-learn's ``LedoitWolf(
+    assume_centered=True)`` computes it, from one Gram matrix: scikit-learn's blockwise loop
+    takes a minute at D = 2048 on a small CPU, this a second."""
+    n, dim = resid.shape
+    emp = resid.T @ resid / n
+    mu = np.trace(emp) / dim
+    delta_ = float(np.sum(emp**2))  # ||X'X||_F^2 / n^2
+    beta_ = float(np.sum(np.sum(resid**2, axis=1) ** 2))  # sum of ||x_i||^4
+    beta = (beta_ / n - delta_) / (dim * n)
+    delta = (delta_ - 2.0 * mu * np.trace(emp) + dim * mu**2) / dim
+    shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
+    cov = (1.0 - shrinkage) * emp
+    cov.flat[:: dim + 1] += shrinkage * mu
+    return cov
+
+
 def fit_statistics(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class means and one shared, shrunk covariance -> (transform (D, D), centres (K, D))."""
-    from sklearn.covariance import LedoitWolf
+    """Class means and one shared, shrunk covariance -> (transform (D, D), centres (K, D)), so
+    that ``||f @ transform - centre||`` is the Mahalanobis distance of ``f`` to that class mean."""
+    from scipy.linalg import cholesky, solve_triangular
 
     features = np.asarray(features, dtype=np.float64)
     present = np.unique(labels)
     means = np.stack([features[labels == k].mean(axis=0) for k in present])
-    resid = features - means[np.searchsorted(present, labels)]
-    cov = LedoitWolf(assume_centered=True).fit(resid).covariance_
-    evals, evecs = np.linalg.eigh(cov)
-    evals = np.maximum(evals, evals.max() * 1e-9)
-    transform = evecs / np.sqrt(evals)
+    cov = ledoit_wolf(features - means[np.searchsorted(present, labels)])
+    cov.flat[:: cov.shape[0] + 1] += 1e-9 * np.trace(cov) / cov.shape[0]  # positive definite without shrinkage
+    lower = cholesky(cov, lower=True)  # cov = L L': the distance is ||L^-1 (f - m)||
+    transform = solve_triangular(lower, np.eye(cov.shape[0]), lower=True).T
     return transform, means @ transform
 
 

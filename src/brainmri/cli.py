@@ -446,6 +446,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(format_table(rows, predictor.classes))
     if args.output is not None:
         write_predictions(args.output, rows, predictor.classes, predictor.card)
+    flagged = sum(bool(r.input_warning) for r in rows)
+    if flagged:
+        print(
+            f"brainmri: {flagged} of {len(rows)} images are not like the training images (see the warnings)",
+            file=sys.stderr,
+        )
     failed = sum(not r.ok for r in rows)
     if failed:
         print(f"brainmri: {failed} of {len(rows)} files could not be read", file=sys.stderr)

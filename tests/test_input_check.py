@@ -208,6 +208,19 @@ def test_calibrate_an_existing_run(trained_run, made_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--data PREPARED" in err
 
+    # A hand-edited card or statistics that do not fit the model: one line, exit 2.
+    ckpt = read_checkpoint(best)
+    for damage in ("threshold", "statistics"):
+        bad = {**ckpt, "card": {**ckpt["card"], "input_check": {**ckpt["card"]["input_check"]}}}
+        if damage == "threshold":
+            bad["card"]["input_check"]["threshold"] = float("nan")
+        else:
+            bad[ic.STATS_KEY] = {**ckpt[ic.STATS_KEY], "transform": torch.zeros(3, 3)}
+        torch.save(bad, best)
+        assert main(["predict", str(run), str(made_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "calibrate RUN --overwrite" in err, damage
+
 
 def test_evaluate_data_counts_flagged_images(trained_run, tmp_path):
     from brainmri.evaluate import evaluate_run

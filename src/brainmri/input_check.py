@@ -271,14 +271,24 @@ class InputCheck:
         entry, stats = ckpt["card"].get("input_check"), ckpt.get(STATS_KEY)
         if not entry or not isinstance(stats, dict) or stats.get("method") != METHOD:
             return cls(None, None, _CHEAP_ONLY + " (the model is not calibrated: run 'brainmri calibrate RUN')")
-        try:
-            scorer = MahalanobisScore(stats["transform"], stats["centres"])
-            threshold = float(entry["threshold"])
-        except (KeyError, TypeError, ValueError, RuntimeError):
+        transform, centres = stats.get("transform"), stats.get("centres")
+        head = ckpt.get("model_state", {}).get("head.1.weight")  # the head's first Linear: (hidden, D)
+        width = head.shape[1] if isinstance(head, torch.Tensor) and head.ndim == 2 else None
+        fits = (
+            isinstance(transform, torch.Tensor)
+            and isinstance(centres, torch.Tensor)
+            and transform.ndim == 2
+            and centres.ndim == 2
+            and transform.shape[0] == transform.shape[1] == centres.shape[1]
+            and width in (None, transform.shape[0])
+        )
+        if not fits:
             raise BrainMRIError(
-                "damaged input-check statistics in the checkpoint; run 'brainmri calibrate RUN --overwrite'"
-            ) from None
-        return cls(threshold, scorer, f"{_FULL} (threshold {threshold:.1f})")
+                "damaged input-check statistics in the checkpoint (they do not fit the model); "
+                "run 'brainmri calibrate RUN --overwrite'"
+            )
+        threshold = _threshold(entry)
+        return cls(threshold, MahalanobisScore(transform, centres), f"{_FULL} (threshold {threshold:.1f})")
 
     @classmethod
     def for_onnx(cls, proto: Any, card: dict[str, Any]) -> InputCheck:
@@ -286,7 +296,7 @@ class InputCheck:
         if not entry or ONNX_OUTPUT not in {o.name for o in proto.graph.output}:
             why = f" (this ONNX file has no '{ONNX_OUTPUT}' output: export a calibrated run)"
             return cls(None, None, _CHEAP_ONLY + why)
-        threshold = float(entry["threshold"])
+        threshold = _threshold(entry)
         return cls(threshold, ONNX_OUTPUT, f"{_FULL} (threshold {threshold:.1f}, in the ONNX graph)")
 
     def classify(
@@ -308,6 +318,16 @@ class InputCheck:
                 why.append(f"out of distribution (score {scores[i]:.1f} > {self.threshold:.1f})")
             out.append(warning_text(why))
         return out
+
+
+def _threshold(entry: Any) -> float:
+    """The card's threshold, checked: a hand-edited NaN would flag every image, a negative one too."""
+    value = entry.get("threshold") if isinstance(entry, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise BrainMRIError(
+            f"damaged model card: input_check.threshold is {value!r}; run 'brainmri calibrate RUN --overwrite'"
+        )
+    return float(value)
 
 
 _FULL = "size, near-constant and out-of-distribution score (Mahalanobis)"

@@ -2,8 +2,9 @@
 
 Decoding and resizing are :func:`brainmri.preprocess.to_array` and the model input is
 :func:`brainmri.preprocess.to_input`, exactly as in training, so a slice is seen the same
-way whichever backend runs it. Both backends produce logits; probabilities are the softmax
-computed here (:func:`softmax`), so the two backends differ only by float rounding.
+way whichever backend runs it. Both backends go through the one inference path
+(:mod:`brainmri.inference`), which also computes the input check's score in the same forward
+pass (:mod:`brainmri.input_check`), so the two backends differ only by float rounding.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def test_card_is_embedded(model_path, onnx_path):
     proto = onnx.load(str(onnx_path))
     onnx.checker.check_model(proto)
     assert [i.name for i in proto.graph.input] == ["image"]
-    assert [o.name for o in proto.graph.output] == ["logits", "probabilities"]
+    # The trained run is calibrated: the input check's score travels in the graph.
+    assert [o.name for o in proto.graph.output] == ["logits", "probabilities", "ood_score"]
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic: dynamic batch
     card = json.loads({p.key: p.value for p in proto.metadata_props}[CARD_KEY])

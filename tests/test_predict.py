@@ -65,12 +65,13 @@ def test_table_csv_json_with_corrupt_files(predictor, model_path, real_files, tm
     assert main([*args, "--output", str(out_csv)]) == 1
     captured = capsys.readouterr()
     table = captured.out.splitlines()
-    assert table[0].split() == ["file", "predicted", *predictor.classes, "error"]
+    # The last column says "error / warning" when the input check also flags a slice.
+    assert table[0].split()[: len(predictor.classes) + 3] == ["file", "predicted", *predictor.classes, "error"]
     assert len(table) == 1 + len(real_files) + 3
     assert "3 of 11 files could not be read" in captured.err
 
     rows = read_csv(out_csv)
-    assert list(rows[0]) == ["file", "predicted", *predictor.classes, "error"]
+    assert list(rows[0]) == ["file", "predicted", *predictor.classes, "error", "input_warning"]
     by_name = {Path(r["file"]).name: r for r in rows}
     assert "corrupt" in by_name["truncated.jpg"]["error"]
     assert "not an image" in by_name["notes.png"]["error"]

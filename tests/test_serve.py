@@ -230,10 +230,10 @@ def test_token_required_on_every_api_call(tiny_checkpoint, slices):
 
 
 def test_unexpected_errors_are_generic_json(app, slices, monkeypatch, caplog):
-    def broken(arrays):
+    def broken(arrays, reasons=None):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(app.state.predictor, "predict_arrays", broken)
+    monkeypatch.setattr(app.state.predictor, "predict_checked", broken)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = c.post("/api/predict", files={"files": ("a.jpg", slices[0].read_bytes())})
     assert r.status_code == 500

@@ -611,6 +611,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(format_table(rows, predictor.classes))
     if args.output is not None:
         write_predictions(args.output, rows, predictor.classes, predictor.card)
+    flagged = sum(bool(r.input_warning) for r in rows)
+    if flagged:
+        print(
+            f"brainmri: {flagged} of {len(rows)} images are not like the training images (see the warnings)",
+            file=sys.stderr,
+        )
     failed = sum(not r.ok for r in rows)
     if failed:
         print(f"brainmri: {failed} of {len(rows)} files could not be read", file=sys.stderr)
@@ -827,6 +833,53 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- calibrate (the input check) ---------------------------------------------------------
+
+
+def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="calibrate the input check (is an image like the training images?) on a finished run",
+        description="Fit the input check's statistics on a run's training side and set its threshold (a "
+        "percentile of training-side scores); stores both in checkpoints/best.pt and its card. Training does "
+        "this at its end; runs trained earlier get it here. --measure also counts the images flagged among "
+        "non-MRI images (scikit-image's samples, made-up ones), the run's test side and an external folder.",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder made by 'brainmri train'")
+    p.add_argument("--data", help="the run's prepared folder, if it has moved since training")
+    p.add_argument("--percentile", type=float, default=99.5, help="threshold percentile (default: 99.5)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--overwrite", action="store_true", help="calibrate again a run that is calibrated")
+    p.add_argument("--measure", metavar="EXTERNAL", help="then measure the shares flagged, with this MRI folder")
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from brainmri.export import read_card
+    from brainmri.input_check import calibrate_input_check
+
+    if args.measure is None or args.overwrite or not read_card(args.run).get("input_check"):
+        entry = calibrate_input_check(
+            args.run,
+            data=args.data,
+            device=args.device,
+            batch_size=args.batch_size,
+            percentile=args.percentile,
+            overwrite=args.overwrite,
+        )
+        print(
+            f"input check calibrated on {entry['calibrated_on']['images']} training images: threshold "
+            f"{entry['threshold']:.2f} (percentile {entry['percentile']:g} of cross-fitted training scores)"
+        )
+    if args.measure is not None:
+        from brainmri.input_check_measure import format_measure, measure_input_check
+
+        device = "cpu" if args.device == "auto" else args.device
+        print(format_measure(measure_input_check(args.run, args.measure, device=device)))
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------
 
 
@@ -845,6 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_predict_parsers,
         add_bench_parser,
         add_serve_parser,
+        add_calibrate_parser,
     ):
         add(sub)
     return parser

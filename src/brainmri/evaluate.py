@@ -23,6 +23,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, plain_name, shown
 from brainmri.images import ImageError, read_gray
 from brainmri.inference import probabilities
+from brainmri.input_check import source_reasons
 from brainmri.metrics import compute_metrics
 from brainmri.preprocess import stack, to_array
 from brainmri.runtime import resolve_device
@@ -127,7 +128,7 @@ def _folder(
     split = run_dir / "split.csv"
     check = bool(config.get("data")) and (prepared / PREPARE_JSON).is_file() and split.is_file()
     prep_size = prepared_size(prepared) if check else None
-    arrays, labels, paths, hashes, skipped = [], [], [], [], []
+    arrays, labels, paths, hashes, skipped, reasons = [], [], [], [], [], []
     for row in scan(folder, label_map):
         if row["label"] not in classes:
             skipped.append({"path": row["source_path"], "reason": f"label {row['label']} not known to the model"})
@@ -138,6 +139,7 @@ def _folder(
             skipped.append({"path": row["source_path"], "reason": str(exc)})
             continue
         arrays.append(to_array(gray, card["image_size"], via=card.get("prepared_size")))
+        reasons.append(source_reasons(gray))
         if prep_size is not None:
             hashes.append(image_hashes(to_array(gray, prep_size)))
         labels.append(classes.index(row["label"]))
@@ -150,6 +152,7 @@ def _folder(
             drop = {o["path"] for o in overlap}
             keep = [i for i, p in enumerate(paths) if p not in drop]
             arrays, labels, paths = [arrays[i] for i in keep], [labels[i] for i in keep], [paths[i] for i in keep]
+            reasons = [reasons[i] for i in keep]
     if not arrays:
         reason = f"{len(skipped)} skipped" + (f", {len(overlap)} duplicating the training data" if overlap else "")
         raise BrainMRIError(f"no readable images of known classes in {folder} ({reason})")
@@ -162,6 +165,7 @@ def _folder(
         else f"not done: the run's prepared data ({prepared or 'not recorded'}) or split.csv is missing",
         "training_overlap": overlap,
         "training_overlap_excluded": bool(overlap) and not keep_overlap,
+        "input_reasons": reasons,  # taken out by evaluate_run
     }
     return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source
 
@@ -174,13 +178,17 @@ def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
     return config.get("fold") if "fold" in read_split(split)[0] else None
 
 
-def write_predictions(path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes) -> None:
-    """One row per image, so figures and error analysis can be redone without the model."""
+def write_predictions(
+    path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes, warnings=None
+) -> None:
+    """One row per image, so figures and error analysis can be redone without the model; with
+    ``warnings`` (``evaluate --data``) a last column ``input_warning`` (:mod:`brainmri.input_check`)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-    for p, t, row in zip(paths, y_true, proba, strict=True):
-        writer.writerow([p, classes[int(t)], classes[int(row.argmax())], *[f"{v:.6f}" for v in row]])
+    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], *(["input_warning"] * bool(warnings))])
+    for i, (p, t, row) in enumerate(zip(paths, y_true, proba, strict=True)):
+        extra = [warnings[i] or ""] if warnings else []
+        writer.writerow([p, classes[int(t)], classes[int(row.argmax())], *[f"{v:.6f}" for v in row], *extra])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -190,9 +198,10 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str
         reader = csv.reader(fh)
         header = next(reader)
         rows = list(reader)
-    classes = [h[2:] for h in header[3:]]
+    cols = [i for i, h in enumerate(header) if i >= 3 and h.startswith("p_")]
+    classes = [header[i][2:] for i in cols]
     y_true = np.array([classes.index(r[1]) for r in rows], dtype=np.int64)
-    proba = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
+    proba = np.array([[float(r[i]) for i in cols] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
     return y_true, proba, [r[0] for r in rows], classes
 
 
@@ -239,10 +248,17 @@ def evaluate_run(
         images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
         out_dir = fig_dir = run_dir / "eval" / name
     flip = bool(card.get("tta")) if tta is None else tta
-    proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
+    warnings = None
+    if data is None:
+        proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
+    else:
+        reasons = source.pop("input_reasons")
+        proba, warnings, check = check_images(ckpt_path, model, images, reasons, batch_size, device, flip)
     metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
     metrics["source"] = source
     metrics["inference"] = {"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size}
+    if warnings is not None:
+        metrics["input_check"] = {**check, "flagged": sum(w is not None for w in warnings), "of": len(warnings)}
     metrics["run"] = {
         "path": str(run_dir),
         "arch": card["arch"],
@@ -251,7 +267,7 @@ def evaluate_run(
         **run_summary(run_dir),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.csv", paths, y_true, proba, classes)
+    write_predictions(out_dir / "predictions.csv", paths, y_true, proba, classes, warnings)
     if figures:
         figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
         metrics["figures"] = {k: str(v) for k, v in figs.items()}
@@ -275,6 +291,15 @@ def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:
             f"{shown(out_dir)} already holds an evaluation (metrics.json); pass --overwrite to replace it"
             + (", or choose another --name" if named else "")
         )
+
+
+def check_images(ckpt_path: Path, model, images, reasons, batch_size: int, device: str, flip: bool = False):
+    """Probabilities and input warnings (one forward pass) for ``evaluate --data``, and what was checked."""
+    from brainmri.input_check import InputCheck
+
+    check, dev = InputCheck.from_checkpoint(read_checkpoint(ckpt_path)), resolve_device(device)
+    proba, warnings, _ = check.classify(model.to(dev), images, reasons, batch_size=batch_size, device=dev, flip=flip)
+    return proba, warnings, {"checks": check.status, "threshold": check.threshold}
 
 
 def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -343,6 +368,13 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines.append(f"{'':<{width}}" + "".join(f"{s:>11}" for s in short))
     for c, row in zip(classes, cm, strict=True):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>11d}" for v in row))
+    check = metrics.get("input_check")
+    if check:
+        lines += [
+            "",
+            f"{check['flagged']} of {check['of']} image(s) not like the training images "
+            f"(input_warning in predictions.csv; checks: {check['checks']})",
+        ]
     source = metrics.get("source", {})
     skipped = source.get("skipped") or []
     if skipped:

@@ -30,28 +30,41 @@ QUANTIZE = ("int8",)
 
 
 class _WithProbabilities(nn.Module):
-    """Adds the softmax as a second output, for users of the file who want probabilities."""
+    """Adds the softmax as a second output, for users of the file who want probabilities, and
+    with a ``scorer`` the input check's score of the pooled features as a third (``ood_score``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, scorer: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.scorer = scorer
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(image)
-        return logits, torch.softmax(logits, dim=1)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.scorer is None:
+            logits = self.model(image)
+            return logits, torch.softmax(logits, dim=1)
+        features = self.model.features(image)
+        logits = self.model.head(features)
+        return logits, torch.softmax(logits, dim=1), self.scorer(features)
 
 
-def to_onnx(model: nn.Module, card: dict[str, Any], opset: int = OPSET, dynamo: bool = True) -> Any:
+def to_onnx(
+    model: nn.Module, card: dict[str, Any], opset: int = OPSET, dynamo: bool = True, scorer: nn.Module | None = None
+) -> Any:
     """Export an eval-mode model to an in-memory ``onnx.ModelProto`` carrying ``card``.
 
-    Uses the torch.export-based exporter; falls back to the TorchScript exporter if that fails.
+    With ``scorer`` (:class:`brainmri.input_check.MahalanobisScore`) the graph also outputs the
+    input check's score, ``ood_score`` (batch,). Uses the torch.export-based exporter; falls
+    back to the TorchScript exporter if that fails.
     """
     import onnx
 
+    from brainmri.input_check import ONNX_OUTPUT
+
     size = int(card["image_size"])
-    wrapped = _WithProbabilities(model).eval()
+    wrapped = _WithProbabilities(model, scorer).eval()
     example = (torch.rand(2, 1, size, size, device=next(model.parameters()).device),)
-    names = {"input_names": ["image"], "output_names": ["logits", "probabilities"], "opset_version": opset}
+    outputs = ["logits", "probabilities"] + ([ONNX_OUTPUT] if scorer is not None else [])
+    names = {"input_names": ["image"], "output_names": outputs, "opset_version": opset}
     proto = None
     if dynamo:
         try:
@@ -91,7 +104,7 @@ def _legacy_export(wrapped: nn.Module, example: tuple, buf: io.BytesIO, names: d
         example,
         buf,
         dynamo=False,
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
+        dynamic_axes={name: {0: "batch"} for name in ["image", *names["output_names"]]},
         **names,
     )
 
@@ -210,12 +223,21 @@ def export_model(
         raise BrainMRIError(f"output file must end in .onnx, not {out.name!r}")
     check_output(out, overwrite)
     model, card = load_model(model_path)
-    card = dict(
-        card, export={"format": "onnx", "opset": opset, "input": "image", "outputs": ["logits", "probabilities"]}
-    )
-    proto = to_onnx(model, card, opset=opset, dynamo=dynamo)
+    scorer = _input_check_scorer(model_path)
+    outputs = ["logits", "probabilities"] + (["ood_score"] if scorer is not None else [])  # input_check.ONNX_OUTPUT
+    card = dict(card, export={"format": "onnx", "opset": opset, "input": "image", "outputs": outputs})
+    proto = to_onnx(model, card, opset=opset, dynamo=dynamo, scorer=scorer)
     atomic_write_bytes(out, proto.SerializeToString())
     return out
+
+
+def _input_check_scorer(model_path: str | Path) -> nn.Module | None:
+    """The calibrated input check's score module, to travel in the graph; None if uncalibrated."""
+    from brainmri.checkpoint import read_checkpoint
+    from brainmri.input_check import InputCheck
+
+    extra = InputCheck.from_checkpoint(read_checkpoint(model_path)).extra
+    return extra if isinstance(extra, nn.Module) else None
 
 
 def _lines(value: Any, indent: int) -> list[str]:
@@ -251,6 +273,8 @@ def format_card(card: dict[str, Any]) -> str:
         ("Intended use", card.get("intended_use", "")),
         ("Limitations", card.get("limitations", "")),
     ]
+    check = card.get("input_check")
+    sections.append(("Input check", check if check else "size and near-constant checks only (not calibrated)"))
     if "export" in card:
         sections.append(("Export", card["export"]))
     lines = [f"Model card: {card.get('name', '?')}"]

@@ -5,12 +5,14 @@ Validation during training, ``brainmri evaluate``, :class:`brainmri.predict.Pred
 web app and int8 calibration all call :func:`probabilities`, so that a run's recorded
 validation numbers are the ones ``evaluate`` reports for the same checkpoint. It runs in fp32
 unless asked otherwise (docs/precision.md): a bf16 forward pass differs from machine to
-machine in the third decimal of the loss.
+machine in the third decimal of the loss. :func:`probabilities_with` is the same pass that also
+returns something computed from the penultimate features (the input check's score).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,15 +30,35 @@ def is_onnx_session(model: Any) -> bool:
 
 
 def _logits(model: Any, batch: torch.Tensor, device: torch.device | None, precision: str) -> torch.Tensor:
+    return _forward(model, batch, device, precision, None)[0]
+
+
+#: What :func:`probabilities_with` computes besides the probabilities: for a PyTorch model a
+#: function of the pooled backbone features (the penultimate layer), for an ONNX session the
+#: name of another output of its graph.
+Extra = Callable[[torch.Tensor], torch.Tensor] | str
+
+
+def _forward(
+    model: Any, batch: torch.Tensor, device: torch.device | None, precision: str, extra: Extra | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits and, from the same forward pass, ``extra`` (computed in fp32, outside autocast)."""
     if is_onnx_session(model):
-        return torch.from_numpy(model.run(["logits"], {"image": batch.cpu().numpy()})[0]).float()
+        names = ["logits"] if extra is None else ["logits", str(extra)]
+        out = model.run(names, {"image": batch.cpu().numpy()})
+        return torch.from_numpy(out[0]).float(), (None if extra is None else torch.from_numpy(out[1]))
+    if isinstance(extra, str):
+        raise BrainMRIError(f"a PyTorch model has no output {extra!r}")
     dev = device if device is not None else next(model.parameters()).device
     ctx = autocast(precision, dev) if precision != "fp32" else contextlib.nullcontext()
     with ctx:
-        return model(batch.to(dev, non_blocking=True)).float().cpu()
+        if extra is None:
+            return model(batch.to(dev, non_blocking=True)).float().cpu(), None
+        features = model.features(batch.to(dev, non_blocking=True))
+        logits = model.head(features)
+    return logits.float().cpu(), extra(features.float()).cpu()
 
 
-@torch.inference_mode()
 def probabilities(
     model: Any,
     images: torch.Tensor | np.ndarray,
@@ -54,6 +76,29 @@ def probabilities(
     model card's ``tta``). ``precision`` is ``fp32`` or a resolved autocast precision (bf16,
     fp16) for PyTorch models.
     """
+    return _run(model, images, None, batch_size, flip, precision, device)[0]
+
+
+def probabilities_with(
+    model: Any,
+    images: torch.Tensor | np.ndarray,
+    extra: Extra,
+    *,
+    batch_size: int = 64,
+    flip: bool = False,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`probabilities` and, from the same forward pass, ``extra`` of every slice (of the
+    slice itself, not its mirror image): e.g. the pooled features (``extra=lambda f: f``) or
+    an out-of-distribution score of them (:class:`brainmri.input_check.MahalanobisScore`), or
+    for an ONNX session the name of a graph output (``"ood_score"``). A PyTorch model must
+    have ``features`` and ``head`` (:class:`brainmri.models.Classifier`)."""
+    return _run(model, images, extra, batch_size, flip, precision, device)
+
+
+@torch.inference_mode()
+def _run(model, images, extra: Extra | None, batch_size, flip, precision, device) -> tuple[np.ndarray, np.ndarray]:
     if batch_size < 1:
         raise BrainMRIError(f"--batch-size must be at least 1, got {batch_size}")
     if isinstance(images, np.ndarray):
@@ -62,17 +107,20 @@ def probabilities(
         raise BrainMRIError(f"expected slices of shape (N, 1, H, W), got {tuple(images.shape)}")
     if isinstance(model, torch.nn.Module):
         model.eval()
-    out = []
+    out, extras = [], []
     for start in range(0, len(images), batch_size):
         batch = to_input(images[start : start + batch_size])
-        proba = torch.softmax(_logits(model, batch, device, precision).double(), dim=1)
+        logits, more = _forward(model, batch, device, precision, extra)
+        proba = torch.softmax(logits.double(), dim=1)
         if flip:
             mirrored = torch.softmax(_logits(model, batch.flip(-1), device, precision).double(), dim=1)
             proba = (proba + mirrored) / 2
         out.append(proba)
+        if more is not None:
+            extras.append(more)
     if not out:
-        return np.zeros((0, 0))
-    return torch.cat(out).numpy()
+        return np.zeros((0, 0)), np.zeros((0,))
+    return torch.cat(out).numpy(), (torch.cat(extras).numpy() if extras else np.zeros((0,)))
 
 
 def score(

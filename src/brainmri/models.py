@@ -69,8 +69,14 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.head = paper_head(in_features, num_classes)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features (N, in_features): the penultimate layer, before the head,
+        on which the input check (:mod:`brainmri.input_check`) measures how unlike the training
+        images a slice is."""
+        return self.backbone(self.adapter(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self.adapter(x)))
+        return self.head(self.features(x))
 
 
 def available_archs() -> list[str]:

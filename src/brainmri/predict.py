@@ -1,9 +1,10 @@
 """Classify slices with a trained model: PyTorch checkpoints or ONNX exports, one code path.
 
 Decoding and resizing are :func:`brainmri.preprocess.to_array`, exactly as in training, and
-probabilities come from the one inference path, :func:`brainmri.inference.probabilities`,
-for both backends (with the flip averaging the model card asks for), so they differ only by
-float rounding.
+probabilities come from the one inference path (:mod:`brainmri.inference`) for both backends,
+with the flip averaging the model card asks for; it also computes the input check's score in
+the same forward pass (:mod:`brainmri.input_check`), so the two backends differ only by float
+rounding.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import one_line, shown
-from brainmri.images import IMAGE_SUFFIXES
+from brainmri.images import IMAGE_SUFFIXES, read_gray
+from brainmri.input_check import InputCheck, source_reasons
 from brainmri.preprocess import stack, to_array, to_input
 
 BACKENDS = ("torch", "onnx")
@@ -33,12 +35,17 @@ DEFAULT_BATCH_SIZE = 32
 
 @dataclass
 class Prediction:
-    """One row of a prediction table; ``error`` is set (and the rest None) when the file failed."""
+    """One row of a prediction table; ``error`` is set (and the rest None) when the file failed.
+
+    ``input_warning`` says that the image is not like the training images (too small,
+    near-constant, out of distribution: :mod:`brainmri.input_check`); the prediction is kept.
+    """
 
     name: str
     label: str | None = None
     probabilities: dict[str, float] | None = None
     error: str | None = None
+    input_warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -75,8 +82,9 @@ class Predictor:
 
             backend = "onnx"
             model_proto, self.card = load_onnx(model_path)
+            self.input_check = InputCheck.for_onnx(model_proto, self.card)
         else:
-            from brainmri.checkpoint import load_model
+            from brainmri.checkpoint import load_model, read_checkpoint
 
             try:
                 self.model, self.card = load_model(model_path, device=self.device)
@@ -85,10 +93,13 @@ class Predictor:
                     f"cannot load {model_path} on device {device!r}: {str(exc).splitlines()[0]}"
                 ) from None
             self.model.requires_grad_(False)
+            self.input_check = InputCheck.from_checkpoint(read_checkpoint(model_path))
             if backend == "onnx":
                 from brainmri.export import to_onnx
 
-                model_proto = to_onnx(self.model, self.card)
+                scorer = self.input_check.extra if isinstance(self.input_check.extra, torch.nn.Module) else None
+                model_proto = to_onnx(self.model, self.card, scorer=scorer)
+                self.input_check = InputCheck.for_onnx(model_proto, self.card)
         self.backend = backend
         if backend == "onnx":
             from brainmri.export import make_session
@@ -108,19 +119,33 @@ class Predictor:
         """One slice decoded and resized exactly as this model's training images were."""
         return to_array(source, self.image_size, via=self.prepared_size)
 
+    def load(self, source: str | Path | bytes | np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """:meth:`to_array` and the input check's reasons about the source image (before resizing)."""
+        gray = source if isinstance(source, np.ndarray) else read_gray(source)
+        return self.to_array(gray), source_reasons(gray)
+
     def predict_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 (H, W) arrays at ``image_size`` -> probabilities (N, C), float64."""
+        return self.predict_checked(arrays)[0]
+
+    def predict_checked(
+        self, arrays: Sequence[np.ndarray], reasons: Sequence[list[str]] | None = None
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """Probabilities and each slice's input warning (None: like the training images), from
+        one forward pass; ``reasons`` are those of :meth:`load` about the source images."""
         if len(arrays) == 0:
-            return np.zeros((0, len(self.classes)))
+            return np.zeros((0, len(self.classes))), []
         for arr in arrays:
             if arr.shape != (self.image_size, self.image_size) or arr.dtype != np.uint8:
                 raise BrainMRIError(
                     f"expected uint8 arrays of shape {(self.image_size, self.image_size)}, got {arr.dtype} {arr.shape}"
                 )
-        from brainmri.inference import probabilities
-
+        reasons = list(reasons) if reasons is not None else [[] for _ in arrays]
         model = self.session if self.session is not None else self.model
-        return probabilities(model, stack(arrays), batch_size=len(arrays), flip=self.flip, device=self.device)
+        proba, warnings, _ = self.input_check.classify(
+            model, stack(arrays), reasons, batch_size=len(arrays), flip=self.flip, device=self.device
+        )
+        return proba, warnings
 
     def predict_sources(
         self, sources: Sequence[str | Path | bytes], names: Sequence[str] | None = None
@@ -128,29 +153,36 @@ class Predictor:
         """Decode and classify; a source that cannot be decoded gets its own error row."""
         if names is None:
             names = [str(s) if isinstance(s, (str, Path)) else f"<bytes {i}>" for i, s in enumerate(sources)]
-        rows, arrays = self._decode(sources, names)
-        return self._fill(rows, arrays)
+        rows, arrays, reasons = self._decode(sources, names)
+        return self._fill(rows, arrays, reasons)
 
     def _decode(
         self, sources: Sequence[str | Path | bytes], names: Sequence[str]
-    ) -> tuple[list[Prediction], list[np.ndarray | None]]:
+    ) -> tuple[list[Prediction], list[np.ndarray | None], list[list[str]]]:
         rows: list[Prediction] = []
         arrays: list[np.ndarray | None] = []
+        reasons: list[list[str]] = []
         for src, name in zip(sources, names, strict=True):
             try:
-                arrays.append(self.to_array(src))
-                rows.append(Prediction(name))
+                array, why = self.load(src)
             except BrainMRIError as exc:  # ImageError: the reason is the message
-                arrays.append(None)
+                array, why = None, []
                 rows.append(Prediction(name, error=str(exc)))
-        return rows, arrays
+            else:
+                rows.append(Prediction(name))
+            arrays.append(array)
+            reasons.append(why)
+        return rows, arrays, reasons
 
-    def _fill(self, rows: list[Prediction], arrays: list[np.ndarray | None]) -> list[Prediction]:
+    def _fill(
+        self, rows: list[Prediction], arrays: list[np.ndarray | None], reasons: list[list[str]]
+    ) -> list[Prediction]:
         good = [i for i, a in enumerate(arrays) if a is not None]
-        probs = self.predict_arrays([arrays[i] for i in good])
-        for i, p in zip(good, probs, strict=True):
+        probs, warnings = self.predict_checked([arrays[i] for i in good], [reasons[i] for i in good])
+        for i, p, warning in zip(good, probs, warnings, strict=True):
             rows[i].probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
             rows[i].label = self.classes[int(np.argmax(p))]
+            rows[i].input_warning = warning
         return rows
 
     def class_index(self, target_class: str | int | None, array: np.ndarray) -> int:
@@ -237,8 +269,8 @@ def iter_predictions(
         raise BrainMRIError("batch size must be at least 1")
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        rows, arrays = predictor._decode(chunk, [str(p) for p in chunk])
-        yield from zip(predictor._fill(rows, arrays), arrays, strict=True)
+        rows, arrays, reasons = predictor._decode(chunk, [str(p) for p in chunk])
+        yield from zip(predictor._fill(rows, arrays, reasons), arrays, strict=True)
 
 
 def predict_paths(
@@ -249,14 +281,19 @@ def predict_paths(
 
 
 def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
-    """A plain-text table: file, predicted class, one probability column per class, error."""
+    """A plain-text table: file, predicted class, one probability column per class, error or
+    input warning (the last column, shown when any row has one)."""
     header = ["file", "predicted", *classes]
-    if any(not r.ok for r in rows):
-        header.append("error")
+    used = (("error", any(not r.ok for r in rows)), ("warning", any(r.input_warning for r in rows)))
+    last = [name for name, on in used if on]
+    if last:
+        header.append(" / ".join(last))
     lines = [header]
     for r in rows:  # names and messages quoted when unprintable: a newline must not split a row
         if r.ok:
-            lines.append([shown(r.name), r.label or "", *(f"{r.probabilities[c]:.4f}" for c in classes)])
+            probs = [f"{r.probabilities[c]:.4f}" for c in classes]
+            warning = [f"WARNING: {r.input_warning}"] if r.input_warning else []
+            lines.append([shown(r.name), r.label or "", *probs, *warning])
         else:
             lines.append([shown(r.name), "ERROR", *("-" for _ in classes), one_line(r.error or "")])
     widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(header))]
@@ -276,10 +313,10 @@ def write_predictions(path: str | Path, rows: Sequence[Prediction], classes: Seq
     if suffix == ".csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file", "predicted", *classes, "error"])
+        writer.writerow(["file", "predicted", *classes, "error", "input_warning"])
         for r in rows:
             probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.ok else ["" for _ in classes]
-            writer.writerow([r.name, r.label or "", *probs, r.error or ""])
+            writer.writerow([r.name, r.label or "", *probs, r.error or "", r.input_warning or ""])
         atomic_write_text(path, buf.getvalue())
     elif suffix == ".json":
         doc = {

@@ -204,25 +204,29 @@ async def read_uploads(request: Request, max_bytes: int, max_files: int) -> tupl
 
 
 def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
-    """Decode, classify and (optionally) explain a batch; a bad file fails alone."""
+    """Decode, classify and (optionally) explain a batch; a bad file fails alone. An image
+    unlike the training images keeps its prediction and gets ``input_warning`` (else null)."""
     results: list[dict[str, Any]] = []
     arrays: list[np.ndarray] = []
+    reasons: list[list[str]] = []
     for up in uploads:
         try:
-            arr = predictor.to_array(bytes(up.data))
+            arr, why = predictor.load(bytes(up.data))
         except ImageError as exc:
             results.append({"name": up.name, "ok": False, "error": str(exc)})
             continue
         arrays.append(arr)
+        reasons.append(why)
         results.append({"name": up.name, "ok": True, "_array": arr})
-    probs = predictor.predict_arrays(arrays) if arrays else np.zeros((0, len(predictor.classes)))
+    probs, warnings = predictor.predict_checked(arrays, reasons)
     good = [r for r in results if r["ok"]]
-    for res, p in zip(good, probs, strict=True):
+    for res, p, warning in zip(good, probs, warnings, strict=True):
         arr = res.pop("_array")
         best = int(np.argmax(p))
         res["label"] = predictor.classes[best]
         res["probability"] = float(p[best])
         res["probabilities"] = {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
+        res["input_warning"] = warning
         if overlay:
             res["slice_png"] = _png_b64(arr)
             try:
@@ -380,7 +384,12 @@ def create_app(
         want_overlay = overlay or _truthy(fields.get("overlay"))
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(executor, predict_uploads, predictor, uploads, want_overlay)
-        return {"model": predictor.card.get("name", ""), "classes": list(predictor.classes), "results": results}
+        return {
+            "model": predictor.card.get("name", ""),
+            "classes": list(predictor.classes),
+            "input_check": predictor.input_check.status,
+            "results": results,
+        }
 
     return app
 

@@ -568,9 +568,26 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
         "eval_precision": run.config.eval_precision,
         "world_size": run.world_size,
     }
+    summary["input_check"] = _calibrate(run)
     write_json(run.dir.summary, summary)
     chosen = f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}" if run.selects else "kept the last epoch"
     run.log(f"finished: {chosen}, {total:.1f}s in total; run folder {run.dir.path}")
+
+
+def _calibrate(run: _Run) -> str:
+    """Calibrate the input check on the kept model (a failure is logged: 'brainmri calibrate RUN' can redo it)."""
+    from brainmri.input_check import calibrate_input_check
+
+    try:
+        entry = calibrate_input_check(run.dir.path, device=run.device, overwrite=True)
+    except BrainMRIError as exc:
+        run.log(f"input check not calibrated: {exc}; run 'brainmri calibrate {run.dir.path}' to do it")
+        return f"not calibrated: {exc}"
+    run.log(
+        f"input check calibrated on {entry['calibrated_on']['images']} training images: "
+        f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g})"
+    )
+    return f"calibrated, threshold {entry['threshold']:.4g}"
 
 
 def _best_metrics(best: dict[str, Any], selects: bool) -> dict[str, Any]:

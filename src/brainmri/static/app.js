@@ -129,8 +129,15 @@ function figure(src, alt, className, caption) {
 }
 
 function showResult(card, result, classes) {
-  card.className = "result ok";
+  card.className = "result ok" + (result.input_warning ? " flagged" : "");
   card.querySelector(".status").remove();
+  if (result.input_warning) {
+    // The prediction is kept, but the image does not look like the slices the model was trained on.
+    const banner = el("p", "input-warning", "Warning: " + result.input_warning +
+      ". The model was not made for images like this one: do not trust the prediction below.");
+    banner.setAttribute("role", "alert");
+    card.appendChild(banner);
+  }
   const body = el("div", "body");
   if (result.slice_png) {
     body.appendChild(figure("data:image/png;base64," + result.slice_png, "slice as the model saw it", "slice",

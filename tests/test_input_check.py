@@ -1,0 +1,244 @@
+"""The input check: images that are not like the training images are flagged by predict (table,
+CSV, JSON), the web API and evaluate --data, while real slices from the shared dataset are not;
+the calibration is recorded in the card and can be done on an existing run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import dicom_bytes
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from brainmri import input_check as ic
+from brainmri.checkpoint import read_checkpoint
+from brainmri.cli import main
+from brainmri.data import read_manifest, read_split, select_split
+from brainmri.images import read_gray
+from brainmri.predict import Predictor
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def made_images() -> dict[str, bytes]:
+    """The four inputs that were classified with confidence before the check existed."""
+    bits = np.random.default_rng(0).integers(0, 2, (256, 256))
+    return {
+        "one-pixel.png": png(np.full((1, 1), 128, dtype=np.uint8)),
+        "blank.png": png(np.full((256, 256), 255, dtype=np.uint8)),
+        "constant16.png": png(np.full((256, 256), 1000, dtype=np.uint16)),
+        "one-bit.dcm": dicom_bytes(bits, bits_stored=1),
+    }
+
+
+def run_slices(run: Path, side: str) -> list[Path]:
+    """The original (full-size) Sartaj files of one side of a run's split."""
+    config = json.loads((run / "config.json").read_text())
+    prepared = Path(config["data"])
+    source = Path(json.loads((prepared / "prepare.json").read_text())["settings"]["source"])
+    by_output = {r["output_path"]: r["source_path"] for r in read_manifest(prepared)}
+    return [source / by_output[r["path"]] for r in select_split(read_split(run / "split.csv"), side)]
+
+
+@pytest.fixture(scope="module")
+def made_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("made")
+    for name, data in made_images().items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_cheap_checks_flag_made_images_and_pass_real_slices(sartaj):
+    for name, data in made_images().items():
+        assert ic.source_reasons(read_gray(data)), name
+    reasons = {n: ic.source_reasons(read_gray(d)) for n, d in made_images().items()}
+    assert any("too small (1x1)" in r for r in reasons["one-pixel.png"])
+    assert any("near-constant" in r for r in reasons["constant16.png"])
+    assert any("2 grey levels" in r for r in reasons["one-bit.dcm"])
+    real = (
+        sorted((sartaj / "Testing" / "glioma_tumor").iterdir())[:10]
+        + sorted((sartaj.parent / "brain-tumor-mri-external" / "notumor").iterdir())[:10]
+    )
+    assert all(ic.source_reasons(read_gray(f)) == [] for f in real)
+
+
+def test_mahalanobis_score_is_the_distance_to_the_nearest_class_mean():
+    rng = np.random.default_rng(0)
+    dim, per_class = 16, 400
+    cov = np.diag(rng.uniform(0.5, 3.0, dim))
+    means = rng.normal(0, 4, (3, dim))
+    feats = np.concatenate([rng.multivariate_normal(m, cov, per_class) for m in means])
+    labels = np.repeat(np.arange(3), per_class)
+    transform, centres = ic.fit_statistics(feats, labels)
+    fresh = rng.multivariate_normal(means[1], cov, 200)
+    got = ic.score_features(transform, centres, fresh)
+    # The direct formula, with the shared covariance of the residuals the fit shrinks towards.
+    resid = feats - np.stack([feats[labels == k].mean(0) for k in range(3)])[labels]
+    from sklearn.covariance import LedoitWolf
+
+    precision = np.linalg.inv(LedoitWolf(assume_centered=True).fit(resid).covariance_)
+    class_means = np.stack([feats[labels == k].mean(0) for k in range(3)])
+    direct = np.sqrt(np.min([np.einsum("nd,de,ne->n", fresh - m, precision, fresh - m) for m in class_means], axis=0))
+    np.testing.assert_allclose(got, direct, rtol=1e-4)
+    wide = rng.normal(size=(50, 80))  # fewer images than dimensions, as in a small run
+    for x in (resid, wide):
+        np.testing.assert_allclose(ic.ledoit_wolf(x), LedoitWolf(assume_centered=True).fit(x).covariance_, rtol=1e-9)
+    # Calibrated on cross-fitted scores, fresh in-distribution samples pass and shifted ones do not.
+    scores = ic.cross_fitted_scores(feats, labels, [str(i) for i in range(len(labels))])
+    threshold = np.percentile(scores, ic.PERCENTILE)
+    assert np.mean(got > threshold) < 0.05
+    shifted = fresh + 3 * np.sqrt(np.diag(cov))
+    assert np.all(ic.score_features(transform, centres, shifted) > threshold)
+
+
+def test_training_calibrates_the_check_and_records_it_in_the_card(trained_run):
+    ckpt = read_checkpoint(trained_run / "checkpoints" / "best.pt")
+    entry = ckpt["card"]["input_check"]
+    n_train = len(select_split(read_split(trained_run / "split.csv"), "train"))
+    assert entry["method"] == "mahalanobis" and entry["percentile"] == ic.PERCENTILE
+    assert entry["calibrated_on"]["images"] == n_train and entry["calibrated_on"]["sides"] == ["train"]
+    assert entry["threshold"] > entry["training_scores"]["median"] > 0
+    stats = ckpt[ic.STATS_KEY]
+    assert stats["transform"].shape == (512, 512) and stats["centres"].shape == (4, 512)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["input_check"].startswith("calibrated")
+    assert "input check calibrated on" in (trained_run / "train.log").read_text()
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as fh:
+        return {Path(r["file"]).name: r for r in csv.DictReader(fh)}
+
+
+def test_predict_flags_made_images_not_real_slices(trained_run, made_dir, tmp_path, capsys):
+    real = run_slices(trained_run, "train")[:6] + run_slices(trained_run, "test")
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    for i, f in enumerate(real):
+        shutil.copy2(f, real_dir / f"real{i}{f.suffix}")
+    args = ["predict", str(trained_run), str(made_dir), str(real_dir)]
+    assert main([*args, "-o", str(tmp_path / "p.csv")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-1] == "warning"
+    for name in made_images():
+        assert any(name in line and "WARNING: not like the training images" in line for line in table)
+    assert not any("real" in line and "WARNING" in line for line in table)
+
+    rows = read_csv(tmp_path / "p.csv")
+    for name in made_images():
+        assert rows[name]["input_warning"].startswith("not like the training images") and rows[name]["predicted"]
+    assert all(rows[f"real{i}{f.suffix}"]["input_warning"] == "" for i, f in enumerate(real))
+
+    assert main([*args, "-o", str(tmp_path / "p.json"), "-q"]) == 0
+    preds = {Path(p["name"]).name: p for p in json.loads((tmp_path / "p.json").read_text())["predictions"]}
+    assert all(preds[n]["input_warning"] and preds[n]["label"] for n in made_images())
+    assert all(preds[f"real{i}{f.suffix}"]["input_warning"] is None for i, f in enumerate(real))
+
+
+def test_api_flags_made_images_not_real_slices(model_path, trained_run):
+    from brainmri.serve import create_app
+
+    real = run_slices(trained_run, "test")[:2]
+    files = [("files", (n, d, "application/octet-stream")) for n, d in made_images().items()]
+    files += [("files", (f.name, f.read_bytes(), "image/jpeg")) for f in real]
+    with TestClient(create_app(model_path)) as client:
+        body = client.post("/api/predict", files=files).json()
+    assert "out-of-distribution" in body["input_check"]
+    results = {r["name"]: r for r in body["results"]}
+    for name in made_images():
+        assert results[name]["ok"] and results[name]["label"]
+        assert results[name]["input_warning"].startswith("not like the training images")
+    assert all(results[f.name]["input_warning"] is None for f in real)
+
+
+def test_onnx_export_carries_the_score(trained_run, made_dir, tmp_path):
+    from brainmri.export import export_model, load_onnx
+
+    out = export_model(trained_run, tmp_path / "m.onnx")
+    proto, card = load_onnx(out)
+    assert ic.ONNX_OUTPUT in {o.name for o in proto.graph.output} and card["input_check"]["method"] == "mahalanobis"
+    torch_p, onnx_p = Predictor(trained_run), Predictor(out)
+    assert onnx_p.input_check.extra == ic.ONNX_OUTPUT
+    sources = sorted(made_dir.iterdir()) + run_slices(trained_run, "test")[:3]
+    arrays, reasons = zip(*[torch_p.load(s) for s in sources], strict=True)
+    from brainmri.preprocess import stack
+
+    _, w_torch, s_torch = torch_p.input_check.classify(torch_p.model, stack(arrays), list(reasons))
+    _, w_onnx, s_onnx = onnx_p.input_check.classify(onnx_p.session, stack(arrays), list(reasons))
+    np.testing.assert_allclose(s_onnx, s_torch, rtol=1e-3)
+    assert [w is None for w in w_onnx] == [w is None for w in w_torch]
+
+
+def test_calibrate_an_existing_run(trained_run, made_dir, tmp_path, capsys):
+    run = tmp_path / "old-run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("last.pt", "eval"))
+    best = run / "checkpoints" / "best.pt"
+    ckpt = read_checkpoint(best)  # as a run trained before the input check existed
+    original = ckpt["card"].pop("input_check")
+    del ckpt[ic.STATS_KEY]
+    torch.save(ckpt, best)
+
+    old = Predictor(run)
+    assert old.input_check.extra is None and "not calibrated" in old.input_check.status
+    rows = old.predict_sources(sorted(made_dir.iterdir()))
+    assert all(r.input_warning for r in rows)  # the cheap checks run on every model
+
+    assert main(["calibrate", str(run)]) == 0
+    assert "input check calibrated on" in capsys.readouterr().out
+    entry = read_checkpoint(best)["card"]["input_check"]
+    assert entry["threshold"] == pytest.approx(original["threshold"], rel=1e-3)
+    assert Predictor(run).input_check.extra is not None
+
+    assert main(["calibrate", str(run)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["calibrate", str(run), "--overwrite", "--percentile", "99"]) == 0
+    assert read_checkpoint(best)["card"]["input_check"]["percentile"] == 99
+    assert main(["calibrate", str(run), "--overwrite", "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data PREPARED" in err
+
+    # A hand-edited card or statistics that do not fit the model: one line, exit 2.
+    ckpt = read_checkpoint(best)
+    for damage in ("threshold", "statistics"):
+        bad = {**ckpt, "card": {**ckpt["card"], "input_check": {**ckpt["card"]["input_check"]}}}
+        if damage == "threshold":
+            bad["card"]["input_check"]["threshold"] = float("nan")
+        else:
+            bad[ic.STATS_KEY] = {**ckpt[ic.STATS_KEY], "transform": torch.zeros(3, 3)}
+        torch.save(bad, best)
+        assert main(["predict", str(run), str(made_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "calibrate RUN --overwrite" in err, damage
+
+
+def test_evaluate_data_counts_flagged_images(trained_run, tmp_path):
+    from brainmri.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("last.pt", "eval"))
+    folder = tmp_path / "labelled"
+    for i, f in enumerate(run_slices(run, "test")):
+        (folder / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, folder / f.parent.name / f"s{i}{f.suffix}")
+    (folder / "glioma_tumor" / "blank.png").write_bytes(made_images()["blank.png"])
+    (folder / "normal").mkdir(exist_ok=True)
+    (folder / "normal" / "one-bit.dcm").write_bytes(made_images()["one-bit.dcm"])
+    metrics = evaluate_run(run, data=folder, name="ext", n_bootstrap=10, device="cpu", figures=False)
+    with open(run / "eval" / "ext" / "predictions.csv", newline="") as fh:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+    assert rows["blank.png"]["input_warning"] and rows["one-bit.dcm"]["input_warning"]
+    flagged = sum(bool(r["input_warning"]) for r in rows.values())
+    assert metrics["input_check"]["flagged"] == flagged and metrics["input_check"]["of"] == len(rows)
+    saved = json.loads((run / "eval" / "ext" / "metrics.json").read_text())
+    assert saved["input_check"]["flagged"] == flagged

@@ -398,7 +398,7 @@ def test_prepare_records_the_groups_for_every_later_split(patients, tmp_path, ca
     assert info["settings"]["groups"] == str(csv_path.resolve()) and info["patient_groups"] == 12
     capsys.readouterr()
     for seed in range(4):
-        assert main(["data", "split", str(prep), "--seed", str(seed), "--test-size", "0.3"]) == 0
+        assert main(["data", "split", str(prep), "--seed", str(seed), "--test-size", "0.3", "--overwrite"]) == 0
         assert "split level: patient" in capsys.readouterr().out
         sides = _patient_sides(data.read_split(prep / "split.csv"), prep, groups)
         assert all(len(s) == 1 for s in sides.values())

@@ -55,6 +55,14 @@ def test_imagenet_weights_load_from_the_torch_hub_cache(torch_home):
     model = build_model("resnet50", weights="imagenet")
     assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
     assert torch.equal(model.backbone.layer4[2].bn3.running_mean, state["layer4.2.bn3.running_mean"])
+    # The card records the exact weights: torchvision's enum and the SHA-256 of the file loaded.
+    import hashlib
+
+    from brainmri.models import weights_record
+
+    record = weights_record("resnet50", "imagenet")
+    assert record["enum"] == "ResNet50_Weights.IMAGENET1K_V2" and record["file"] == str(path)
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_imagenet_weights_offline_fail_in_one_line_with_the_alternatives(torch_home):
@@ -64,6 +72,7 @@ def test_imagenet_weights_offline_fail_in_one_line_with_the_alternatives(torch_h
     assert "\n" not in message
     assert str(weights_cache_path("resnet50")) in message
     assert "--weights none" in message and "--weights PATH" in message
+    assert "--preset scratch" in message  # the recipe that learns from scratch
 
 
 def test_local_weights_state_dict_and_checkpoint(tmp_path, tiny_checkpoint):

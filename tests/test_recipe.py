@@ -5,6 +5,7 @@ policies, external validation in a comparison and the failure gallery."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import shutil
@@ -185,6 +186,11 @@ def test_compare_with_external_folders_reports_them_and_the_gallery(duplicated, 
     assert "### Failure gallery: ResNet-18" in md and "runs/resnet18/figures/failures.png" in md
     with Image.open(out / "runs" / "resnet18" / "figures" / "failures.png") as img:
         assert img.format == "PNG"
+    # The reporting checklist fills what the run knows and names what it cannot.
+    section = md[md.index("## Reporting checklist") :]
+    manifest = hashlib.sha256((duplicated / "manifest.csv").read_bytes()).hexdigest()
+    assert manifest in section and "random initialisation" in section and "other-source: resnet18" in section
+    assert "split level duplicate group; checked on split.csv: disjoint" in section
     assert main([*args[:-2], "--external", str(tmp_path / "missing")]) == 2
 
 

@@ -115,3 +115,4 @@ def test_compare_cross_validation_reports_mean_and_std(trained_run, tmp_path, ca
     for name in FIGURES:
         assert (out / "runs" / "resnet18" / "pooled" / name).is_file()
     assert "2 folds" in md
+    assert "MISSING: no external folder was given" in md  # an item the run cannot fill is named, not left out

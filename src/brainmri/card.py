@@ -42,7 +42,7 @@ TEXT_FIELDS = (
     "created",
     "brainmri_version",
 )
-MAPPING_FIELDS = ("preprocessing", "training_data", "split", "metrics", "config", "export")
+MAPPING_FIELDS = ("weights_record", "preprocessing", "training_data", "split", "metrics", "config", "export")
 TTA_MODES = (None, "hflip")
 
 
@@ -102,6 +102,7 @@ def make_card(
     config: dict[str, Any] | None = None,
     prepared_size: int | None = None,
     tta: bool = False,
+    weights_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model card every checkpoint carries: enough to use, audit and cite the model.
 
@@ -115,7 +116,8 @@ def make_card(
     from brainmri import __version__
 
     if weights in ("imagenet",):
-        origin = f"torchvision ImageNet weights ({arch}, DEFAULT), fine-tuned"
+        enum = (weights_record or {}).get("enum") or f"{arch}, DEFAULT"
+        origin = f"torchvision ImageNet weights ({enum}), fine-tuned"
     elif weights in ("none", "", None):
         origin = "random initialisation (trained from scratch)"
     else:
@@ -130,6 +132,7 @@ def make_card(
         "tta": "hflip" if tta else None,
         "weights": weights or "none",
         "weights_origin": origin,
+        "weights_record": weights_record or {},
         "finetune": finetune,
         "training_data": training_data or {},
         "split": split or {},

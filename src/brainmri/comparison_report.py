@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from brainmri import data as data_mod
+from brainmri.checklist import checklist_section
 from brainmri.config import TrainConfig
 from brainmri.figures import FIGURES
 from brainmri.files import read_json
@@ -445,6 +446,7 @@ def write_comparison_report(
         *extra,
         _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage, split_by),
         _limits_section(config, cv, meta, prepare_info, split_by),
+        checklist_section(out, results, meta, leakage, split_by),
         *_per_arch_sections(out, results, cv),
         *gallery_sections(results),
     ]

@@ -42,11 +42,12 @@ SCRATCH_RECIPE: dict[str, Any] = {
     "label_smoothing": 0.1,
     "hflip": True,
     "tta": True,
+    "ema": 0.998,
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 256, "epochs": 10, "weights": "imagenet", "batch_size": 32},
     "scratch": {**SCRATCH_RECIPE, "image_size": 128, "epochs": 40, "val_every": 5},
-    "quick": {**SCRATCH_RECIPE, "image_size": 64, "epochs": 8, "limit_per_class": 96, "val_every": 4},
+    "quick": {**SCRATCH_RECIPE, "image_size": 64, "epochs": 8, "limit_per_class": 200, "val_every": 4},
 }
 
 #: Size at which ``reproduce`` prepares data (the paper's); presets train at their own size.

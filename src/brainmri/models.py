@@ -111,6 +111,31 @@ def weights_cache_path(arch: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def weights_record(arch: str, weights: str) -> dict:
+    """Which weights initialised a model, exactly: torchvision's weights enum (e.g.
+    ``ResNet50_Weights.IMAGENET1K_V2``) and the SHA-256 of the file that was loaded, since a
+    cached or local file can be anything. Recorded in every model card."""
+    import hashlib
+
+    def sha256(path: Path) -> str | None:
+        if not path.is_file():
+            return None
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    if weights in ("none", "", None):
+        return {"kind": "random initialisation", "enum": None, "file": None, "sha256": None}
+    if weights == "imagenet":
+        enum = torchvision.models.get_model_weights(arch).DEFAULT
+        cache = weights_cache_path(arch)
+        return {"kind": "torchvision ImageNet", "enum": str(enum), "url": enum.url, "file": str(cache),
+                "sha256": sha256(cache)}  # fmt: skip
+    return {"kind": "local file", "enum": None, "file": str(Path(weights).resolve()), "sha256": sha256(Path(weights))}
+
+
 def imagenet_state_dict(arch: str) -> dict:
     """torchvision's published ImageNet weights, from the torch hub cache or downloaded into it."""
     weights = torchvision.models.get_model_weights(arch).DEFAULT

@@ -35,7 +35,7 @@ from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, read_json, write_json
 from brainmri.labels import CLASSES
-from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_parameters
+from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_parameters, weights_record
 from brainmri.rundir import RunDir
 from brainmri.runtime import autocast, cpu_name, make_scaler, resolve_device, resolve_precision
 
@@ -363,6 +363,7 @@ def _card_base(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_siz
         finetune=config.finetune,
         prepared_size=prep_size,
         tta=config.tta,
+        weights_record=weights_record(config.arch, config.weights),
         training_data={
             "prepared": str(config.data),
             "counts": dict(zip(CLASSES, counts, strict=True)),

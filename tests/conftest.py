@@ -64,7 +64,7 @@ def trained_run(small_raw: Path, tmp_path_factory) -> Path:
     images per class) for tests of code that needs a trained run: evaluation, prediction,
     serving. Returns ``runs/<name>``; the prepared data is its config's ``data``."""
     from brainmri.config import TrainConfig
-    from brainmri.data import prepare
+    from brainmri.preparation import prepare
     from brainmri.train import train
 
     base = tmp_path_factory.mktemp("trained_run")

@@ -14,6 +14,7 @@ from conftest import real_images
 from PIL import Image
 
 from brainmri import audit as audit_mod
+from brainmri import preparation
 from brainmri.auditreport import audit
 from brainmri.cli import main
 
@@ -157,7 +158,7 @@ def test_the_audit_hashes_as_prepare_does(sources, tmp_path):
     from brainmri import data
 
     a = sources[0]
-    data.prepare(a, tmp_path / "prep", size=256, workers=1, progress=False)
+    preparation.prepare(a, tmp_path / "prep", size=256, workers=1, progress=False)
     manifest = {r["source_path"]: r for r in data.read_manifest(tmp_path / "prep")}
     result = audit_mod.run_audit([a], workers=1, progress=False)
     for g in result["duplicate_groups"]:

@@ -12,7 +12,7 @@ import pytest
 from conftest import dicom_bytes, real_images
 from PIL import Image
 
-from brainmri import data
+from brainmri import data, dataset, hashing, preparation, splitfile, splits
 from brainmri.cli import main
 from brainmri.errors import BrainMRIError
 from brainmri.labels import CLASSES
@@ -56,7 +56,7 @@ def raw(sartaj, tmp_path_factory) -> Path:
 def prepared(raw, tmp_path_factory) -> tuple[Path, dict, dict[str, str], dict[str, dict[str, str]]]:
     before = _snapshot(raw)
     out = tmp_path_factory.mktemp("prep") / "out"
-    summary = data.prepare(raw, out, size=SIZE, workers=2, progress=False)
+    summary = preparation.prepare(raw, out, size=SIZE, workers=2, progress=False)
     assert _snapshot(raw) == before, "the source folder must never be modified"
     rows = {r["source_path"]: r for r in data.read_manifest(out)}
     return out, summary, before, rows
@@ -125,7 +125,7 @@ def test_exact_only_threshold_keeps_recompressed_copy(raw, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(raw / "Training" / "glioma", src / "glioma")
     shutil.copy2(raw / "Testing/glioma_tumor/recompressed.jpg", src / "glioma")
-    data.prepare(src, tmp_path / "p", size=SIZE, phash_threshold=-1, workers=1, progress=False)
+    preparation.prepare(src, tmp_path / "p", size=SIZE, phash_threshold=-1, workers=1, progress=False)
     rows = {r["source_path"]: r for r in data.read_manifest(tmp_path / "p")}
     assert rows["glioma/recompressed.jpg"]["status"] == "kept"
 
@@ -148,24 +148,24 @@ def _with_groups(prepared_dir: Path, tmp_path: Path) -> Path:
 
 def test_split_is_stratified_group_aware_and_reproducible(prepared, tmp_path):
     grouped = _with_groups(prepared[0], tmp_path)
-    rows = data.make_split(grouped, test_size=0.3, seed=7)
+    rows = splits.make_split(grouped, test_size=0.3, seed=7)
     sides: dict[str, set[str]] = {}
     for r in rows:
         sides.setdefault(r["group"], set()).add(r["side"])
     assert all(len(s) == 1 for s in sides.values()), "a duplicate group crosses the split"
     assert {r["side"] for r in rows} == {"train", "test"}
     assert {r["label"] for r in rows if r["side"] == "test"} == set(CLASSES)  # stratified
-    assert data.make_split(grouped, test_size=0.3, seed=7) == rows
-    assert any(data.make_split(grouped, test_size=0.3, seed=s) != rows for s in (1, 2, 3))
-    path = data.write_split(rows, tmp_path / "split.csv")
-    assert data.read_split(path) == rows
+    assert splits.make_split(grouped, test_size=0.3, seed=7) == rows
+    assert any(splits.make_split(grouped, test_size=0.3, seed=s) != rows for s in (1, 2, 3))
+    path = splitfile.write_split(rows, tmp_path / "split.csv")
+    assert splitfile.read_split(path) == rows
     assert path.read_text().splitlines()[0] == "path,label,group,side"
 
 
 def test_validation_side_is_carved_from_training_by_whole_groups(prepared, tmp_path):
     grouped = _with_groups(prepared[0], tmp_path)
-    split = data.make_split(grouped, test_size=0.3, seed=7)
-    rows = data.carve_validation(split, val_size=0.3, seed=7)
+    split = splits.make_split(grouped, test_size=0.3, seed=7)
+    rows = splits.carve_validation(split, val_size=0.3, seed=7)
     assert [(r["path"], r["side"] == "test") for r in rows] == [(r["path"], r["side"] == "test") for r in split]
     was_train = {r["path"] for r in split if r["side"] == "train"}
     val = [r for r in rows if r["side"] == "val"]
@@ -174,32 +174,32 @@ def test_validation_side_is_carved_from_training_by_whole_groups(prepared, tmp_p
     for r in rows:
         sides.setdefault(r["group"], set()).add(r["side"])
     assert all(len(s) == 1 for s in sides.values()), "a duplicate group crosses train/val/test"
-    assert data.carve_validation(rows, val_size=0.3, seed=7) == rows  # re-carving a carved split changes nothing
-    path = data.write_split(rows, tmp_path / "split.csv")
+    assert splits.carve_validation(rows, val_size=0.3, seed=7) == rows  # re-carving a carved split changes nothing
+    path = splitfile.write_split(rows, tmp_path / "split.csv")
     _, _, val_paths = data.load_split(grouped, path, "val")
     assert val_paths == [r["path"] for r in val]
     with pytest.raises(BrainMRIError, match="val-size"):
-        data.carve_validation(split, val_size=1.0)
-    folds = data.make_kfold(grouped, k=2, seed=0)
+        splits.carve_validation(split, val_size=1.0)
+    folds = splits.make_kfold(grouped, k=2, seed=0)
     with pytest.raises(BrainMRIError, match="no val side"):
-        data.select_split(folds, "val", fold=0)
+        splitfile.select_split(folds, "val", fold=0)
 
 
 def test_kfold_groups_stay_in_one_fold(prepared, tmp_path):
     grouped = _with_groups(prepared[0], tmp_path)
-    rows = data.make_kfold(grouped, k=3, seed=0)
+    rows = splits.make_kfold(grouped, k=3, seed=0)
     folds: dict[str, set[str]] = {}
     for r in rows:
         folds.setdefault(r["group"], set()).add(r["fold"])
     assert all(len(f) == 1 for f in folds.values())
     assert sorted({r["fold"] for r in rows}) == ["0", "1", "2"]
-    assert data.make_kfold(grouped, k=3, seed=0) == rows
+    assert splits.make_kfold(grouped, k=3, seed=0) == rows
 
 
 def test_load_split(prepared, tmp_path):
     out = prepared[0]
-    path = data.split(out, tmp_path / "s.csv", test_size=0.25, seed=1)
-    rows = data.read_split(path)
+    path = splits.split(out, tmp_path / "s.csv", test_size=0.25, seed=1)
+    rows = splitfile.read_split(path)
     x, y, paths = data.load_split(out, path, "test")
     test = [r for r in rows if r["side"] == "test"]
     assert x.shape == (len(test), 1, SIZE, SIZE) and str(x.dtype) == "torch.uint8"
@@ -208,7 +208,7 @@ def test_load_split(prepared, tmp_path):
     assert np.array_equal(x[0, 0].numpy(), np.asarray(Image.open(out / paths[0])))
     small, _, _ = data.load_split(out, path, "train", size=32)
     assert small.shape[1:] == (1, 32, 32) and len(small) == len(rows) - len(test)
-    folds = data.split(out, tmp_path / "k.csv", k=2)
+    folds = splits.split(out, tmp_path / "k.csv", k=2)
     xa, _, pa = data.load_split(out, folds, "test", fold=0)
     xb, _, pb = data.load_split(out, folds, "train", fold=0)
     assert not set(pa) & set(pb) and len(pa) + len(pb) == len(rows)
@@ -222,16 +222,16 @@ def test_scan_layouts(tmp_path, sartaj):
     shutil.copy2(img, tmp_path / "flat" / "healthy" / "a.jpg")
     (tmp_path / "deep" / "train" / "Glioma" / "patient1").mkdir(parents=True)
     shutil.copy2(img, tmp_path / "deep" / "train" / "Glioma" / "patient1" / "a.jpg")
-    assert data.scan(tmp_path / "flat") == [
+    assert dataset.scan(tmp_path / "flat") == [
         {"source_path": "healthy/a.jpg", "label": "normal", "source_split": "", "class_folder": "healthy"}
     ]
-    [row] = data.scan(tmp_path / "deep")
+    [row] = dataset.scan(tmp_path / "deep")
     assert (row["label"], row["source_split"]) == ("glioma_tumor", "train")
     (tmp_path / "flat" / "weird").mkdir()
     shutil.copy2(img, tmp_path / "flat" / "weird" / "b.jpg")
     with pytest.raises(BrainMRIError, match="--label-map"):
-        data.scan(tmp_path / "flat")
-    assert {r["label"] for r in data.scan(tmp_path / "flat", "weird=pituitary")} == {"normal", "pituitary_tumor"}
+        dataset.scan(tmp_path / "flat")
+    assert {r["label"] for r in dataset.scan(tmp_path / "flat", "weird=pituitary")} == {"normal", "pituitary_tumor"}
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str]:
@@ -288,9 +288,9 @@ def test_interrupted_prepare_leaves_nothing(tmp_path, sartaj, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "_deduplicate", boom)
+    monkeypatch.setattr(preparation, "_deduplicate", boom)
     with pytest.raises(KeyboardInterrupt):
-        data.prepare(src, tmp_path / "out", size=SIZE, workers=1, progress=False)
+        preparation.prepare(src, tmp_path / "out", size=SIZE, workers=1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
@@ -325,7 +325,7 @@ def patients(sartaj, tmp_path_factory) -> tuple[Path, Path, Path, dict[str, str]
     groups["Training/glioma_tumor/link.jpg"] = "P-glioma_tumor-1"
     csv_path = root / "patients.csv"
     csv_path.write_text("file,group\n" + "".join(f"{f},{g}\n" for f, g in groups.items()))
-    data.prepare(src, root / "prep", size=SIZE, workers=1, progress=False)
+    preparation.prepare(src, root / "prep", size=SIZE, workers=1, progress=False)
     return src, root / "prep", csv_path, groups
 
 
@@ -344,14 +344,14 @@ def test_split_with_groups_keeps_every_patient_and_duplicate_group_on_one_side(p
     _, prepared, csv_path, groups = patients
     crossed = False
     for seed in range(6):
-        rows = data.make_split(prepared, test_size=0.3, seed=seed, groups=csv_path)
+        rows = splits.make_split(prepared, test_size=0.3, seed=seed, groups=csv_path)
         sides = _patient_sides(rows, prepared, groups)
         assert all(len(s) == 1 for s in sides.values()), (seed, sides)
         assert sides["P-glioma_tumor-0"] == sides["P-glioma_tumor-1"]  # joined by the duplicate
         assert {r["side"] for r in rows} == {"train", "test"}
-        plain = data.make_split(prepared, test_size=0.3, seed=seed)
+        plain = splits.make_split(prepared, test_size=0.3, seed=seed)
         crossed |= any(len(s) > 1 for s in _patient_sides(plain, prepared, groups).values())
-        folds = data.make_kfold(prepared, k=2, seed=seed, groups=csv_path)
+        folds = splits.make_kfold(prepared, k=2, seed=seed, groups=csv_path)
         assert all(len(s) == 1 for s in _patient_sides(folds, prepared, groups, "fold").values())
     assert crossed, "without --groups the split does not know the patients (else this test proves nothing)"
     config = TrainConfig(data=str(prepared), groups=str(csv_path), val_size=0.3, test_size=0.3, seed=3)
@@ -372,18 +372,18 @@ def test_a_given_split_file_is_checked_against_the_groups(patients, tmp_path):
     seed = next(
         s
         for s in range(20)
-        if any(len(v) > 1 for v in _patient_sides(data.make_split(prepared, 0.3, s), prepared, groups).values())
+        if any(len(v) > 1 for v in _patient_sides(splits.make_split(prepared, 0.3, s), prepared, groups).values())
     )
-    path = data.write_split(data.make_split(prepared, 0.3, seed), tmp_path / "plain.csv")
+    path = splitfile.write_split(splits.make_split(prepared, 0.3, seed), tmp_path / "plain.csv")
     with pytest.raises(BrainMRIError, match="groups on more than one side"):
         effective_split(TrainConfig(data=str(prepared), split=str(path), groups=str(csv_path)))
-    good = data.split(prepared, tmp_path / "good.csv", test_size=0.3, seed=seed, groups=csv_path)
+    good = splits.split(prepared, tmp_path / "good.csv", test_size=0.3, seed=seed, groups=csv_path)
     rows = effective_split(TrainConfig(data=str(prepared), split=str(good), groups=str(csv_path)))
     assert all(r["group"].startswith("patient:") for r in rows)
     # an outside copy of a training image is still found through the patient-level split file
     train_png = next(r["path"] for r in rows if r["side"] == "train")
     arr = np.asarray(Image.open(prepared / train_png))
-    (match,) = data.training_overlap(prepared, good, [data.image_hashes(arr)])
+    (match,) = data.training_overlap(prepared, good, [hashing.image_hashes(arr)])
     assert match is not None and match["exact"]
 
 
@@ -400,7 +400,7 @@ def test_prepare_records_the_groups_for_every_later_split(patients, tmp_path, ca
     for seed in range(4):
         assert main(["data", "split", str(prep), "--seed", str(seed), "--test-size", "0.3", "--overwrite"]) == 0
         assert "split level: patient" in capsys.readouterr().out
-        sides = _patient_sides(data.read_split(prep / "split.csv"), prep, groups)
+        sides = _patient_sides(splitfile.read_split(prep / "split.csv"), prep, groups)
         assert all(len(s) == 1 for s in sides.values())
 
 

@@ -20,9 +20,10 @@ from PIL import Image
 from brainmri import input_check as ic
 from brainmri.checkpoint import read_checkpoint
 from brainmri.cli import main
-from brainmri.data import read_manifest, read_split, select_split
+from brainmri.data import read_manifest
 from brainmri.images import read_gray
 from brainmri.predict import Predictor
+from brainmri.splitfile import read_split, select_split
 
 
 def png(array: np.ndarray) -> bytes:

@@ -12,8 +12,9 @@ import csv
 
 from brainmri.checkpoint import load_model
 from brainmri.config import TrainConfig
-from brainmri.data import load_split, prepare
+from brainmri.data import load_split
 from brainmri.inference import score
+from brainmri.preparation import prepare
 from brainmri.train import train
 
 

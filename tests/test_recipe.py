@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brainmri import data, engine
+from brainmri import data, engine, preparation, splitfile
 from brainmri.checkpoint import read_checkpoint
 from brainmri.cli import main
 from brainmri.config import TrainConfig
@@ -132,7 +132,7 @@ def duplicated(sartaj, tmp_path_factory) -> Path:
             shutil.copy2(f, src / "Training" / folder / f"copy_{f.name}")
             shutil.copy2(f, src / "Testing" / folder / f.name)
     out = tmp_path_factory.mktemp("dup") / "prepared"
-    data.prepare(src, out, size=64, workers=1, progress=False)
+    preparation.prepare(src, out, size=64, workers=1, progress=False)
     return out
 
 
@@ -150,7 +150,7 @@ def test_random_policy_lets_duplicate_groups_cross_and_group_policy_never_does(d
 
 
 def _write(rows, path: Path) -> Path:
-    return data.write_split(rows, path)
+    return splitfile.write_split(rows, path)
 
 
 # --- comparison: external validation and the failure gallery --------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import FOLDERS, real_images
 
-from brainmri import data
+from brainmri import data, preparation, splitfile, splits
 from brainmri.cli import main
 from brainmri.errors import BrainMRIError
 
@@ -31,7 +31,7 @@ def _one_line_error(code: int, err: str, *words: str) -> None:
 @pytest.fixture(scope="module")
 def prepared(small_raw, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("safety") / "prepared"
-    data.prepare(small_raw, out, size=32, workers=1, progress=False)
+    preparation.prepare(small_raw, out, size=32, workers=1, progress=False)
     return out
 
 
@@ -58,7 +58,7 @@ def test_split_replaces_only_with_overwrite_and_never_the_prepared_records(own_p
     _one_line_error(code, err, "already exists", "--overwrite")
     assert split.read_bytes() == first
     assert _cli(capsys, "data", "split", own_prepared, "--seed", "7", "--overwrite")[0] == 0
-    assert split.read_bytes() != first and data.read_split(split)
+    assert split.read_bytes() != first and splitfile.read_split(split)
 
     thesis = tmp_path / "thesis.txt"
     thesis.write_text("three years of work")
@@ -79,7 +79,7 @@ def test_split_replaces_only_with_overwrite_and_never_the_prepared_records(own_p
             _one_line_error(code, err, "record of the prepared folder")
     assert {name: (own_prepared / name).read_bytes() for name in records} == records
     with pytest.raises(BrainMRIError, match="record of the prepared folder"):
-        data.split(own_prepared, own_prepared / data.MANIFEST, overwrite=True)
+        splits.split(own_prepared, own_prepared / data.MANIFEST, overwrite=True)
 
 
 # --- 7. predict, export, evaluate outputs -----------------------------------------------

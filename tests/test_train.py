@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from brainmri import data
+from brainmri import data, splits
 from brainmri.augment import affine_matrices, make_augmenter, sample_params
 from brainmri.checkpoint import load_model, read_checkpoint
 from brainmri.cli import build_parser, main, train_config_from_args
@@ -174,7 +174,7 @@ def test_a_validation_side_from_training_chooses_the_epoch_and_the_test_side_is_
     config = tiny_config(prepared, val_size=0.25, limit_per_class=None, epochs=2)
     run = train(config, tmp_path / "val", progress=False)
     rows = [{k: r[k] for k in ("path", "side")} for r in csv.DictReader((run / "split.csv").open())]
-    plain = data.make_split(prepared, config.test_size, config.seed)
+    plain = splits.make_split(prepared, config.test_size, config.seed)
     assert {r["path"] for r in rows if r["side"] == "test"} == {r["path"] for r in plain if r["side"] == "test"}
     val = [r["path"] for r in rows if r["side"] == "val"]
     assert val and set(val) < {r["path"] for r in plain if r["side"] == "train"}

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from brainmri import data, hashing
+from brainmri import dataset, hashing, preparation
 from brainmri.errors import BrainMRIError
 from brainmri.images import MAX_PIXELS
 from brainmri.labels import CLASSES, parse_label_map
 from brainmri.preprocess import DEFAULT_SIZE
 
 #: Split folders whose images are held out (a test or validation side).
-TEST_FOLDERS = data.SPLIT_FOLDERS - data.TRAIN_FOLDERS
+TEST_FOLDERS = dataset.SPLIT_FOLDERS - dataset.TRAIN_FOLDERS
 #: How many example pairs of duplicates across folders the audit keeps for its figure.
 EXAMPLE_PAIRS = 6
 
@@ -35,7 +35,7 @@ def folder_role(split: str) -> str:
     """``training``, ``test`` (test or validation folders) or ``unsplit`` (class folders at the top)."""
     if not split:
         return "unsplit"
-    return "training" if split.lower() in data.TRAIN_FOLDERS else "test"
+    return "training" if split.lower() in dataset.TRAIN_FOLDERS else "test"
 
 
 def _dataset_names(sources: Sequence[Path]) -> list[str]:
@@ -56,13 +56,13 @@ def scan_sources(
 ) -> list[dict[str, Any]]:
     """Every image file of every source, as records with its dataset, folder and label.
 
-    Each source is scanned as prepare scans it (:func:`brainmri.data.scan`); a missing or empty
+    Each source is scanned as prepare scans it (:func:`brainmri.dataset.scan`); a missing or empty
     folder, or one given twice or inside another, is an error before anything is hashed."""
     if not sources:
         raise BrainMRIError("no source folders given")
     paths = [Path(s) for s in sources]
     mapping = parse_label_map(label_map)
-    scanned = [data.scan(p, mapping) for p in paths]  # raises for missing, non-folder and empty sources
+    scanned = [dataset.scan(p, mapping) for p in paths]  # raises for missing, non-folder and empty sources
     resolved = [p.resolve() for p in paths]
     for i, a in enumerate(resolved):
         for j, b in enumerate(resolved):
@@ -246,7 +246,7 @@ def _examples(groups: list[dict[str, Any]], n: int = EXAMPLE_PAIRS) -> list[dict
 def run_audit(
     sources: Sequence[str | Path],
     size: int = DEFAULT_SIZE,
-    phash_threshold: int = data.PHASH_THRESHOLD,
+    phash_threshold: int = preparation.PHASH_THRESHOLD,
     label_map: str | Mapping[str, str] | None = None,
     workers: int | None = None,
     progress: bool = True,
@@ -259,7 +259,7 @@ def run_audit(
     from brainmri import __version__
 
     started = time.perf_counter()
-    data.check_prepare_settings(size, phash_threshold)
+    preparation.check_prepare_settings(size, phash_threshold)
     if records is None:
         records = scan_sources(sources, label_map)
     hash_records(records, size, max_pixels, workers, progress)

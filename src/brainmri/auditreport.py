@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from brainmri import data, hashing
+from brainmri import hashing, preparation
 from brainmri.audit import run_audit, scan_sources
 from brainmri.errors import BrainMRIError
 from brainmri.figures import _save, _short, figure
@@ -52,7 +52,7 @@ def audit(
     sources: Sequence[str | Path],
     out: str | Path,
     size: int = DEFAULT_SIZE,
-    phash_threshold: int = data.PHASH_THRESHOLD,
+    phash_threshold: int = preparation.PHASH_THRESHOLD,
     label_map: str | Mapping[str, str] | None = None,
     workers: int | None = None,
     overwrite: bool = False,
@@ -64,7 +64,7 @@ def audit(
     Every check (sources, settings, OUT) comes before any image is hashed, so bad input costs
     nothing and writes nothing."""
     out = Path(out)
-    data.check_prepare_settings(size, phash_threshold)
+    preparation.check_prepare_settings(size, phash_threshold)
     records = scan_sources(sources, label_map)
     check_out(out, sources, overwrite)
     result = run_audit(sources, size, phash_threshold, label_map, workers, progress, max_pixels, records=records)

@@ -163,7 +163,7 @@ def _measure(
     work: Path, data: Path, dev: torch.device, result: dict[str, Any], say: Callable[[str], None], lap: _Laps
 ) -> None:
     """Every measurement, in order, into ``result``; ``work`` holds the sample and the runs."""
-    from brainmri.data import prepare
+    from brainmri.preparation import prepare
 
     settings, quick = result["settings"], result["quick"]
     # Enough images that one epoch holds all timed steps after deduplication and the 10 % test side.

@@ -69,8 +69,8 @@ class StepClock:
 
 def sample_sources(data: Path, n: int) -> list[dict[str, str]]:
     """``n`` files of ``data`` taken round-robin over the classes (sorted, so every machine
-    picks the same), via :func:`brainmri.data.scan`."""
-    from brainmri.data import scan
+    picks the same), via :func:`brainmri.dataset.scan`."""
+    from brainmri.dataset import scan
 
     by_label: dict[str, list[dict[str, str]]] = {}
     for row in scan(data):
@@ -156,7 +156,9 @@ def time_our_data(prepared: Path, device: torch.device, image_size: int, batch_s
     gathered from the uint8 tensor in memory, augmented, moved and laid out for the model."""
     from brainmri.augment import make_augmenter
     from brainmri.config import TrainConfig
-    from brainmri.data import load_split, make_split, write_split
+    from brainmri.data import load_split
+    from brainmri.splitfile import write_split
+    from brainmri.splits import make_split
 
     config = TrainConfig(data=str(prepared), image_size=image_size, batch_size=batch_size, device=str(device))
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from brainmri import data as data_mod
+from brainmri import splitfile
 from brainmri.files import read_json
 from brainmri.rundir import RunDir
 
@@ -84,7 +85,7 @@ def checklist_rows(out: Path, results: dict[str, dict[str, Any]], meta: dict[str
         card = read_checkpoint(card_path)["card"]
     counts: dict[str, dict[str, int]] = {}
     if first.split.is_file():
-        for r in data_mod.read_split(first.split):
+        for r in splitfile.read_split(first.split):
             side = counts.setdefault(r.get("side", "train"), {})
             side[r["label"]] = side.get(r["label"], 0) + 1
     manifest = _sha256(prepared / data_mod.MANIFEST)

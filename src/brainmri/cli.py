@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from brainmri import __version__
+from brainmri import __version__, preparation, splitfile, splits
 from brainmri.errors import BrainMRIError
 from brainmri.files import one_line
 
@@ -175,10 +175,9 @@ def _run_data_fetch(args: argparse.Namespace) -> int:
 
 
 def _run_data_prepare(args: argparse.Namespace) -> int:
-    from brainmri import data
 
-    threshold = data.PHASH_THRESHOLD if args.phash_threshold is None else args.phash_threshold
-    summary = data.prepare(
+    threshold = preparation.PHASH_THRESHOLD if args.phash_threshold is None else args.phash_threshold
+    summary = preparation.prepare(
         args.src,
         args.out,
         size=args.size,
@@ -190,7 +189,7 @@ def _run_data_prepare(args: argparse.Namespace) -> int:
         groups=args.groups,
         groups_missing=args.groups_missing,
     )
-    print(data.format_summary(summary))
+    print(preparation.format_summary(summary))
     print(f"wrote {args.out} in {summary['seconds']:.1f} s")
     return 0
 
@@ -200,7 +199,7 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
     from brainmri import data
 
-    path = data.split(
+    path = splits.split(
         args.prepared,
         args.out,
         test_size=args.test_size,
@@ -210,7 +209,7 @@ def _run_data_split(args: argparse.Namespace) -> int:
         groups_missing=args.groups_missing,
         overwrite=args.overwrite,
     )
-    rows = data.read_split(path)
+    rows = splitfile.read_split(path)
     if args.k is not None:
         counts = ", ".join(f"fold {i}: {sum(r['fold'] == str(i) for r in rows)}" for i in range(args.k))
     else:
@@ -221,14 +220,13 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
 
 def _run_data_audit(args: argparse.Namespace) -> int:
-    from brainmri import data
     from brainmri.auditreport import audit, format_summary
 
     result = audit(
         args.sources,
         args.out,
         size=args.size,
-        phash_threshold=data.PHASH_THRESHOLD if args.phash_threshold is None else args.phash_threshold,
+        phash_threshold=preparation.PHASH_THRESHOLD if args.phash_threshold is None else args.phash_threshold,
         label_map=args.label_map,
         workers=args.workers,
         overwrite=args.overwrite,
@@ -572,7 +570,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from brainmri.files import check_output
-    from brainmri.predict import Predictor, expand_paths, format_table, iter_predictions, write_predictions
+    from brainmri.paths import expand_paths
+    from brainmri.predict import Predictor, format_table, iter_predictions, write_predictions
 
     if args.output is not None and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise BrainMRIError(f"--output must end in .csv or .json, not {Path(args.output).name!r}")
@@ -654,7 +653,7 @@ def _check_explain_dir(folder, panels: Sequence[str], overwrite: bool) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from brainmri.export import default_output, export_model, load_calibration, load_onnx, quantize_int8
-    from brainmri.predict import expand_paths
+    from brainmri.paths import expand_paths
 
     if args.quantize and not args.calibration:
         raise BrainMRIError("--quantize int8 needs --calibration PATH... (real slices, e.g. the training folder)")

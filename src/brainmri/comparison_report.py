@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from brainmri import data as data_mod
+from brainmri import splitfile
 from brainmri.checklist import checklist_section
 from brainmri.config import TrainConfig
 from brainmri.figures import FIGURES
@@ -95,7 +96,7 @@ def device_text(env: dict[str, Any]) -> str:
 
 def split_counts(split: Path) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
-    for r in data_mod.read_split(split):
+    for r in splitfile.read_split(split):
         side = r.get("side") or "train"
         counts.setdefault(side, {}).setdefault(r["label"], 0)
         counts[side][r["label"]] += 1
@@ -430,7 +431,7 @@ def write_comparison_report(
     env = read_json(first.environment, {})
     prepare_info = read_json(Path(config["data"]) / data_mod.PREPARE_JSON, {})
     counts = split_counts(first.split) if not cv else None
-    split_by = split_level(TrainConfig.from_dict(config), data_mod.read_split(first.split))
+    split_by = split_level(TrainConfig.from_dict(config), splitfile.read_split(first.split))
     notice = {
         "heading": "Not for clinical use",
         "notice": True,

@@ -120,7 +120,9 @@ def _folder(
     Images that duplicate the run's training data are reported and, unless ``keep_overlap``,
     left out: they would make an external score look better than it is.
     """
-    from brainmri.data import PREPARE_JSON, image_hashes, prepared_size, scan, training_overlap
+    from brainmri.data import PREPARE_JSON, prepared_size, training_overlap
+    from brainmri.dataset import scan
+    from brainmri.hashing import image_hashes
 
     classes = list(card["classes"])
     config = _read_json(run_dir / "config.json")
@@ -172,8 +174,8 @@ def _folder(
 
 def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
     """The run's fold when its split.csv is a k-fold file (older runs); None for a single split.
-    Read with :func:`brainmri.data.read_split`, so that a damaged file is one clear error."""
-    from brainmri.data import read_split
+    Read with :func:`brainmri.splitfile.read_split`, so that a damaged file is one clear error."""
+    from brainmri.splitfile import read_split
 
     return config.get("fold") if "fold" in read_split(split)[0] else None
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from brainmri import data as data_mod
+from brainmri import preparation, splitfile, splits
 from brainmri.comparison_report import write_comparison_report
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
@@ -127,7 +128,7 @@ def _train_and_evaluate(
 def leakage_counts(split: str | Path) -> dict[str, int]:
     """How far a split lets copies cross: duplicate groups with members on both sides, and
     test images that have a copy (a member of their group) on the training side."""
-    rows = data_mod.read_split(split)
+    rows = splitfile.read_split(split)
     train_groups = {r["group"] for r in rows if r["side"] in ("train", "val")}
     test = [r for r in rows if r["side"] == "test"]
     return {
@@ -246,12 +247,12 @@ def compare(
     if not split.is_file():
         grouping = {"groups": config.groups, "groups_missing": config.groups_missing}
         if cv:
-            rows = data_mod.make_kfold(prepared, cv, config.seed, **grouping)
+            rows = splits.make_kfold(prepared, cv, config.seed, **grouping)
         elif config.split_policy == "random":
             rows = make_random_split(prepared, config.test_size, config.seed)
         else:
-            rows = data_mod.make_split(prepared, config.test_size, config.seed, **grouping)
-        data_mod.write_split(rows, split)
+            rows = splits.make_split(prepared, config.test_size, config.seed, **grouping)
+        splitfile.write_split(rows, split)
     record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}}
     atomic_write_text(out / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")
 
@@ -383,7 +384,7 @@ def reproduce(
         log(f"using prepared data in {prepared}")
     else:
         log(f"preparing {source} at {PREPARE_SIZE} px into {prepared}")
-        data_mod.prepare(source, prepared, size=PREPARE_SIZE, overwrite=prepared.exists(), progress=progress)
+        preparation.prepare(source, prepared, size=PREPARE_SIZE, overwrite=prepared.exists(), progress=progress)
     config = config.replace(data=str(prepared.resolve()))
     meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
     common = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)

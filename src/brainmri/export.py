@@ -370,7 +370,7 @@ def load_calibration(
     import random
 
     from brainmri.images import ImageError
-    from brainmri.predict import expand_paths
+    from brainmri.paths import expand_paths
     from brainmri.preprocess import to_array
 
     files = expand_paths(paths)

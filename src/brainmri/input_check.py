@@ -150,8 +150,9 @@ def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, groups: list[s
 
 def _training_side(run_dir: Path, card: dict[str, Any], data: str | Path | None):
     """The run's training images (train and val sides, never test) at the model's size."""
-    from brainmri.data import load_split, read_split, select_split
+    from brainmri.data import load_split
     from brainmri.files import read_json
+    from brainmri.splitfile import read_split, select_split
 
     config = read_json(run_dir / "config.json", {}) or {}
     prepared = Path(data) if data is not None else Path(config.get("data") or "")

@@ -82,8 +82,8 @@ def _folder_images(folder: Path) -> list[tuple[str, bytes]]:
 
 def _held_out(run_dir: Path) -> list[tuple[str, bytes]]:
     """The run's test side (prepared PNGs), or [] when the run folder does not say where it is."""
-    from brainmri.data import read_split, select_split
     from brainmri.files import read_json
+    from brainmri.splitfile import read_split, select_split
 
     config = read_json(run_dir / "config.json", {}) or {}
     prepared, split = Path(config.get("data") or "/nonexistent"), run_dir / "split.csv"

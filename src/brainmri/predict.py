@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import glob
 import io
 import json
 import threading
@@ -25,8 +24,9 @@ import torch
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import one_line, shown
-from brainmri.images import IMAGE_SUFFIXES, read_gray
+from brainmri.images import read_gray
 from brainmri.input_check import InputCheck, source_reasons
+from brainmri.paths import expand_paths
 from brainmri.preprocess import stack, to_array, to_input
 
 BACKENDS = ("torch", "onnx")
@@ -232,33 +232,6 @@ class Predictor:
         else:
             caption += "; Grad-CAM for the predicted class"
         return panel(array, over, caption if title is None else f"{title}\n{caption}")
-
-
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files, folders (searched recursively for image suffixes) and glob patterns -> files.
-
-    A named file is kept even if missing or unreadable, so that it gets an error row; a
-    folder without images or a pattern without matches is a usage error.
-    """
-    out: list[Path] = []
-    for raw in paths:
-        text = str(raw)
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise BrainMRIError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-            out.extend(found)
-        elif not path.exists() and glob.has_magic(text):
-            matched = sorted(glob.glob(text, recursive=True))
-            if not matched:
-                raise BrainMRIError(f"no files match {text!r}")
-            out.extend(expand_paths(matched))
-        else:
-            out.append(path)
-    if not out:
-        raise BrainMRIError("no input images given")
-    return out
 
 
 def iter_predictions(

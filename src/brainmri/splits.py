@@ -12,14 +12,20 @@ both sides. The files that prepare set aside are read from the source folder rec
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from brainmri import data
+from brainmri import data, splitfile
 from brainmri.config import TrainConfig
+from brainmri.data import MANIFEST, PREPARE_JSON, kept_rows
 from brainmri.errors import BrainMRIError
+from brainmri.files import check_output
 from brainmri.groups import units_for
+from brainmri.labels import CLASSES
+from brainmri.splitfile import write_split
 
 #: What a split keeps on one side, as a run's card and report state it.
 LEVELS = ("patient", "duplicate group", "image")
@@ -60,7 +66,7 @@ def make_random_split(prepared: str | Path, test_size: float = 0.2, seed: int = 
         raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
     rows = all_readable_rows(prepared)
     alone = [{**r, "group": r["path"]} for r in rows]
-    test = data._pick_groups(alone, test_size, seed)
+    test = _pick_groups(alone, test_size, seed)
     return [{**r, "side": "test" if r["path"] in test else "train"} for r in rows]
 
 
@@ -126,12 +132,14 @@ def effective_split(config: TrainConfig) -> list[dict[str, str]]:
     validation side carved from the training side when ``val_size`` > 0, the per-class limit
     applied. A given split file is checked against the patient groups, if any are known."""
     if config.split:
-        rows = data.read_split(config.split)
+        rows = splitfile.read_split(config.split)
         if "fold" in rows[0]:
             if config.fold is None:
                 raise BrainMRIError(f"{config.split} is a k-fold split; choose the held-out fold with --fold K")
             rows = [
-                {**r, "side": side} for side in ("train", "test") for r in data.select_split(rows, side, config.fold)
+                {**r, "side": side}
+                for side in ("train", "test")
+                for r in splitfile.select_split(rows, side, config.fold)
             ]
         units = split_units(config.data, config.groups, config.groups_missing)
         if units is not None:
@@ -142,9 +150,9 @@ def effective_split(config: TrainConfig) -> list[dict[str, str]]:
         if config.split_policy == "random":
             rows = make_random_split(config.data, config.test_size, config.seed)
         else:
-            rows = data.make_split(config.data, config.test_size, config.seed, config.groups, config.groups_missing)
+            rows = make_split(config.data, config.test_size, config.seed, config.groups, config.groups_missing)
     if config.val_size > 0:
-        rows = data.carve_validation(rows, config.val_size, config.seed)
+        rows = carve_validation(rows, config.val_size, config.seed)
     else:
         rows = [{**r, "side": "train"} if r["side"] == "val" else r for r in rows]
     if config.limit_per_class:
@@ -168,3 +176,144 @@ def side_counts(rows: list[dict[str, str]]) -> dict[str, dict[str, int]]:
         side = counts.setdefault(r["side"], {})
         side[r["label"]] = side.get(r["label"], 0) + 1
     return counts
+
+
+# --- drawing a split ---------------------------------------------------------------------
+
+
+def _group_labels(rows: Sequence[dict[str, str]]) -> dict[str, tuple[str, int]]:
+    """group -> (label of its first row, number of rows), groups in sorted order."""
+    out: dict[str, tuple[str, int]] = {}
+    for r in rows:
+        label, n = out.get(r["group"], (r["label"], 0))
+        out[r["group"]] = (label, n + 1)
+    return dict(sorted(out.items()))
+
+
+def _pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> set[str]:
+    """Groups drawn per label until they hold ``round(fraction * n)`` of that label's rows.
+
+    Groups are shuffled per label with NumPy's PCG64 generator (identical on every platform),
+    so a split depends only on the rows, the fraction and the seed.
+    """
+    groups = _group_labels(rows)
+    rng = np.random.default_rng(seed)
+    picked: set[str] = set()
+    for label in CLASSES:
+        names = [g for g, (lab, _) in groups.items() if lab == label]
+        if not names:
+            continue
+        target = round(fraction * sum(groups[g][1] for g in names))
+        taken = 0
+        for i in rng.permutation(len(names)):
+            if taken >= target:
+                break
+            picked.add(names[i])
+            taken += groups[names[i]][1]
+    return picked
+
+
+def make_split(
+    prepared: str | Path,
+    test_size: float = 0.2,
+    seed: int = 42,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
+) -> list[dict[str, str]]:
+    """A stratified train/test split of the kept images in which no duplicate group, and no
+    patient group where they are known (see :func:`kept_rows`), spans both sides."""
+    if not 0.0 < test_size < 1.0:
+        raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
+    rows = kept_rows(prepared, groups, groups_missing)
+    test_groups = _pick_groups(rows, test_size, seed)
+    if not test_groups or len(test_groups) == len(_group_labels(rows)):
+        raise BrainMRIError(f"too few images ({len(rows)}) for a {1 - test_size:.0%}/{test_size:.0%} split")
+    return [
+        {
+            "path": r["output_path"],
+            "label": r["label"],
+            "group": r["group"],
+            "side": "test" if r["group"] in test_groups else "train",
+        }
+        for r in rows
+    ]
+
+
+def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int = 42) -> list[dict[str, str]]:
+    """Move ``val_size`` of the training side, by whole duplicate groups and per label, to a
+    ``val`` side.
+
+    The validation side is what training may look at to choose an epoch; the test side stays
+    untouched until evaluation, so its metrics are not biased by that choice. Rows already on
+    a ``val`` side are returned to training first, so the result depends only on the
+    train/test split, ``val_size`` and ``seed``.
+    """
+    if not 0.0 < val_size < 1.0:
+        raise BrainMRIError(f"--val-size must be between 0 and 1, got {val_size}")
+    rows = [{**r, "side": "train"} if r["side"] == "val" else dict(r) for r in rows]
+    train = [r for r in rows if r["side"] == "train"]
+    val_groups = _pick_groups(train, val_size, seed + 1)
+    if not val_groups or len(val_groups) == len(_group_labels(train)):
+        raise BrainMRIError(f"too few training images ({len(train)}) to hold out {val_size:.0%} for validation")
+    for r in rows:
+        if r["side"] == "train" and r["group"] in val_groups:
+            r["side"] = "val"
+    return rows
+
+
+def make_kfold(
+    prepared: str | Path, k: int = 5, seed: int = 42, groups: str | Path | None = None, groups_missing: str = "error"
+) -> list[dict[str, str]]:
+    """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation; groups as in
+    :func:`make_split`."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if k < 2:
+        raise BrainMRIError(f"--k must be at least 2, got {k}")
+    rows = kept_rows(prepared, groups, groups_missing)
+    n_groups = len({r["group"] for r in rows})
+    if n_groups < k:
+        raise BrainMRIError(f"cannot make {k} folds from {n_groups} image groups")
+    y = np.array([CLASSES.index(r["label"]) for r in rows])
+    groups = np.array([r["group"] for r in rows])
+    folds = np.empty(len(rows), dtype=np.int64)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, test_idx) in enumerate(cv.split(np.zeros(len(rows)), y, groups)):
+        folds[test_idx] = fold
+    return [
+        {"path": r["output_path"], "label": r["label"], "group": r["group"], "fold": str(int(f))}
+        for r, f in zip(rows, folds, strict=True)
+    ]
+
+
+def split(
+    prepared: str | Path,
+    out: str | Path | None = None,
+    test_size: float = 0.2,
+    seed: int = 42,
+    k: int | None = None,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
+    overwrite: bool = False,
+) -> Path:
+    """Make and write a split file: train/test (default) or ``k`` folds; returns its path.
+
+    An existing file is replaced only with ``overwrite``, and the prepared folder's own
+    records (``manifest.csv``, ``prepare.json``) never: the split is drawn from them."""
+    default = f"folds_k{k}.csv" if k is not None else "split.csv"
+    path = Path(out) if out is not None else Path(prepared) / default
+    _check_split_target(prepared, path, overwrite)
+    if k is not None:
+        rows = make_kfold(prepared, k=k, seed=seed, groups=groups, groups_missing=groups_missing)
+    else:
+        rows = make_split(prepared, test_size=test_size, seed=seed, groups=groups, groups_missing=groups_missing)
+    return write_split(rows, path)
+
+
+def _check_split_target(prepared: str | Path, path: Path, overwrite: bool) -> None:
+    for name in (MANIFEST, PREPARE_JSON):
+        record = Path(prepared) / name
+        same = record.exists() and path.exists() and os.path.samefile(record, path)
+        if same or path.resolve() == record.resolve():
+            raise BrainMRIError(f"refusing to write the split over {record}, a record of the prepared folder")
+    check_output(path, overwrite)

@@ -257,7 +257,8 @@ def _saved_config(run: RunDir, given: TrainConfig) -> TrainConfig:
 
 def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, created):
     """Check, write the folder's records, load the data, build (or restore) the parts."""
-    from brainmri.data import load_split, prepared_size, write_split
+    from brainmri.data import load_split, prepared_size
+    from brainmri.splitfile import write_split
 
     config, rows = _resolve_config(config, run, rank, world_size, device, overwrite, resume)
     precision = resolve_precision(config.precision, device)
@@ -347,7 +348,7 @@ def _restore(parts: engine.Parts, ckpt: dict[str, Any], main: bool) -> engine.Tr
 
 
 def _card_base(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_size, selects: bool) -> dict[str, Any]:
-    from brainmri.data import read_split
+    from brainmri.splitfile import read_split
     from brainmri.splits import side_counts, split_level
 
     counts = sampling.class_counts(train_y)

@@ -17,7 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 from brainmri import data, splits
 from brainmri.augment import affine_matrices, make_augmenter, sample_params
 from brainmri.checkpoint import load_model, read_checkpoint
-from brainmri.cli import build_parser, main, train_config_from_args
+from brainmri.cli import build_parser, main
+from brainmri.cli_args import train_config_from_args
 from brainmri.config import TrainConfig
 from brainmri.data import load_split
 from brainmri.errors import BrainMRIError

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brainmri import data, engine, preparation, splitfile
+from brainmri import data, optim, preparation, splitfile
 from brainmri.checkpoint import read_checkpoint
 from brainmri.cli import main
 from brainmri.config import TrainConfig
@@ -26,8 +26,8 @@ from brainmri.train import train
 
 def _lrs(config: TrainConfig, total: int) -> list[float]:
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
-    optimizer = engine.build_optimizer(model, config)
-    scheduler = engine.build_scheduler(optimizer, config, total)
+    optimizer = optim.build_optimizer(model, config)
+    scheduler = optim.build_scheduler(optimizer, config, total)
     out = []
     for _ in range(total):
         out.append(optimizer.param_groups[0]["lr"])
@@ -70,7 +70,7 @@ def test_onecycle_warms_up_to_the_peak_then_anneals_as_torch_defines_it():
 def test_weight_decay_skips_norm_layers_and_biases():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(4, 3))
     for name in ("adam", "adamw", "sgd"):
-        optimizer = engine.build_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.05))
+        optimizer = optim.build_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.05))
         decayed, plain = optimizer.param_groups
         assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
         assert {tuple(p.shape) for p in decayed["params"]} == {(2, 1, 3, 3), (3, 4)}
@@ -198,7 +198,7 @@ def test_the_config_files_hold_the_presets_settings():
     """configs/scratch.yaml and configs/quick.yaml are what `reproduce --preset` trains with."""
     import yaml
 
-    from brainmri.experiments import PRESETS, preset_config
+    from brainmri.reproduce import PRESETS, preset_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("scratch", "quick"):

@@ -73,8 +73,8 @@ def test_report_markdown_links_and_html_embeds_every_figure(tmp_path):
 
 
 def test_report_says_where_a_run_departs_from_the_paper():
-    from brainmri.comparison_report import paper_comparability as _paper_comparability
     from brainmri.config import TrainConfig
+    from brainmri.paper import paper_comparability as _paper_comparability
 
     paper = TrainConfig().to_dict()
     bullets = _paper_comparability(paper, None, {"kept": 2702})

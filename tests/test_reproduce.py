@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from brainmri.cli import main
-from brainmri.comparison_report import METRIC_COLUMNS, PUBLISHED
-from brainmri.experiments import PRESETS
+from brainmri.comparison_report import METRIC_COLUMNS
 from brainmri.figures import FIGURES
+from brainmri.paper import PUBLISHED
+from brainmri.reproduce import PRESETS
 
 ARCHS = ("resnet50", "resnet101", "resnet152")
 

@@ -33,8 +33,9 @@ from brainmri.images import read_gray
 from brainmri.loadtest import encode_multipart
 from brainmri.loadtest import run as loadtest_run
 from brainmri.preprocess import to_array
-from brainmri.serve import ApiError, check_bind, create_app, read_uploads, running
+from brainmri.serve import check_bind, create_app, running
 from brainmri.serve_guard import Limits
+from brainmri.uploads import ApiError, read_uploads
 
 
 @pytest.fixture(scope="module")

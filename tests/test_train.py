@@ -24,9 +24,10 @@ from brainmri.data import load_split
 from brainmri.errors import BrainMRIError
 from brainmri.inference import score
 from brainmri.labels import CLASSES
+from brainmri.run_records import HISTORY_COLUMNS
 from brainmri.runtime import resolve_precision
 from brainmri.sampling import class_weights, epoch_order
-from brainmri.train import HISTORY_COLUMNS, train
+from brainmri.train import train
 
 
 def read_history(run: Path) -> list[dict[str, str]]:

@@ -32,7 +32,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from brainmri.files import plain_name
-    from brainmri.train import default_run_name, train
+    from brainmri.run_records import default_run_name
+    from brainmri.train import train
 
     config = train_config_from_args(args)
     if args.resume and not args.name:
@@ -190,7 +191,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
-    from brainmri.experiments import reproduce
+    from brainmri.reproduce import reproduce
 
     report = reproduce(
         data=args.data,

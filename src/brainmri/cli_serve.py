@@ -99,8 +99,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import os
 
+    from brainmri.netutil import LOOPBACK_NAMES, is_loopback
     from brainmri.runtime import usable_cpus
-    from brainmri.serve import LOOPBACK_NAMES, TOKEN_ENV, is_loopback, serve
+    from brainmri.serve import TOKEN_ENV, serve
     from brainmri.serve_guard import Limits
 
     if is_loopback(args.host) and args.host.strip("[]") not in LOOPBACK_NAMES:

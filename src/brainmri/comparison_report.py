@@ -22,18 +22,12 @@ from brainmri.config import TrainConfig
 from brainmri.figures import FIGURES
 from brainmri.files import read_json
 from brainmri.labels import CLASSES
+from brainmri.paper import PAPER_CITATION, PUBLISHED, paper_comparability
 from brainmri.report import fmt, render_report
+from brainmri.run_records import recipe_text
 from brainmri.rundir import RunDir
 from brainmri.splits import split_level
 
-#: The paper's Table 2, only the numbers we can vouch for (accuracy and training time);
-#: its precision, sensitivity and F1 are reported as "not given".
-PUBLISHED: dict[str, dict[str, float]] = {
-    "resnet50": {"accuracy": 0.95, "training_seconds": 316.7},
-    "resnet101": {"accuracy": 0.95, "training_seconds": 496.6},
-    "resnet152": {"accuracy": 0.93, "training_seconds": 872.7},
-}
-PAPER_CITATION = "Kruszyk et al., 2024"
 METRIC_COLUMNS = (
     "Validation accuracy",
     "Precision",
@@ -43,20 +37,6 @@ METRIC_COLUMNS = (
     "Avg. validation loss",
     "Training time (s)",
 )
-#: The paper's training settings, for saying where a run departs from them.
-PAPER_SETTINGS = {
-    "image_size": 256,
-    "epochs": 10,
-    "batch_size": 32,
-    "lr": 1e-4,
-    "optimizer": "adam",
-    "schedule": "constant",
-    "weights": "imagenet",
-    "finetune": "full",
-    "augment": True,
-    "limit_per_class": None,
-}
-PAPER_IMAGES = 3096
 LEVEL = "95%"
 
 
@@ -299,21 +279,6 @@ def _split_bullet(config: dict[str, Any], counts, cv: int | None, leakage: dict[
     return text
 
 
-def recipe_text(config: dict[str, Any]) -> str:
-    """The optimisation recipe in one line."""
-    parts = [
-        f"{config.get('optimizer', 'adam')} lr {config['lr']:g}",
-        f"schedule {config.get('schedule', 'constant')}",
-    ]
-    if config.get("warmup") or config.get("schedule") == "onecycle":
-        parts.append(f"warm-up {config.get('warmup') if config.get('warmup') is not None else 0.3:g}")
-    for key, label in (("weight_decay", "weight decay"), ("label_smoothing", "label smoothing"), ("ema", "EMA")):
-        if config.get(key):
-            parts.append(f"{label} {config[key]:g}")
-    flags = [k for k in ("hflip", "tta", "zero_init_residual") if config.get(k)]
-    return ", ".join(parts + [f.replace("_", "-") for f in flags])
-
-
 def _split_level_bullet(split_by: str, group_file: str) -> str:
     how = {
         "patient": f"every group of {group_file} and every duplicate group on one side",
@@ -335,7 +300,8 @@ def _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakag
             + (" (random initialisation, trained from scratch)" if weights == "none" else ""),
             f"Architectures: {', '.join(archs)}",
             f"Image size: {config['image_size']} x {config['image_size']} px, grayscale",
-            f"Epochs: {config['epochs']}, batch size {config['batch_size']}, {recipe_text(config)}, "
+            f"Epochs: {config['epochs']}, batch size {config['batch_size']}, "
+            f"{recipe_text(TrainConfig.from_dict(config))}, "
             f"fine-tuning {config.get('finetune', 'full')}, augmentation {'on' if config.get('augment') else 'off'}, "
             f"class balance {config.get('balance')}",
             f"Data: {meta.get('source') or prepare_info.get('settings', {}).get('source', '?')}; prepared "
@@ -385,35 +351,6 @@ def _limits_section(config, cv, meta, prepare_info, split_by) -> dict:
             "Its numbers show that the pipeline works and learns, not what the architectures can reach."
         )
     return {"heading": "What this run cannot claim", "bullets": bullets + paper_comparability(config, cv, prepare_info)}
-
-
-def paper_comparability(config: dict[str, Any], cv: int | None, prepare_info: dict[str, Any]) -> list[str]:
-    """Why the 'Paper accuracy' column is not a like-for-like comparison: the settings in which
-    this run departs from the paper, and the paper's own data, which kept duplicates."""
-    changed = [
-        f"{key.replace('_', ' ')} {config.get(key)} (paper: {'none' if value is None else value})"
-        for key, value in PAPER_SETTINGS.items()
-        if config.get(key, value) != value
-    ]
-    if cv:
-        changed.append(f"{cv}-fold cross-validation (paper: one 80/20 split)")
-    bullets = []
-    if changed:
-        bullets.append(
-            "Settings differ from the paper's: "
-            + "; ".join(changed)
-            + ". The 'Paper accuracy' and 'Paper time' columns are shown for orientation, not as a "
-            "like-for-like comparison."
-        )
-    kept = prepare_info.get("kept")
-    bullets.append(
-        f"The paper's accuracies come from {PAPER_IMAGES:,} images of the public dataset's 3,264. Removing "
-        "exact pixel duplicates alone leaves 2,870, so the paper's set kept at least 226 exact duplicates, "
-        "which a random split can put on both sides and so inflate its test scores. "
-        + (f"Ours are measured on {kept:,} images with duplicates removed" if kept else "Ours are measured on data")
-        + " and duplicate groups kept on one side of the split; lower numbers here need not mean a worse model."
-    )
-    return bullets
 
 
 def write_comparison_report(

@@ -24,98 +24,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from brainmri.augment import make_augmenter
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
 from brainmri.inference import score
 from brainmri.models import train_mode
-from brainmri.sampling import AugmentedBatches, epoch_batches, generator, step_seed
+from brainmri.optim import build_ema, build_optimizer, build_scheduler
+from brainmri.runtime import autocast, make_scaler
+from brainmri.sampling import AugmentedBatches, class_weights, epoch_batches, generator, step_seed, steps_per_epoch
 
 StepCallback = Callable[[int, int], None]
-#: A OneCycle/warm-up schedule starts at lr / WARMUP_DIVISOR (torch's OneCycleLR default).
-WARMUP_DIVISOR = 25.0
 #: Under torchrun, ranks agree on a Ctrl-C every this many steps (one tiny all-reduce that
 #: makes the CPU wait for the GPU, so not every step).
 STOP_CHECK_EVERY = 10
 
 
 # --- optimiser, schedule, weight average ----------------------------------------------------
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters in two groups: weight decay on weights of convolutions and linear
-    layers, none on norm layers and biases (decaying a BatchNorm scale only fights the
-    normalisation it undoes)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-    raise BrainMRIError(f"unknown --optimizer {config.optimizer!r}")
-
-
-def lr_factor(schedule: str, step: int, total_steps: int, warmup: float) -> float:
-    """The learning rate at ``step`` (0-based) as a fraction of the peak ``--lr``, for the
-    ``constant`` and ``cosine`` schedules: a linear warm-up from 1/25 over ``warmup`` of the
-    steps, then flat or a half cosine down to 0 at the last step."""
-    warm = round(warmup * total_steps)
-    if step < warm:
-        start = 1.0 / WARMUP_DIVISOR
-        return start + (1.0 - start) * step / warm
-    if schedule == "constant":
-        return 1.0
-    span = max(total_steps - warm, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
-    """A scheduler stepped after every batch. OneCycle is torch's (cosine warm-up from lr/25
-    to lr over ``warmup`` of the steps, then cosine annealing to lr/25e4); the others are
-    :func:`lr_factor`."""
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=config.lr,
-            total_steps=total_steps,
-            pct_start=config.effective_warmup,
-            anneal_strategy="cos",
-            cycle_momentum=False,
-            div_factor=WARMUP_DIVISOR,
-        )
-    schedule, warmup = config.schedule, config.effective_warmup
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total_steps, warmup))
-
-
-def _ema_update(decay: float) -> Callable:
-    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n), so the first
-    steps' nearly random weights are forgotten quickly."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        n = int(n_averaged)
-        weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
-        if averaged and averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, weight)
-        else:
-            for a, c in zip(averaged, current, strict=True):
-                a.copy_(c)
-
-    return update
-
-
-def build_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
-    """An exponential moving average of the weights and BatchNorm statistics, or None."""
-    if decay <= 0:
-        return None
-    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -383,3 +307,51 @@ def validate(
     )
     loss_sum, correct, n = all_reduce([own.get("loss_sum", 0.0), own.get("correct", 0), own["n"]], device, world_size)
     return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1), "n": int(n)}
+
+
+def build_parts(
+    model: nn.Module,
+    config: TrainConfig,
+    train_y: torch.Tensor,
+    precision: str,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Parts:
+    """Everything a run trains with, from its settings: optimiser, per-step schedule over the
+    whole run, loss (label smoothing, class weights), augmentation, autocast, weight average."""
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    total = config.epochs * steps_per_epoch(train_y, config, rank, world_size)
+    weight = class_weights(train_y).to(device) if config.balance == "class_weights" else None
+    net: nn.Module = model
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Parts(
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config, total),
+        criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing),
+        augment=make_augmenter(config),
+        autocast=autocast(precision, device),
+        scaler=make_scaler(precision, device),
+        ema=build_ema(model, config.ema),
+    )
+
+
+def restore(parts: Parts, ckpt: dict[str, Any], main: bool) -> TrainState:
+    """Weights, optimiser, schedule, average, loss scale and RNG of ``last.pt``."""
+    extra = ckpt["extra"]
+    parts.model.load_state_dict(ckpt["model_state"])
+    parts.optimizer.load_state_dict(ckpt["optimizer_state"])
+    if extra.get("scheduler") is not None:
+        parts.scheduler.load_state_dict(extra["scheduler"])
+    if parts.ema is not None and extra.get("ema") is not None:
+        parts.ema.load_state_dict(extra["ema"])
+    if parts.scaler is not None and extra.get("scaler"):
+        parts.scaler.load_state_dict(extra["scaler"])
+    if main:
+        torch.set_rng_state(extra["rng"]["torch"])
+    return TrainState.from_checkpoint(ckpt)

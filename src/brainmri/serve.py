@@ -9,9 +9,9 @@ resources) and a small JSON API:
 * ``GET /api/model`` -- the model card; ``GET /health`` -- liveness and upload limits;
   ``/docs`` -- OpenAPI docs.
 
-Uploads are parsed from the request stream into memory with a per-file size limit, so
-nothing uploaded touches the disk and an oversized upload is refused after ``max_bytes``,
-not after it has been read in full. Formats are recognised by content (``images.read_gray``).
+Uploads are parsed from the request stream into memory with a per-file size limit
+(:mod:`brainmri.uploads`), so nothing uploaded touches the disk. Formats are recognised by
+content (``images.read_gray``).
 Decoding and inference run in a bounded thread pool; the model is shared by all requests
 (``predict.Predictor`` is thread-safe). Requests from pages of other sites are refused, and
 connections are guarded below the app (read timeouts, caps, JSON errors: ``serve_guard``).
@@ -25,11 +25,9 @@ import contextlib
 import hmac
 import io
 import logging
-import os
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
@@ -50,6 +47,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.images import ImageError
 from brainmri.netutil import LOOPBACK_NAMES, is_loopback
 from brainmri.serve_guard import Limits, cross_origin_reason, server_config
+from brainmri.uploads import ApiError, Upload, read_uploads
 
 log = logging.getLogger("brainmri.serve")
 
@@ -58,33 +56,11 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_FILES = 16
 TOKEN_ENV = "BRAINMRI_SERVE_TOKEN"
 
-#: Small form fields (``overlay=1``) are all we accept besides files.
-MAX_FIELD_BYTES = 1024
-#: Non-file form fields accepted per request (the API reads only a few options).
-MAX_FIELDS = 16
-#: Multipart overhead allowed per part when checking Content-Length up front.
-PART_OVERHEAD = 16 * 1024
-
 # The page loads nothing from elsewhere; results are data: URLs.
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": message}`` with an HTTP status."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class Upload:
-    name: str
-    data: bytearray = field(default_factory=bytearray)
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -114,93 +90,6 @@ def _host_name(host: str) -> str:
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-async def read_uploads(request: Request, max_bytes: int, max_files: int) -> tuple[list[Upload], dict[str, str]]:
-    """Parse a multipart body from the stream into memory, enforcing limits while reading."""
-    content_type, params = parse_options_header(request.headers.get("content-type", ""))
-    if content_type != b"multipart/form-data" or not params.get(b"boundary"):
-        raise ApiError(400, "send the images as multipart/form-data, one or more files in the field 'files'")
-    # The most a valid request can hold; checked against Content-Length up front and against
-    # the bytes actually read, so a chunked body cannot get round it.
-    limit = max_files * (max_bytes + PART_OVERHEAD) + MAX_FIELDS * 2 * MAX_FIELD_BYTES
-    too_large = f"request too large (limit {max_files} files of {max_bytes:,} bytes)"
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise ApiError(413, f"{too_large}: {int(length):,} bytes")
-
-    uploads: list[Upload] = []
-    fields: dict[str, str] = {}
-    part: dict[str, Any] = {}
-
-    def on_part_begin() -> None:
-        part.clear()
-        part.update(headers={}, field=b"", value=b"", upload=None, data=bytearray())
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        part["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        part["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        part["headers"][part["field"].lower()] = part["value"]
-        part["field"], part["value"] = b"", b""
-
-    def on_headers_finished() -> None:
-        _, disp = parse_options_header(part["headers"].get(b"content-disposition", b""))
-        part["name"] = disp.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in disp:
-            if len(uploads) >= max_files:
-                raise ApiError(413, f"too many files in one request (limit {max_files})")
-            name = os.path.basename(disp[b"filename"].decode("utf-8", "replace").replace("\\", "/"))[:200]
-            part["unnamed"] = not name
-            part["upload"] = Upload(name or f"file-{len(uploads) + 1}")
-            uploads.append(part["upload"])
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        upload: Upload | None = part["upload"]
-        buf = upload.data if upload is not None else part["data"]
-        buf += data[start:end]
-        if upload is not None and len(buf) > max_bytes:
-            raise ApiError(413, f"{upload.name}: file too large (limit {max_bytes / 2**20:g} MB a file)")
-        if upload is None and len(buf) > MAX_FIELD_BYTES:
-            raise ApiError(413, f"form field {part['name']!r} too large")
-
-    def on_part_end() -> None:
-        upload: Upload | None = part["upload"]
-        if upload is None:
-            if len(fields) >= MAX_FIELDS and part["name"] not in fields:
-                raise ApiError(413, f"too many form fields in one request (limit {MAX_FIELDS})")
-            fields[part["name"]] = part["data"].decode("utf-8", "replace")
-        elif not upload.data and part["unnamed"]:
-            uploads.remove(upload)  # an empty file input submitted by a form: no file chosen
-
-    parser = MultipartParser(
-        params[b"boundary"],
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    try:
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise ApiError(413, too_large)
-            parser.write(chunk)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as exc:  # python-multipart raises several types for malformed bodies
-        raise ApiError(400, f"malformed multipart body: {exc}") from None
-    return uploads, fields
 
 
 def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
@@ -272,18 +161,15 @@ def create_app(
     )
     app.state.predictor = predictor
     app.state.executor = executor
+    _add_error_handlers(app)
+    _add_guards(app, allowed_hosts)
+    _add_page_and_docs(app)
+    _add_api(app, predictor, executor, token, max_bytes, max_files)
+    return app
 
-    bearer = HTTPBearer(auto_error=False)
-    x_token = APIKeyHeader(name="X-Token", auto_error=False)
 
-    def require_token(
-        cred: HTTPAuthorizationCredentials | None = Depends(bearer), header: str | None = Depends(x_token)
-    ) -> None:
-        if token is None:
-            return
-        given = cred.credentials if cred is not None else header
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>' or 'X-Token: <token>'")
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error the app sends is JSON: ours, Starlette's, validation errors and bugs."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -306,6 +192,10 @@ def create_app(
         log.error("error while serving %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal server error (details are in the server log)"}, status_code=500)
 
+
+def _add_guards(app: FastAPI, allowed_hosts: list[str] | None) -> None:
+    """Host check (DNS rebinding), cross-origin refusal for the API, security headers."""
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
         if allowed_hosts is not None and _host_name(request.headers.get("host", "")) not in allowed_hosts:
@@ -321,6 +211,10 @@ def create_app(
         if request.url.path == "/" or request.url.path.startswith("/static/"):
             response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         return response
+
+
+def _add_page_and_docs(app: FastAPI) -> None:
+    """The page and the interactive API docs, both offline (no CDN)."""
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -340,6 +234,22 @@ def create_app(
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="data:,",
         )
+
+
+def _add_api(app: FastAPI, predictor: Any, executor: ThreadPoolExecutor, token, max_bytes: int, max_files: int) -> None:
+    """``/health``, ``/api/model`` and ``/api/predict``; the API needs the token when one is set."""
+
+    bearer = HTTPBearer(auto_error=False)
+    x_token = APIKeyHeader(name="X-Token", auto_error=False)
+
+    def require_token(
+        cred: HTTPAuthorizationCredentials | None = Depends(bearer), header: str | None = Depends(x_token)
+    ) -> None:
+        if token is None:
+            return
+        given = cred.credentials if cred is not None else header
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>' or 'X-Token: <token>'")
 
     @app.get("/health", summary="Liveness and upload limits (no token needed)")
     async def health() -> dict[str, Any]:
@@ -390,8 +300,6 @@ def create_app(
             "input_check": predictor.input_check.status,
             "results": results,
         }
-
-    return app
 
 
 @contextlib.contextmanager

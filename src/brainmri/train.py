@@ -9,148 +9,44 @@ epoch by epoch: train, validate, record, checkpoint.
 
 from __future__ import annotations
 
-import csv
-import datetime
-import io
 import json
 import os
-import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
-from brainmri import __version__, engine, sampling
-from brainmri.augment import make_augmenter
+from brainmri import engine, sampling
 from brainmri.card import make_card
 from brainmri.checkpoint import read_checkpoint, save_checkpoint
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
-from brainmri.files import atomic_write_text, read_json, write_json
+from brainmri.files import read_json, write_json
 from brainmri.labels import CLASSES
-from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model, count_parameters, weights_record
+from brainmri.models import build_model, count_parameters
+from brainmri.run_records import (
+    RunLog,
+    absolute_paths,
+    best_metrics,
+    card_fields,
+    check_run_dir,
+    environment_info,
+    recipe_text,
+    summary_record,
+    validate_config,
+    write_history,
+)
 from brainmri.rundir import RunDir
-from brainmri.runtime import autocast, cpu_name, make_scaler, resolve_device, resolve_precision
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
-#: How a run picks the model it keeps (``checkpoints/best.pt``), recorded in its card and summary.
-SELECTION_LAST = "last epoch (no selection; the test side chooses nothing)"
-SELECTION_BEST = "best validation accuracy on the val side carved from training"
-
+from brainmri.runtime import resolve_device, resolve_precision
 
 # --- records ------------------------------------------------------------------------------
 
 
-def default_run_name(config: TrainConfig) -> str:
-    """``<arch>-<weights>-<YYYYmmdd-HHMMSS>``: unique per start, readable in a listing."""
-    weights = config.weights if config.weights in ("imagenet", "none") else "local"
-    return f"{config.arch}-{weights}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-
-
-def environment_info(device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
-    """Library versions and hardware, so that timings and results can be put in context."""
-    import torchvision
-
-    return {
-        "brainmri": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "cuda": torch.version.cuda,
-        "platform": platform.platform(),
-        "device": str(device),
-        "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "precision": precision,
-        "world_size": world_size,
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-class _Log:
-    """One line per event, to the console (unless quiet) and appended to train.log."""
-
-    def __init__(self, path: Path | None, echo: bool):
-        self.path, self.echo = path, echo
-
-    def __call__(self, message: str) -> None:
-        if self.echo:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-        if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {message}\n")
-
-
 # --- checks before anything is written ---------------------------------------------------------
-
-
-def check_run_dir(run: RunDir, overwrite: bool, resume: bool) -> None:
-    """Never destroy a run by accident; never delete a folder that is not a run. Only checks:
-    an overwritten run is deleted when the new one is written, after every other check."""
-    if resume:
-        if not run.can_resume():
-            raise BrainMRIError(f"nothing to resume in {run.path}: no config.json and checkpoints/last.pt")
-        if run.finished():
-            raise BrainMRIError(f"run {run.path} already finished; use --overwrite to train it again from scratch")
-        return
-    if run.path.exists() and any(run.path.iterdir()):
-        if not overwrite:
-            raise BrainMRIError(
-                f"run folder {run.path} already exists; use --resume to continue it, --overwrite to replace it, "
-                "or choose another --name"
-            )
-        if not run.is_run():
-            raise BrainMRIError(f"refusing to overwrite {run.path}: it is not a run folder (no config.json)")
-
-
-def _absolute_paths(config: TrainConfig) -> dict[str, str | None]:
-    """``data``, ``split``, ``groups`` and a local ``weights`` file as absolute paths."""
-    local_weights = config.weights not in ("imagenet", "none", "")
-    return {
-        "data": str(Path(config.data).resolve()) if config.data else config.data,
-        "split": str(Path(config.split).resolve()) if config.split else config.split,
-        "groups": str(Path(config.groups).resolve()) if config.groups else config.groups,
-        "weights": str(Path(config.weights).resolve()) if local_weights else config.weights,
-    }
-
-
-def validate_config(config: TrainConfig) -> None:
-    """Refuse settings that cannot train, before anything is written (a run folder, a
-    comparison's record) that would have to be cleaned up by hand."""
-    if not config.data:
-        raise BrainMRIError("no training data: pass --data PREPARED (a folder made by 'brainmri data prepare')")
-    if not Path(config.data).is_dir():
-        raise BrainMRIError(f"prepared data folder not found: {config.data}")
-    config.check()
-    if config.weights not in ("imagenet", "none", "") and not Path(config.weights).is_file():
-        raise BrainMRIError(f"weights file not found: {config.weights} (use imagenet, none or a file path)")
-    if config.fold is not None and not config.split:
-        raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
-    if config.groups:  # its columns and its coverage of the prepared files, before anything is written
-        from brainmri.splits import split_units
-
-        split_units(config.data, config.groups, config.groups_missing)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -166,7 +62,7 @@ class _Run:
     precision: str
     rank: int
     world_size: int
-    log: _Log
+    log: RunLog
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -232,7 +128,7 @@ def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, re
 
     error, rows = None, None
     if not resume:  # absolute paths in config.json, so the run can be resumed and audited from anywhere
-        config = config.replace(**_absolute_paths(config))
+        config = config.replace(**absolute_paths(config))
     if rank == 0:
         try:
             check_run_dir(run, overwrite, resume)
@@ -287,7 +183,7 @@ def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, cre
             env = {**first, "resumed": [*first.get("resumed", []), env]}
         write_json(run.environment, env)
     engine.broadcast_error(None, world_size)  # every rank waits until split.csv exists
-    log = _Log(run.log if rank == 0 else None, echo=False)
+    log = RunLog(run.log if rank == 0 else None, echo=False)
 
     t0 = time.perf_counter()
     train_x, train_y, _ = load_split(config.data, run.split, "train", size=config.image_size)
@@ -298,104 +194,20 @@ def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, cre
     if config.workers == 0:
         train_x, train_y = train_x.to(device), train_y.to(device)
     val_x, val_y = val_x.to(device), val_y.to(device)
-    card_base = _card_base(config, run, train_y, prepared_size(config.data), selects)
+    card_base = card_fields(config, run, train_y, prepared_size(config.data), selects)
     r = _Run(run, config, device, precision, rank, world_size, log, train_x, train_y, val_x, val_y, selects, card_base)
-    parts = _build_parts(r, model)
+    parts = engine.build_parts(model, config, train_y, precision, device, rank, world_size)
     state = engine.TrainState()
     if resume:
         ckpt = read_checkpoint(run.last)
-        state = _restore(parts, ckpt, rank == 0)
+        state = engine.restore(parts, ckpt, rank == 0)
     return r, parts, state, t0
-
-
-def _build_parts(run: _Run, model: nn.Module) -> engine.Parts:
-    config, device = run.config, run.device
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = engine.build_optimizer(model, config)
-    total = config.epochs * sampling.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
-    weight = sampling.class_weights(run.train_y).to(device) if config.balance == "class_weights" else None
-    net: nn.Module = model
-    if run.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return engine.Parts(
-        model=model,
-        net=net,
-        optimizer=optimizer,
-        scheduler=engine.build_scheduler(optimizer, config, total),
-        criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing),
-        augment=make_augmenter(config),
-        autocast=autocast(run.precision, device),
-        scaler=make_scaler(run.precision, device),
-        ema=engine.build_ema(model, config.ema),
-    )
-
-
-def _restore(parts: engine.Parts, ckpt: dict[str, Any], main: bool) -> engine.TrainState:
-    """Weights, optimiser, schedule, average, loss scale and RNG of ``last.pt``."""
-    extra = ckpt["extra"]
-    parts.model.load_state_dict(ckpt["model_state"])
-    parts.optimizer.load_state_dict(ckpt["optimizer_state"])
-    if extra.get("scheduler") is not None:
-        parts.scheduler.load_state_dict(extra["scheduler"])
-    if parts.ema is not None and extra.get("ema") is not None:
-        parts.ema.load_state_dict(extra["ema"])
-    if parts.scaler is not None and extra.get("scaler"):
-        parts.scaler.load_state_dict(extra["scaler"])
-    if main:
-        torch.set_rng_state(extra["rng"]["torch"])
-    return engine.TrainState.from_checkpoint(ckpt)
-
-
-def _card_base(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_size, selects: bool) -> dict[str, Any]:
-    from brainmri.splitfile import read_split
-    from brainmri.splits import side_counts, split_level
-
-    counts = sampling.class_counts(train_y)
-    rows = read_split(run.split)
-    sides = side_counts(rows)
-    return dict(
-        arch=config.arch,
-        image_size=config.image_size,
-        weights=config.weights,
-        classes=CLASSES,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        finetune=config.finetune,
-        prepared_size=prep_size,
-        tta=config.tta,
-        weights_record=weights_record(config.arch, config.weights),
-        training_data={
-            "prepared": str(config.data),
-            "counts": dict(zip(CLASSES, counts, strict=True)),
-            "total": len(train_y),
-            "balance": config.balance,
-            "augmentation": {k: getattr(config, k) for k in ("augment", "rotation", "shift", "zoom", "shear", "hflip")},
-        },
-        split={
-            "file": run.split.name,
-            "source": config.split
-            or f"made by splits.effective_split(test_size={config.test_size}, seed={config.seed})",
-            "policy": "given split file" if config.split else config.split_policy,
-            # What no side shares: patient (with --groups), duplicate group, or image (random split).
-            "level": split_level(config, rows),
-            "groups": config.groups,
-            "fold": config.fold,
-            "seed": config.seed,
-            "train": len(train_y),
-            "val": sum(sides.get("val", {}).values()),
-            "test": sum(sides.get("test", {}).values()),
-            "test_counts": sides.get("test", {}),
-            "selection": SELECTION_BEST if selects else SELECTION_LAST,
-        },
-        config=config.to_dict(),
-    )
 
 
 def _save_last(run: _Run, parts: engine.Parts, state: engine.TrainState, epoch_done: int, session_start: float):
     if not run.main:
         return
-    card = make_card(**run.card_base, metrics=_best_metrics(state.best, run.selects))
+    card = make_card(**run.card_base, metrics=best_metrics(state.best, run.selects))
     extra = {
         **state.to_extra(),
         "rng": {"torch": torch.get_rng_state()},
@@ -476,19 +288,11 @@ def _log_start(run: _Run, parts: engine.Parts, state: engine.TrainState, t0: flo
     if state.epoch or state.step:
         run.log(f"resumed {run.dir.path} at epoch {state.epoch + 1}, step {state.step}")
         return
-    recipe = f"{config.optimizer} lr {config.lr:g} {config.schedule}"
-    if config.effective_warmup:
-        recipe += f" (warm-up {config.effective_warmup:g})"
-    if config.weight_decay:
-        recipe += f", weight decay {config.weight_decay:g}"
-    if config.label_smoothing:
-        recipe += f", label smoothing {config.label_smoothing:g}"
-    if config.ema:
-        recipe += f", EMA {config.ema:g}"
     run.log(
         f"training {config.arch} ({count_parameters(parts.model, True):,} of {count_parameters(parts.model):,} "
         f"parameters trainable, weights {config.weights}, finetune {config.finetune}) on {run.device}, "
-        f"precision {run.precision}; {recipe}" + (f", {run.world_size} processes" if run.world_size > 1 else "")
+        f"precision {run.precision}; {recipe_text(config)}"
+        + (f", {run.world_size} processes" if run.world_size > 1 else "")
     )
 
 
@@ -530,7 +334,7 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
         state.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "train_acc", "train_loss")}
     if run.main:
         if improved:
-            card = make_card(**run.card_base, metrics=_best_metrics(state.best, run.selects))
+            card = make_card(**run.card_base, metrics=best_metrics(state.best, run.selects))
             save_checkpoint(run.dir.best, parts.evaluated, card, None, epoch)
         _save_last(run, parts, state, epoch, session_start)
         write_history(run.dir.history, state.history)
@@ -552,18 +356,7 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
     if not run.main:
         return
     summary = {
-        "finished": True,
-        "epochs": len(history),
-        "selection": SELECTION_BEST if run.selects else SELECTION_LAST,
-        "best_epoch": best["epoch"],
-        "best_val_acc": best["val_acc"],
-        "best_val_loss": best["val_loss"],
-        "total_seconds": total,
-        "epoch_seconds": [r["seconds"] for r in history],
-        "avg_train_loss": sum(r["train_loss"] for r in history) / len(history),
-        "avg_val_loss": float(np.mean([r["val_loss"] for r in history if r["val_loss"] is not None])),
-        "final_val_acc": history[-1]["val_acc"],
-        "images_per_second": sum(r["images_per_second"] for r in history) / len(history),
+        **summary_record(history, best, run.selects, total),
         "arch": run.config.arch,
         "device": str(run.device),
         "precision": run.precision,
@@ -590,10 +383,3 @@ def _calibrate(run: _Run) -> str:
         f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g})"
     )
     return f"calibrated, threshold {entry['threshold']:.4g}"
-
-
-def _best_metrics(best: dict[str, Any], selects: bool) -> dict[str, Any]:
-    if best["epoch"] == 0:
-        return {}
-    side = "val side of split.csv (carved from training)" if selects else "test side of split.csv"
-    return {"split": side, "selection": SELECTION_BEST if selects else SELECTION_LAST, **best}

@@ -1,0 +1,143 @@
+"""``brainmri reproduce``: the paper's experiment in one command, from a dataset folder (or the
+download) to the report, with the presets paper, scratch and quick."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from brainmri import data as data_mod
+from brainmri import preparation
+from brainmri.comparison_report import write_comparison_report
+from brainmri.config import TrainConfig
+from brainmri.errors import BrainMRIError
+from brainmri.experiments import COMPARISON_JSON, Log, compare, leakage_counts
+from brainmri.files import read_json
+from brainmri.models import PAPER_ARCHS
+from brainmri.rundir import RunDir
+
+#: Presets of ``brainmri reproduce`` (TrainConfig fields; the rest keep their defaults).
+#: ``paper`` repeats the published settings (ImageNet weights). ``scratch`` trains from
+#: scratch with the recipe chosen on a validation side carved from training (see
+#: docs/training.md, the ablation); ``configs/scratch.yaml`` holds the same settings for
+#: ``train`` and ``compare``. ``quick`` is that recipe at a small size, a few-minute CI run.
+SCRATCH_RECIPE: dict[str, Any] = {
+    "weights": "none",
+    "optimizer": "adamw",
+    "weight_decay": 0.05,
+    "schedule": "onecycle",
+    "lr": 2e-3,
+    "warmup": 0.2,
+    "label_smoothing": 0.1,
+    "hflip": True,
+    "tta": True,
+    "ema": 0.998,
+}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"image_size": 256, "epochs": 10, "weights": "imagenet", "batch_size": 32},
+    "scratch": {**SCRATCH_RECIPE, "image_size": 128, "epochs": 40, "val_every": 5},
+    "quick": {**SCRATCH_RECIPE, "image_size": 64, "epochs": 8, "limit_per_class": 200, "val_every": 4},
+}
+
+
+#: Size at which ``reproduce`` prepares data (the paper's); presets train at their own size.
+PREPARE_SIZE = 256
+
+
+def _prepared_matches(prepared: Path, source: Path, size: int) -> bool:
+    info_path = prepared / data_mod.PREPARE_JSON
+    if not info_path.is_file():
+        return False
+    settings = json.loads(info_path.read_text(encoding="utf-8")).get("settings", {})
+    return settings.get("source") == str(source.resolve()) and int(settings.get("size", -1)) == size
+
+
+def preset_config(preset: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a ``reproduce`` preset, with ``overrides`` (None: keep the preset's)."""
+    if preset not in PRESETS:
+        raise BrainMRIError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict(values)
+
+
+def reproduce(
+    data: str | Path | None = None,
+    preset: str = "paper",
+    out: str | Path = "reproduce",
+    archs: Sequence[str] | None = None,
+    cv: int | None = None,
+    n_bootstrap: int = 1000,
+    progress: bool = True,
+    log: Log = print,
+    externals: Sequence[str | Path] = (),
+    leakage: bool = False,
+    leakage_archs: Sequence[str] | None = None,
+    **overrides: Any,
+) -> Path:
+    """Fetch (or use ``data``), prepare, and compare with a preset's settings; returns the
+    HTML report.
+
+    Data are always prepared as the paper did (256 px), so duplicate detection does not
+    depend on the preset; training resizes from there. ``out/prepared-256/`` is reused when
+    it was made from the same source; the comparison lives in ``out/<preset>/`` and resumes
+    when rerun. ``overrides`` are TrainConfig fields (epochs, image_size, weights, seed,
+    device, ...). With ``leakage``, the same recipe is trained again on the paper's random
+    split (``out/<preset>-random/``, ``leakage_archs`` or the same archs) and the report gains
+    the side-by-side comparison of the two policies.
+    """
+    from brainmri.fetch import ensure_dataset
+    from brainmri.leakage import leakage_section, write_leakage_report
+
+    config = preset_config(preset, **overrides)
+    if leakage and cv:
+        raise BrainMRIError("the leakage study compares single 80/20 splits; it does not combine with --cv")
+    out = Path(out)
+    started = time.perf_counter()
+    source = ensure_dataset(data)
+    prepared = out / f"prepared-{PREPARE_SIZE}"
+    if _prepared_matches(prepared, source, PREPARE_SIZE):
+        log(f"using prepared data in {prepared}")
+    else:
+        log(f"preparing {source} at {PREPARE_SIZE} px into {prepared}")
+        preparation.prepare(source, prepared, size=PREPARE_SIZE, overwrite=prepared.exists(), progress=progress)
+    config = config.replace(data=str(prepared.resolve()))
+    meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
+    common = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
+    report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, **common)
+    if leakage:
+        randomised = config.replace(split_policy="random")
+        random_meta = {**meta, "preset": f"{preset}, random split"}
+        compare(prepared, out / f"{preset}-random", randomised, archs=leakage_archs or archs or PAPER_ARCHS,
+                meta=random_meta, **common)  # fmt: skip
+        study = write_leakage_report(out / preset, out / f"{preset}-random", out / preset / "leakage")
+        report = rewrite_report(out / preset, meta, extra=[leakage_section(study, Path("leakage"))])
+    log(f"reproduce finished in {time.perf_counter() - started:.0f} s")
+    return report
+
+
+def rewrite_report(out: Path, meta: dict[str, Any], extra: Sequence[dict] = ()) -> Path:
+    """Rebuild a finished comparison's report from its runs' records (no training, no model
+    except for the failure gallery's Grad-CAM, which is reused when already drawn)."""
+    from brainmri.gallery import FAILURES_CSV, FAILURES_PNG, MAX_TILES
+
+    record = read_json(out / COMPARISON_JSON, {})
+    results: dict[str, dict[str, Any]] = {}
+    for arch in record.get("archs", []):
+        run = RunDir(out / "runs" / arch)
+        res: dict[str, Any] = {"metrics": read_json(run.metrics), "external": {}}
+        for m_path in sorted((run.path / "eval").glob("*/metrics.json")):
+            res["external"][m_path.parent.name] = read_json(m_path)
+        if (run.figures / FAILURES_CSV).is_file():
+            n = sum(1 for _ in (run.figures / FAILURES_CSV).open(encoding="utf-8")) - 1
+            png = run.figures / FAILURES_PNG
+            res["gallery"] = {"misclassified": n, "shown": min(n, MAX_TILES), "csv": str(run.figures / FAILURES_CSV),
+                              "figure": str(png) if png.is_file() else None}  # fmt: skip
+        results[arch] = res
+    leakage = leakage_counts(out / record.get("split", "split.csv"))
+    _, html_path = write_comparison_report(out, results, cv=None, meta=meta, leakage=leakage, extra=extra)
+    return html_path

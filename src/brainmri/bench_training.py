@@ -23,6 +23,7 @@ from torch import nn
 
 from brainmri.bench_measure import PeakRSS, sync, throughput
 from brainmri.errors import BrainMRIError
+from brainmri.rundir import SPLIT_CSV
 
 
 class _StopTiming(Exception):
@@ -162,7 +163,7 @@ def time_our_data(prepared: Path, device: torch.device, image_size: int, batch_s
 
     config = TrainConfig(data=str(prepared), image_size=image_size, batch_size=batch_size, device=str(device))
     with tempfile.TemporaryDirectory() as tmp:
-        split_file = write_split(make_split(prepared, 0.1, config.seed), Path(tmp) / "split.csv")
+        split_file = write_split(make_split(prepared, 0.1, config.seed), Path(tmp) / SPLIT_CSV)
         images, _, _ = load_split(prepared, split_file, "train", size=image_size)
     images = images.to(device)
     augment = make_augmenter(config)

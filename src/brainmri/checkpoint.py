@@ -19,6 +19,7 @@ from torch import nn
 from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_bytes
+from brainmri.rundir import BEST_PT, RunDir
 
 FORMAT = "brainmri-checkpoint"
 VERSION = 1
@@ -55,7 +56,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict, refusing anything that is not one of ours."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "best.pt"):
+        for candidate in (RunDir(path).best, path / BEST_PT):
             if candidate.exists():
                 path = candidate
                 break

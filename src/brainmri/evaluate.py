@@ -26,6 +26,7 @@ from brainmri.inference import probabilities
 from brainmri.input_check import source_reasons
 from brainmri.metrics import compute_metrics
 from brainmri.preprocess import stack, to_array
+from brainmri.rundir import METRICS_JSON, PREDICTIONS_CSV, RunDir
 from brainmri.runtime import resolve_device
 
 # --- evaluating a run ----------------------------------------------------------------
@@ -46,7 +47,7 @@ def predict_proba(
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
     """``history.csv`` as a list of dicts of floats (empty if the run has none)."""
-    path = Path(run_dir) / "history.csv"
+    path = RunDir(run_dir).history
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as fh:
@@ -66,7 +67,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """What the report says about training: losses averaged over epochs and training time."""
     run_dir = Path(run_dir)
     history = read_history(run_dir)
-    summary = _read_json(run_dir / "summary.json")
+    summary = _read_json(RunDir(run_dir).summary)
 
     def mean(key: str) -> float | None:
         values = [r[key] for r in history if key in r]
@@ -90,9 +91,9 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
 def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
     from brainmri.data import load_split
 
-    config = _read_json(run_dir / "config.json")
+    config = _read_json(RunDir(run_dir).config)
     prepared = config.get("data")
-    split = run_dir / "split.csv"
+    split = RunDir(run_dir).split
     if not prepared or not Path(prepared).is_dir():
         raise BrainMRIError(
             f"the prepared data of run {run_dir} ({prepared or 'not recorded'}) is not there; "
@@ -125,9 +126,9 @@ def _folder(
     from brainmri.hashing import image_hashes
 
     classes = list(card["classes"])
-    config = _read_json(run_dir / "config.json")
+    config = _read_json(RunDir(run_dir).config)
     prepared = Path(config.get("data") or "")
-    split = run_dir / "split.csv"
+    split = RunDir(run_dir).split
     check = bool(config.get("data")) and (prepared / PREPARE_JSON).is_file() and split.is_file()
     prep_size = prepared_size(prepared) if check else None
     arrays, labels, paths, hashes, skipped, reasons = [], [], [], [], [], []
@@ -232,23 +233,23 @@ def evaluate_run(
     from brainmri.figures import make_figures
 
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoints" / "best.pt"
+    ckpt_path = RunDir(run_dir).best
     if not ckpt_path.is_file():
         raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
     if data is not None:
         name = plain_name(name or Path(data).resolve().name, "--name")
-    _check_outputs(run_dir / "eval" / name if data is not None else run_dir, overwrite, named=data is not None)
+    _check_outputs(RunDir(run_dir).eval_dir(name) if data is not None else run_dir, overwrite, named=data is not None)
     from brainmri.checkpoint import load_model
 
     model, card = load_model(ckpt_path)
     classes = list(card["classes"])
     if data is None:
         images, y_true, paths, source = _held_out(run_dir, card)
-        out_dir, fig_dir = run_dir, run_dir / "figures"
+        out_dir, fig_dir = run_dir, RunDir(run_dir).figures
     else:
         folder = Path(data)
         images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
-        out_dir = fig_dir = run_dir / "eval" / name
+        out_dir = fig_dir = RunDir(run_dir).eval_dir(name)
     flip = bool(card.get("tta")) if tta is None else tta
     warnings = None
     if data is None:
@@ -269,11 +270,11 @@ def evaluate_run(
         **run_summary(run_dir),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.csv", paths, y_true, proba, classes, warnings)
+    write_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
     if figures:
         figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
         metrics["figures"] = {k: str(v) for k, v in figs.items()}
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     headline = card_metrics(metrics)
     card_all = dict(read_checkpoint(ckpt_path)["card"].get("metrics") or {})
     if data is None:
@@ -288,7 +289,7 @@ def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:
     """A finished evaluation into ``out_dir`` is replaced only with ``overwrite``. Its
     ``metrics.json`` is written last, so without it the evaluation was interrupted and is redone
     (as ``compare`` and ``reproduce`` do when they resume)."""
-    if (out_dir / "metrics.json").exists() and not overwrite:
+    if (out_dir / METRICS_JSON).exists() and not overwrite:
         raise BrainMRIError(
             f"{shown(out_dir)} already holds an evaluation (metrics.json); pass --overwrite to replace it"
             + (", or choose another --name" if named else "")

@@ -25,7 +25,7 @@ from brainmri.files import atomic_write_text, read_json
 from brainmri.metrics import compute_metrics
 from brainmri.models import PAPER_ARCHS
 from brainmri.report import fmt
-from brainmri.rundir import RunDir
+from brainmri.rundir import METRICS_JSON, SPLIT_CSV, RunDir
 from brainmri.splits import crossing_groups, make_random_split
 
 COMPARISON_JSON = "comparison.json"
@@ -84,7 +84,7 @@ def _train_and_evaluate(
     result: dict[str, Any] = {"metrics": metrics, "external": {}}
     for folder in externals:
         name = external_name(folder)
-        done = run.eval_dir(name) / "metrics.json"
+        done = run.eval_dir(name) / METRICS_JSON
         if done.is_file() and read_json(done, {}).get("source", {}).get("path") == str(folder):
             ext = read_json(done)
         else:
@@ -144,7 +144,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
                 old["config"].setdefault(key, default)
     if old != settings:
         if not any((out / "runs").glob("**/checkpoints/*.pt")):
-            for stale in (path, out / "split.csv", *out.glob("folds_k*.csv")):
+            for stale in (path, out / SPLIT_CSV, *out.glob("folds_k*.csv")):
                 stale.unlink(missing_ok=True)
             return
         if "val_size" not in old.get("config", {}):
@@ -186,6 +186,44 @@ def compare(
     the same command resumes: evaluated runs are skipped, interrupted ones resumed.
     """
     prepared, out = Path(prepared), Path(out)
+    archs, externals = _check_inputs(prepared, archs, cv, config, externals)
+    from brainmri.run_records import validate_config
+
+    validate_config(config.replace(data=str(prepared)))  # before the settings are recorded in OUT
+    settings = _settings(prepared, config, cv, config.test_size)
+    _check_settings(out, settings)
+    out.mkdir(parents=True, exist_ok=True)
+
+    split = _comparison_split(prepared, out, config, cv)
+    record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}}
+    atomic_write_text(out / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")
+
+    base = config.replace(data=str(prepared.resolve()), split=str(split.resolve()))
+    results: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    for arch in archs:
+        if cv:
+            folds = []
+            for k in range(cv):
+                run_dir = out / "runs" / arch / f"fold{k}"
+                done = _train_and_evaluate(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log)
+                folds.append(done["metrics"])
+            results[arch] = {"folds": folds, "pooled": _pool_folds(out / "runs" / arch, cv, n_bootstrap, base.seed)}
+        else:
+            run_dir = out / "runs" / arch
+            results[arch] = _train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals)
+    log(f"all runs done in {time.perf_counter() - started:.0f} s")
+    leakage = leakage_counts(split) if not cv else None
+    atomic_write_text(out / "results.json", json.dumps(_summary(results, leakage), indent=2) + "\n")
+    _, html_path = write_comparison_report(out, results, cv=cv, meta=meta or {}, leakage=leakage)
+    return html_path
+
+
+def _check_inputs(
+    prepared: Path, archs: Sequence[str], cv: int | None, config: TrainConfig, externals: Sequence[str | Path]
+) -> tuple[list[str], list[Path]]:
+    """Every check of ``compare``'s arguments, before anything is written: a bad flag is one
+    line at the start, not a traceback an hour into the first architecture."""
     if not (prepared / data_mod.PREPARE_JSON).is_file():
         raise BrainMRIError(
             f"{prepared} is not a finished prepared folder (no {data_mod.PREPARE_JSON}); run prepare first"
@@ -210,15 +248,13 @@ def compare(
             raise BrainMRIError(f"external folder not found: {folder}")
     if len({external_name(e) for e in externals}) < len(externals):
         raise BrainMRIError("two --external folders have the same name; their evaluations would collide")
-    from brainmri.run_records import validate_config
+    return archs, externals
 
-    validate_config(config.replace(data=str(prepared)))  # before the settings are recorded in OUT
-    settings = _settings(prepared, config, cv, config.test_size)
-    _check_settings(out, settings)
-    out.mkdir(parents=True, exist_ok=True)
 
-    # One split for every architecture, made once and kept in the comparison folder.
-    split = out / (f"folds_k{cv}.csv" if cv else "split.csv")
+def _comparison_split(prepared: Path, out: Path, config: TrainConfig, cv: int | None) -> Path:
+    """The one split (or fold file) shared by every architecture, drawn once and kept in
+    the comparison folder so that a resumed comparison uses the same sides."""
+    split = out / (f"folds_k{cv}.csv" if cv else SPLIT_CSV)
     if not split.is_file():
         grouping = {"groups": config.groups, "groups_missing": config.groups_missing}
         if cv:
@@ -228,28 +264,7 @@ def compare(
         else:
             rows = splits.make_split(prepared, config.test_size, config.seed, **grouping)
         splitfile.write_split(rows, split)
-    record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}}
-    atomic_write_text(out / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")
-
-    base = config.replace(data=str(prepared.resolve()), split=str(split.resolve()))
-    results: dict[str, dict[str, Any]] = {}
-    started = time.perf_counter()
-    for arch in archs:
-        if cv:
-            folds = []
-            for k in range(cv):
-                run_dir = out / "runs" / arch / f"fold{k}"
-                done = _train_and_evaluate(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log)
-                folds.append(done["metrics"])
-            results[arch] = {"folds": folds, "pooled": _pool_folds(out / "runs" / arch, cv, n_bootstrap, base.seed)}
-        else:
-            run_dir = out / "runs" / arch
-            results[arch] = _train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals)
-    log(f"all runs done in {time.perf_counter() - started:.0f} s")
-    leakage = leakage_counts(split) if not cv else None
-    atomic_write_text(out / "results.json", json.dumps(_summary(results, leakage), indent=2) + "\n")
-    _, html_path = write_comparison_report(out, results, cv=cv, meta=meta or {}, leakage=leakage)
-    return html_path
+    return split
 
 
 def _summary(results: dict[str, dict[str, Any]], leakage: dict[str, int] | None) -> dict[str, Any]:
@@ -279,7 +294,7 @@ def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> dict[st
     ys, probs, histories = [], [], []
     classes: list[str] = []
     for k in range(cv):
-        y, p, _, classes = read_predictions(arch_dir / f"fold{k}" / "predictions.csv")
+        y, p, _, classes = read_predictions(RunDir(arch_dir / f"fold{k}").predictions)
         ys.append(y)
         probs.append(p)
         histories.append(read_history(arch_dir / f"fold{k}"))
@@ -297,7 +312,7 @@ def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> dict[st
         arch_dir / "pooled", metrics, y_true, proba, mean_history, title=f"{arch_dir.name}, {cv} folds pooled"
     )
     metrics["figures"] = {k: str(v) for k, v in figs.items()}
-    atomic_write_text(arch_dir / "pooled" / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(arch_dir / "pooled" / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
+from brainmri.rundir import RunDir
 
 CARD_KEY = "brainmri_card"
 OPSET = 18
@@ -191,7 +192,7 @@ def default_output(model_path: str | Path, quantize: str | None = None) -> Path:
     """``runs/x/checkpoints/best.pt`` -> ``runs/x/checkpoints/best.onnx`` (``best.int8.onnx``)."""
     path = Path(model_path)
     if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
+        path = RunDir(path).best
     if path.suffix.lower() == ".onnx":
         path = path.with_suffix("")
     return path.with_suffix(".int8.onnx" if quantize else ".onnx")

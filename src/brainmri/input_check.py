@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from brainmri.errors import BrainMRIError
+from brainmri.rundir import RunDir
 
 #: Smallest source side accepted as a slice (the training images' smallest side is 167 px).
 MIN_SIDE = 64
@@ -154,9 +155,9 @@ def _training_side(run_dir: Path, card: dict[str, Any], data: str | Path | None)
     from brainmri.files import read_json
     from brainmri.splitfile import read_split, select_split
 
-    config = read_json(run_dir / "config.json", {}) or {}
+    config = read_json(RunDir(run_dir).config, {}) or {}
     prepared = Path(data) if data is not None else Path(config.get("data") or "")
-    split = run_dir / "split.csv"
+    split = RunDir(run_dir).split
     if not str(prepared) or str(prepared) == "." or not prepared.is_dir():
         raise BrainMRIError(
             f"the prepared data of run {run_dir} ({config.get('data') or 'not recorded'}) is not there; "
@@ -199,7 +200,7 @@ def calibrate_input_check(
     if not 50.0 <= percentile < 100.0:
         raise BrainMRIError(f"--percentile must be in [50, 100), got {percentile}")
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoints" / "best.pt"
+    ckpt_path = RunDir(run_dir).best
     if not ckpt_path.is_file():
         raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
     ckpt = read_checkpoint(ckpt_path)

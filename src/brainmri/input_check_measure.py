@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from brainmri.errors import BrainMRIError
 from brainmri.images import IMAGE_SUFFIXES
+from brainmri.rundir import RunDir
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -85,8 +86,8 @@ def _held_out(run_dir: Path) -> list[tuple[str, bytes]]:
     from brainmri.files import read_json
     from brainmri.splitfile import read_split, select_split
 
-    config = read_json(run_dir / "config.json", {}) or {}
-    prepared, split = Path(config.get("data") or "/nonexistent"), run_dir / "split.csv"
+    config = read_json(RunDir(run_dir).config, {}) or {}
+    prepared, split = Path(config.get("data") or "/nonexistent"), RunDir(run_dir).split
     if not prepared.is_dir() or not split.is_file():
         return []
     rows = read_split(split)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,7 +23,7 @@ from PIL import Image
 from brainmri.data import MANIFEST, MANIFEST_COLUMNS, PREPARE_JSON
 from brainmri.dataset import TRAIN_FOLDERS, scan
 from brainmri.errors import BrainMRIError
-from brainmri.files import current_umask, staging_dir
+from brainmri.files import publish_dir, staging_dir
 from brainmri.groups import PATIENT_COLUMN, assign, read_groups
 from brainmri.hashing import decode_for_hashing, duplicate_groups, map_images
 from brainmri.images import MAX_PIXELS
@@ -156,14 +154,7 @@ def prepare(
             summary["patient_groups"] = len({p for p in patients.values() if p})
         summary["seconds"] = round(time.perf_counter() - started, 2)
         _write_records(tmp, manifest, columns, summary)
-        os.chmod(tmp, 0o777 & ~current_umask())
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            out.rename(trash / "old")
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -17,7 +17,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.experiments import COMPARISON_JSON, Log, compare, leakage_counts
 from brainmri.files import read_json
 from brainmri.models import PAPER_ARCHS
-from brainmri.rundir import RunDir
+from brainmri.rundir import METRICS_JSON, SPLIT_CSV, RunDir
 
 #: Presets of ``brainmri reproduce`` (TrainConfig fields; the rest keep their defaults).
 #: ``paper`` repeats the published settings (ImageNet weights). ``scratch`` trains from
@@ -130,14 +130,14 @@ def rewrite_report(out: Path, meta: dict[str, Any], extra: Sequence[dict] = ()) 
     for arch in record.get("archs", []):
         run = RunDir(out / "runs" / arch)
         res: dict[str, Any] = {"metrics": read_json(run.metrics), "external": {}}
-        for m_path in sorted((run.path / "eval").glob("*/metrics.json")):
-            res["external"][m_path.parent.name] = read_json(m_path)
+        for folder in run.evaluations():
+            res["external"][folder.name] = read_json(folder / METRICS_JSON)
         if (run.figures / FAILURES_CSV).is_file():
             n = sum(1 for _ in (run.figures / FAILURES_CSV).open(encoding="utf-8")) - 1
             png = run.figures / FAILURES_PNG
             res["gallery"] = {"misclassified": n, "shown": min(n, MAX_TILES), "csv": str(run.figures / FAILURES_CSV),
                               "figure": str(png) if png.is_file() else None}  # fmt: skip
         results[arch] = res
-    leakage = leakage_counts(out / record.get("split", "split.csv"))
+    leakage = leakage_counts(out / record.get("split", SPLIT_CSV))
     _, html_path = write_comparison_report(out, results, cv=None, meta=meta, leakage=leakage, extra=extra)
     return html_path

@@ -21,6 +21,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+CONFIG_JSON = "config.json"
+SPLIT_CSV = "split.csv"
+ENVIRONMENT_JSON = "environment.json"
+TRAIN_LOG = "train.log"
+HISTORY_CSV = "history.csv"
+SUMMARY_JSON = "summary.json"
+CHECKPOINTS = "checkpoints"
+LAST_PT = "last.pt"
+BEST_PT = "best.pt"
+METRICS_JSON = "metrics.json"  # also in every evaluation folder, eval/NAME/
+PREDICTIONS_CSV = "predictions.csv"  # likewise
+FIGURES = "figures"
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -37,51 +50,51 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG_JSON
 
     @property
     def split(self) -> Path:
-        return self.path / "split.csv"
+        return self.path / SPLIT_CSV
 
     @property
     def environment(self) -> Path:
-        return self.path / "environment.json"
+        return self.path / ENVIRONMENT_JSON
 
     @property
     def log(self) -> Path:
-        return self.path / "train.log"
+        return self.path / TRAIN_LOG
 
     @property
     def history(self) -> Path:
-        return self.path / "history.csv"
+        return self.path / HISTORY_CSV
 
     @property
     def summary(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / SUMMARY_JSON
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     @property
     def last(self) -> Path:
-        return self.checkpoints / "last.pt"
+        return self.checkpoints / LAST_PT
 
     @property
     def best(self) -> Path:
-        return self.checkpoints / "best.pt"
+        return self.checkpoints / BEST_PT
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.json"
+        return self.path / METRICS_JSON
 
     @property
     def predictions(self) -> Path:
-        return self.path / "predictions.csv"
+        return self.path / PREDICTIONS_CSV
 
     @property
     def figures(self) -> Path:
-        return self.path / "figures"
+        return self.path / FIGURES
 
     @property
     def tensorboard(self) -> Path:
@@ -89,6 +102,10 @@ class RunDir:
 
     def eval_dir(self, name: str) -> Path:
         return self.path / "eval" / name
+
+    def evaluations(self) -> list[Path]:
+        """The finished evaluations on other folders (those with their metrics), by name."""
+        return sorted(m.parent for m in (self.path / "eval").glob(f"*/{METRICS_JSON}"))
 
     def is_run(self) -> bool:
         """A folder that a run wrote (it has its config), and so may be replaced by one."""

@@ -25,6 +25,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.files import check_output
 from brainmri.groups import units_for
 from brainmri.labels import CLASSES
+from brainmri.rundir import SPLIT_CSV
 from brainmri.splitfile import write_split
 
 #: What a split keeps on one side, as a run's card and report state it.
@@ -300,7 +301,7 @@ def split(
 
     An existing file is replaced only with ``overwrite``, and the prepared folder's own
     records (``manifest.csv``, ``prepare.json``) never: the split is drawn from them."""
-    default = f"folds_k{k}.csv" if k is not None else "split.csv"
+    default = f"folds_k{k}.csv" if k is not None else SPLIT_CSV
     path = Path(out) if out is not None else Path(prepared) / default
     _check_split_target(prepared, path, overwrite)
     if k is not None:

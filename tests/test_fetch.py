@@ -88,6 +88,10 @@ def test_file_url_and_cli(tmp_path, sartaj, capsys):
     assert main(["data", "fetch", "--dest", str(dest), "--url", archive.as_uri()]) == 0
     assert capsys.readouterr().out.strip() == str(dest)
     assert len(list((dest / "Training").rglob("*.jpg"))) == 4
+    missing = (tmp_path / "nowhere.zip").as_uri()
+    assert main(["data", "fetch", "--dest", str(tmp_path / "d2"), "--url", missing]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such file" in err and not (tmp_path / "d2").exists()
 
 
 def test_bad_archives_rejected(tmp_path, sartaj, server):

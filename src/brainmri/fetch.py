@@ -8,16 +8,13 @@ into place; ``fetch.json`` is written last, so a cache folder without it is inco
 lists the folder's top-level entries. ``force`` replaces only such a folder, and only while it
 holds nothing the download did not bring; any other non-empty folder is left alone.
 
-The download is a plain ``urllib`` loop rather than pooch: pooch has no ``file://`` downloader
-(needed for local copies and offline use) and its unzip step has none of the layout, size and
-member-path checks made here, so it would replace a few lines only, at the cost of two
-dependencies (pooch, requests).
+The download and the checksum are pooch's (``HTTPDownloader``, ``file_hash``); a ``file://``
+URL, which pooch has no downloader for, is a plain copy. The unpacking stays here: pooch's
+``Unzip`` has none of the layout, size and member-path checks made before anything is written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -52,27 +49,29 @@ def default_dest() -> Path:
 
 
 def _download(url: str, path: Path, progress: bool) -> None:
-    from tqdm import tqdm
+    """``url`` into ``path``: pooch's HTTP downloader (requests, streamed, a tqdm bar) for
+    http(s); a plain copy for file://, which pooch has no downloader for (local copies and
+    offline use). Every failure becomes one line that says what to do."""
+    import pooch
+    import requests
 
+    if urllib.parse.urlsplit(url).scheme.lower() == "file":
+        source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        if not source.is_file():
+            raise BrainMRIError(f"cannot download {url}: no such file; check --url")
+        shutil.copyfile(source, path)
+        return
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp, path.open("wb") as fh:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            received = 0
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc="download", disable=not progress, leave=False
-            ) as bar:
-                while chunk := resp.read(1 << 20):
-                    fh.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if total is not None and received != total:
-            raise BrainMRIError(f"download of {url} incomplete: {received:,} of {total:,} bytes; run again")
-    except http.client.HTTPException as exc:  # e.g. the connection dropped inside a chunked response
+        pooch.HTTPDownloader(progressbar=progress, timeout=30)(url, str(path), None)
+    except requests.HTTPError as exc:
+        response = exc.response
+        raise BrainMRIError(
+            f"cannot download {url}: HTTP {response.status_code} {response.reason}; check --url"
+        ) from None
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
         raise BrainMRIError(f"download of {url} broke off ({type(exc).__name__}); run again") from None
-    except urllib.error.HTTPError as exc:
-        raise BrainMRIError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; check --url") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        reason = type(exc).__name__
         raise BrainMRIError(
             f"cannot download {url} ({reason}); if offline, pass a local copy of the dataset with --data DIR "
             "(or run 'brainmri data prepare DIR OUT' on it)"
@@ -108,14 +107,6 @@ def _archive_root(zf: zipfile.ZipFile) -> str:
     if bad is not None:
         raise BrainMRIError(f"archive is corrupt (bad CRC in {bad}); run again")
     return root
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_url(url: str) -> str:
@@ -173,6 +164,8 @@ def fetch(
     """Download, check and unpack the dataset; return the folder holding ``Training/`` and
     ``Testing/``. A complete earlier download is reused unless ``force``; ``force`` replaces
     only a folder that this tool's marker shows to be an unchanged earlier download."""
+    import pooch
+
     check_url(url)
     dest = Path(dest) if dest is not None else default_dest()
     done = read_marker(dest)
@@ -187,7 +180,7 @@ def fetch(
     try:
         archive = work / "archive.zip"
         _download(url, archive, progress)
-        digest = _sha256(archive)
+        digest = pooch.file_hash(str(archive), alg="sha256")
         if sha256 and digest.lower() != sha256.lower():
             raise BrainMRIError(f"SHA-256 mismatch for {url}: got {digest}, expected {sha256}")
         try:

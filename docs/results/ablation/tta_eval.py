@@ -1,9 +1,14 @@
-"""Post-hoc flip averaging on the ablation runs' validation side (the 'test' side of split-ablation.csv)."""
-import json, sys
+"""Post-hoc flip averaging on the ablation runs' validation side (the 'test' side of
+split-ablation.csv). Ran against the project at commit aa94129 (PYTHONPATH), whose API it uses."""
+
+import json
+import os
+import sys
+
 from brainmri.checkpoint import load_model
 from brainmri.data import load_split
 from brainmri.inference import score
-import os
+
 out = json.load(open("ablation/tta.json")) if os.path.exists("ablation/tta.json") else {}
 for name in sys.argv[1:]:
     model, card = load_model(f"ablation/{name}/checkpoints/best.pt")

@@ -70,7 +70,7 @@ def _external(results: dict[str, dict[str, Any]]) -> str:
 def checklist_rows(out: Path, results: dict[str, dict[str, Any]], meta: dict[str, Any], leakage, split_by) -> list:
     """(item, guideline, what this run records) rows."""
     archs = list(results)
-    first = RunDir(out / "runs" / archs[0])
+    first = RunDir(results[archs[0]]["path"]) if results[archs[0]].get("path") else RunDir(out / "runs" / archs[0])
     if not first.config.is_file():  # cross-validation: the first fold's run
         first = RunDir(first.path / "fold0")
     config = read_json(first.config, {})
@@ -90,7 +90,7 @@ def checklist_rows(out: Path, results: dict[str, dict[str, Any]], meta: dict[str
             side[r["label"]] = side.get(r["label"], 0) + 1
     manifest = _sha256(prepared / data_mod.MANIFEST)
     metrics = {a: r.get("metrics") or r.get("pooled") or {} for a, r in results.items()}
-    summaries = {a: read_json(RunDir(out / "runs" / a).summary, {}) for a in archs}
+    summaries = {a: read_json(RunDir(results[a].get("path") or out / "runs" / a).summary, {}) for a in archs}
     if not any(summaries.values()):
         summaries = {a: read_json(RunDir(out / "runs" / a / "fold0").summary, {}) for a in archs}
     galleries = {a: r.get("gallery") for a, r in results.items()}

@@ -90,6 +90,12 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--out", default="comparison", help="comparison folder (default: ./comparison)")
     cmp.add_argument("--archs", default="resnet50,resnet101,resnet152", help="comma-separated architectures")
     cmp.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
+    cmp.add_argument(
+        "--seeds",
+        type=int,
+        help="train each architecture N times on the one split, with seeds --seed, --seed+1, ...; the report gives "
+        "mean and SD and the paired differences between architectures",
+    )
     cmp.add_argument("--config", help="JSON/YAML file of training settings (flags override it)")
     add_training_flags(cmp, exclude=("data", "split", "fold", "arch"))
     cmp.add_argument(
@@ -130,6 +136,12 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--limit-per-class", type=int, help="images per class and side (default: the preset's)")
     rep.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     rep.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
+    rep.add_argument(
+        "--seeds",
+        type=int,
+        help="train each architecture N times on the one split (seeds --seed, --seed+1, ...); mean, SD and paired "
+        "differences in the report",
+    )
     rep.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
     rep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     rep.add_argument(
@@ -180,6 +192,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         config,
         archs=arch_list(args.archs),
         cv=args.cv,
+        seeds=args.seeds,
         n_bootstrap=args.bootstrap,
         progress=not args.no_progress,
         meta={"n_bootstrap": args.bootstrap},
@@ -199,6 +212,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         out=args.out,
         archs=arch_list(args.archs),
         cv=args.cv,
+        seeds=args.seeds,
         n_bootstrap=args.bootstrap,
         progress=not args.no_progress,
         externals=args.external,

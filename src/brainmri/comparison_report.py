@@ -23,6 +23,8 @@ from brainmri.figures import FIGURES
 from brainmri.files import read_json
 from brainmri.labels import CLASSES
 from brainmri.paper import PAPER_CITATION, PUBLISHED, paper_comparability
+from brainmri.provenance import code_version, describe
+from brainmri.repeats_report import repeats_sections
 from brainmri.report import fmt, render_report
 from brainmri.run_records import recipe_text
 from brainmri.rundir import RunDir
@@ -206,7 +208,8 @@ def _per_arch_sections(out: Path, results: dict[str, dict[str, Any]], cv: int | 
     sections = []
     for arch, res in results.items():
         m = res["pooled"] if cv else res["metrics"]
-        fig_dir = out / "runs" / arch / ("pooled" if cv else "figures")
+        own = Path(res["path"]) if res.get("path") else None
+        fig_dir = own / "figures" if own else out / "runs" / arch / ("pooled" if cv else "figures")
         per_class_rows = [
             [
                 c,
@@ -226,7 +229,9 @@ def _per_arch_sections(out: Path, results: dict[str, dict[str, Any]], cv: int | 
         ]
         sections.append(
             {
-                "heading": f"{pretty(arch)}" + (f" ({cv} folds pooled)" if cv else ""),
+                "heading": f"{pretty(arch)}"
+                + (f" ({cv} folds pooled)" if cv else "")
+                + (f" (the run of seed {res['seed']})" if "seed" in res else ""),
                 "level": 3,
                 "table": (
                     ["Class", "Precision", "Sensitivity", "Specificity", "F1", "ROC-AUC", "Test images"],
@@ -318,6 +323,9 @@ def _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakag
             "Inference: fp32"
             + (", probabilities averaged with the mirror image" if config.get("tta") else "")
             + f"; training precision {env.get('precision', '?')}",
+            f"Code: the runs were made from {describe(env.get('code'))}; this report was written from "
+            f"{describe(code_version())}",
+            f"Command: {' '.join(env.get('command') or []) or 'not recorded'}",
             f"Machine: {env.get('platform', '?')}, {env.get('cpu_count', '?')} CPU cores, "
             f"{env.get('torch_threads', '?')} threads; {device_text(env)}; torch {env.get('torch', '?')}",
         ],
@@ -353,6 +361,15 @@ def _limits_section(config, cv, meta, prepare_info, split_by) -> dict:
     return {"heading": "What this run cannot claim", "bullets": bullets + paper_comparability(config, cv, prepare_info)}
 
 
+def first_run(out: Path, results: dict[str, dict[str, Any]], cv: int | None) -> RunDir:
+    """The run whose records stand for the comparison's settings: the first architecture's
+    (its first fold, or its first seed)."""
+    res = next(iter(results.values()))
+    if "runs" in res:
+        return RunDir(res["runs"][0]["path"])
+    return RunDir(out / "runs" / next(iter(results)) / ("fold0" if cv else ""))
+
+
 def write_comparison_report(
     out: Path,
     results: dict[str, dict[str, Any]],
@@ -363,7 +380,10 @@ def write_comparison_report(
 ) -> tuple[Path, Path]:
     """``report.md`` and ``report.html`` of a comparison folder from its runs' records."""
     archs = list(results)
-    first = RunDir(out / "runs" / archs[0] / ("fold0" if cv else ""))
+    repeated = any("runs" in r for r in results.values())
+    # The figures, gallery and checklist of a repeated comparison show its first seed's runs.
+    shown_results = {a: r["runs"][0] for a, r in results.items()} if repeated else results
+    first = first_run(out, results, cv)
     config = read_json(first.config, {})
     env = read_json(first.environment, {})
     prepare_info = read_json(Path(config["data"]) / data_mod.PREPARE_JSON, {})
@@ -377,16 +397,17 @@ def write_comparison_report(
             "diagnosis and must not be used to make or support clinical decisions."
         ],
     }
+    head = repeats_sections(results) if repeated else [*_results_sections(results, cv, env),
+                                                          *external_sections(out, results)]  # fmt: skip
     sections = [
         notice,
-        *_results_sections(results, cv, env),
-        *external_sections(out, results),
+        *head,
         *extra,
         _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage, split_by),
         _limits_section(config, cv, meta, prepare_info, split_by),
-        checklist_section(out, results, meta, leakage, split_by),
-        *_per_arch_sections(out, results, cv),
-        *gallery_sections(results),
+        checklist_section(out, shown_results, meta, leakage, split_by),
+        *_per_arch_sections(out, shown_results, cv),
+        *gallery_sections(shown_results),
     ]
     preset = meta.get("preset")
     title = f"brainmri: ResNet comparison ({preset} preset)" if preset else "brainmri: architecture comparison"

@@ -191,7 +191,7 @@ def write_predictions(
     writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], *(["input_warning"] * bool(warnings))])
     for i, (p, t, row) in enumerate(zip(paths, y_true, proba, strict=True)):
         extra = [warnings[i] or ""] if warnings else []
-        writer.writerow([p, classes[int(t)], classes[int(row.argmax())], *[f"{v:.6f}" for v in row], *extra])
+        writer.writerow([p, classes[int(t)], classes[int(row.argmax())], *[f"{v:.6g}" for v in row], *extra])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -271,6 +271,8 @@ def evaluate_run(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
+    if data is None:
+        _write_val_predictions(run_dir, model, card, batch_size, device, flip)
     if figures:
         figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
         metrics["figures"] = {k: str(v) for k, v in figs.items()}
@@ -283,6 +285,23 @@ def evaluate_run(
         card_all.setdefault("external", {})[name] = headline
     update_card(ckpt_path, metrics=card_all)
     return metrics
+
+
+def _write_val_predictions(run_dir: Path, model, card: dict[str, Any], batch_size: int, device: str, flip: bool):
+    """Probabilities on the run's validation side, if it has one: what a calibration (fitted on
+    data carved from training, never on the test side) is fitted on, recomputable later."""
+    from brainmri.data import load_split
+    from brainmri.splitfile import read_split
+
+    run = RunDir(run_dir)
+    if not run.split.is_file() or "side" not in read_split(run.split)[0]:
+        return
+    if not any(r["side"] == "val" for r in read_split(run.split)):
+        return
+    config = _read_json(run.config)
+    images, labels, paths = load_split(config["data"], run.split, "val", size=card["image_size"])
+    proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
+    write_predictions(run.val_predictions, paths, labels.numpy(), proba, list(card["classes"]))
 
 
 def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:

@@ -113,8 +113,11 @@ def leakage_counts(split: str | Path) -> dict[str, int]:
     }
 
 
-def _settings(prepared: Path, config: TrainConfig, cv: int | None, test_size: float) -> dict[str, Any]:
-    """What must stay the same for a comparison folder to be resumed."""
+def _settings(
+    prepared: Path, config: TrainConfig, cv: int | None, test_size: float, seeded: bool = False
+) -> dict[str, Any]:
+    """What must stay the same for a comparison folder to be resumed. The number of seeds is
+    not among them: a comparison of 1 seed can be extended to 3 (the runs' layout can't change)."""
     shared = config.to_dict()
     for key in ("arch", "fold", "split", "data", "device", "workers", "tensorboard"):
         shared.pop(key, None)
@@ -123,6 +126,7 @@ def _settings(prepared: Path, config: TrainConfig, cv: int | None, test_size: fl
         "prepared": str(prepared.resolve()),
         "prepared_manifest_sha256": manifest,  # the same folder re-prepared from other data is other data
         "cv": cv,
+        "seeded": seeded,
         "test_size": test_size,
         "config": shared,
     }
@@ -136,6 +140,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         return
     old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
     old.setdefault("prepared_manifest_sha256", settings["prepared_manifest_sha256"])  # older records
+    old.setdefault("seeded", False)
     if "val_size" in old.get("config", {}):
         # Settings added since the record was written had their defaults then (val_size marks
         # records whose runs could still choose an epoch on the test side: never resumed).
@@ -158,7 +163,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             if old["config"].get(k) != settings["config"].get(k)
         ) + [
             k.replace("_manifest_sha256", " data")
-            for k in ("prepared", "prepared_manifest_sha256", "cv", "test_size")
+            for k in ("prepared", "prepared_manifest_sha256", "cv", "seeded", "test_size")
             if old.get(k) != settings.get(k)
         ]
         raise BrainMRIError(
@@ -178,29 +183,65 @@ def compare(
     log: Log = print,
     meta: dict[str, Any] | None = None,
     externals: Sequence[str | Path] = (),
+    seeds: int | None = None,
 ) -> Path:
     """Train and evaluate ``archs`` on one prepared folder with one split and one config,
     then write ``report.md`` and ``report.html`` into ``out``; returns the HTML report.
 
-    Runs live in ``out/runs/<arch>/`` (``out/runs/<arch>/fold<k>/`` with ``cv``). Rerunning
-    the same command resumes: evaluated runs are skipped, interrupted ones resumed.
+    Runs live in ``out/runs/<arch>/`` (``out/runs/<arch>/fold<k>/`` with ``cv``, and
+    ``out/runs/<arch>/seed<s>/`` with ``seeds``: N training seeds from ``config.seed`` on, on
+    the one split, run seed by seed so that an interrupted grid stays balanced). Rerunning
+    the same command resumes: evaluated runs are skipped, interrupted ones resumed; a larger
+    ``seeds`` extends a finished comparison.
     """
     prepared, out = Path(prepared), Path(out)
-    archs, externals = _check_inputs(prepared, archs, cv, config, externals)
+    archs, externals = _check_inputs(prepared, archs, cv, config, externals, seeds)
+    from brainmri.provenance import provenance
     from brainmri.run_records import validate_config
 
     validate_config(config.replace(data=str(prepared)))  # before the settings are recorded in OUT
-    settings = _settings(prepared, config, cv, config.test_size)
+    settings = _settings(prepared, config, cv, config.test_size, seeded=seeds is not None)
     _check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)
 
     split = _comparison_split(prepared, out, config, cv)
-    record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}}
+    record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}, "seeds": seeds,
+              "provenance": provenance()}  # fmt: skip
     atomic_write_text(out / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")
 
     base = config.replace(data=str(prepared.resolve()), split=str(split.resolve()))
-    results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
+    if seeds is not None:
+        results = _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals)
+    else:
+        results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals)
+    log(f"all runs done in {time.perf_counter() - started:.0f} s")
+    leakage = leakage_counts(split) if not cv else None
+    atomic_write_text(out / "results.json", json.dumps(_summary(results, leakage), indent=2) + "\n")
+    _, html_path = write_comparison_report(out, results, cv=cv, meta=meta or {}, leakage=leakage)
+    return html_path
+
+
+def seed_values(config: TrainConfig, seeds: int) -> list[int]:
+    """The training seeds of a repeated comparison: ``config.seed``, ``config.seed + 1``, ..."""
+    return [config.seed + k for k in range(seeds)]
+
+
+def _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals) -> dict[str, dict[str, Any]]:
+    """Every architecture at every seed, seed by seed, on the one split; the results of each
+    architecture hold its runs in seed order."""
+    results: dict[str, dict[str, Any]] = {arch: {"runs": []} for arch in archs}
+    for seed in seed_values(base, seeds):
+        for arch in archs:
+            run_dir = out / "runs" / arch / f"seed{seed}"
+            done = _train_and_evaluate(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log,
+                                       externals, gallery=False)  # fmt: skip
+            results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
+    return results
+
+
+def _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
     for arch in archs:
         if cv:
             folds = []
@@ -212,15 +253,16 @@ def compare(
         else:
             run_dir = out / "runs" / arch
             results[arch] = _train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals)
-    log(f"all runs done in {time.perf_counter() - started:.0f} s")
-    leakage = leakage_counts(split) if not cv else None
-    atomic_write_text(out / "results.json", json.dumps(_summary(results, leakage), indent=2) + "\n")
-    _, html_path = write_comparison_report(out, results, cv=cv, meta=meta or {}, leakage=leakage)
-    return html_path
+    return results
 
 
 def _check_inputs(
-    prepared: Path, archs: Sequence[str], cv: int | None, config: TrainConfig, externals: Sequence[str | Path]
+    prepared: Path,
+    archs: Sequence[str],
+    cv: int | None,
+    config: TrainConfig,
+    externals: Sequence[str | Path],
+    seeds: int | None = None,
 ) -> tuple[list[str], list[Path]]:
     """Every check of ``compare``'s arguments, before anything is written: a bad flag is one
     line at the start, not a traceback an hour into the first architecture."""
@@ -238,6 +280,10 @@ def _check_inputs(
         raise BrainMRIError(f"unknown architecture(s) {', '.join(unknown)}; e.g. {', '.join(PAPER_ARCHS)}")
     if cv is not None and cv < 2:
         raise BrainMRIError(f"--cv must be at least 2, got {cv}")
+    if seeds is not None and seeds < 1:
+        raise BrainMRIError(f"--seeds must be at least 1, got {seeds}")
+    if seeds is not None and cv:
+        raise BrainMRIError("--seeds repeats training on one split, --cv repeats it over folds: choose one")
     if cv and config.split_policy == "random":
         raise BrainMRIError(
             "--split-policy random is a single 80/20 split (the paper's); it does not combine with --cv"
@@ -282,6 +328,23 @@ def _summary(results: dict[str, dict[str, Any]], leakage: dict[str, int] | None)
 
     out: dict[str, Any] = {"leakage": leakage, "archs": {}}
     for arch, res in results.items():
+        if "runs" in res:  # repeated seeds: each run's headline, then mean and SD across runs
+            runs = [
+                {
+                    "seed": r["seed"],
+                    "test": headline(r["metrics"]),
+                    "training_seconds": (r["metrics"].get("run") or {}).get("training_seconds"),
+                    "external": {name: headline(e) for name, e in r.get("external", {}).items()},
+                }
+                for r in res["runs"]
+            ]
+            accs = [r["test"]["accuracy"] for r in runs]
+            out["archs"][arch] = {
+                "runs": runs,
+                "test_accuracy_mean": float(np.mean(accs)),
+                "test_accuracy_sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+            }
+            continue
         m = res.get("metrics") or res.get("pooled")
         entry = {"held_out": headline(m), "training_seconds": (m.get("run") or {}).get("training_seconds")}
         entry["external"] = {name: headline(e) for name, e in res.get("external", {}).items()}

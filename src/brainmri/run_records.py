@@ -30,7 +30,7 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 
 
 #: How a run picks the model it keeps (``checkpoints/best.pt``), recorded in its card and summary.
-SELECTION_LAST = "last epoch (no selection; the test side chooses nothing)"
+SELECTION_LAST = "last epoch (no validation side, no selection; the test side chooses nothing)"
 
 
 SELECTION_BEST = "best validation accuracy on the val side carved from training"
@@ -43,10 +43,14 @@ def default_run_name(config: TrainConfig) -> str:
 
 
 def environment_info(device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
-    """Library versions and hardware, so that timings and results can be put in context."""
+    """Library versions, hardware and the code's provenance (git commit, uncommitted changes,
+    command line), so that timings and results can be put in context and traced to their code."""
     import torchvision
 
+    from brainmri.provenance import provenance
+
     return {
+        **provenance(),
         "brainmri": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -186,7 +190,10 @@ def card_fields(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_si
 def best_metrics(best: dict[str, Any], selects: bool) -> dict[str, Any]:
     if best["epoch"] == 0:
         return {}
-    side = "val side of split.csv (carved from training)" if selects else "test side of split.csv"
+    if not selects:
+        return {"selection": SELECTION_LAST, "epoch": best["epoch"], "train_acc": best["train_acc"],
+                "train_loss": best["train_loss"]}  # fmt: skip
+    side = "val side of split.csv (carved from training)"
     return {"split": side, "selection": SELECTION_BEST if selects else SELECTION_LAST, **best}
 
 
@@ -217,7 +224,11 @@ def summary_record(history: list[dict[str, Any]], best: dict[str, Any], selects:
         "total_seconds": total,
         "epoch_seconds": [r["seconds"] for r in history],
         "avg_train_loss": sum(r["train_loss"] for r in history) / len(history),
-        "avg_val_loss": float(np.mean([r["val_loss"] for r in history if r["val_loss"] is not None])),
+        "avg_val_loss": _mean_or_none([r["val_loss"] for r in history if r["val_loss"] is not None]),
         "final_val_acc": history[-1]["val_acc"],
         "images_per_second": sum(r["images_per_second"] for r in history) / len(history),
     }
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None

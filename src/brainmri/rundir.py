@@ -11,7 +11,8 @@
       summary.json       written last: the run finished
       checkpoints/last.pt  everything resuming needs
       checkpoints/best.pt  the model that is kept, with its card
-      metrics.json, predictions.csv, figures/   evaluation on the held-out side
+      metrics.json, predictions.csv, figures/   evaluation on the held-out (test) side
+      val_predictions.csv  probabilities on the validation side (fits calibration)
       eval/NAME/          evaluation on another folder
       tensorboard/        with --tensorboard
 """
@@ -32,6 +33,8 @@ LAST_PT = "last.pt"
 BEST_PT = "best.pt"
 METRICS_JSON = "metrics.json"  # also in every evaluation folder, eval/NAME/
 PREDICTIONS_CSV = "predictions.csv"  # likewise
+#: Probabilities on the validation side carved from training: what calibration is fitted on.
+VAL_PREDICTIONS_CSV = "val_predictions.csv"
 FIGURES = "figures"
 
 
@@ -91,6 +94,10 @@ class RunDir:
     @property
     def predictions(self) -> Path:
         return self.path / PREDICTIONS_CSV
+
+    @property
+    def val_predictions(self) -> Path:
+        return self.path / VAL_PREDICTIONS_CSV
 
     @property
     def figures(self) -> Path:

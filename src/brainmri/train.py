@@ -28,6 +28,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.files import read_json, write_json
 from brainmri.labels import CLASSES
 from brainmri.models import build_model, count_parameters
+from brainmri.provenance import keep_diff
 from brainmri.run_records import (
     RunLog,
     absolute_paths,
@@ -178,6 +179,7 @@ def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, cre
             write_split(rows, run.split)
             write_json(run.config, config.to_dict())
         env = environment_info(device, precision, world_size)
+        keep_diff(run.path, env["code"])
         if resume and run.environment.is_file():  # keep the first session's record
             first = read_json(run.environment, {})
             env = {**first, "resumed": [*first.get("resumed", []), env]}
@@ -187,10 +189,14 @@ def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, cre
 
     t0 = time.perf_counter()
     train_x, train_y, _ = load_split(config.data, run.split, "train", size=config.image_size)
-    # The side watched each epoch: a validation side carved from training when the run chooses
-    # its best epoch, otherwise the test side (the paper's curves), which then chooses nothing.
+    # The side watched each epoch: a validation side carved from training, which draws the
+    # curves and chooses the best epoch. Without one (--val-size 0) nothing is validated during
+    # training: the test side is looked at only by evaluation, once, at the end.
     selects = config.val_size > 0
-    val_x, val_y, _ = load_split(config.data, run.split, "val" if selects else "test", size=config.image_size)
+    if selects:
+        val_x, val_y, _ = load_split(config.data, run.split, "val", size=config.image_size)
+    else:
+        val_x, val_y = train_x[:0], train_y[:0]
     if config.workers == 0:
         train_x, train_y = train_x.to(device), train_y.to(device)
     val_x, val_y = val_x.to(device), val_y.to(device)
@@ -282,7 +288,7 @@ def _log_start(run: _Run, parts: engine.Parts, state: engine.TrainState, t0: flo
         + (
             f"the best epoch is chosen on {len(run.val_y)} validation images carved from training"
             if run.selects
-            else "the last epoch is kept (the validation curves use the test side and choose nothing)"
+            else "the last epoch is kept (no validation side: --val-size 0; the test side is not looked at)"
         )
     )
     if state.epoch or state.step:
@@ -304,7 +310,7 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
             dist.broadcast(buffer, src=0)
     val_start = time.perf_counter()
     val = {"loss": None, "accuracy": None}
-    if epoch % config.val_every == 0 or epoch == config.epochs:
+    if run.selects and (epoch % config.val_every == 0 or epoch == config.epochs):
         val = engine.validate(
             parts.evaluated, run.val_x, run.val_y, config, run.precision, run.device, run.world_size, run.rank
         )
@@ -340,9 +346,10 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
         write_history(run.dir.history, state.history)
         if writer is not None:
             for key in ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "images_per_second"):
-                writer.add_scalar(key.replace("_", "/", 1) if "_" in key else key, row[key], epoch)
+                if row[key] is not None:
+                    writer.add_scalar(key.replace("_", "/", 1) if "_" in key else key, row[key], epoch)
             writer.flush()
-    scores = f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} " if validated else "(not validated) "
+    scores = f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} " if validated else ""
     run.log(
         f"epoch {epoch}/{config.epochs} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
         f"{scores}lr {row['lr']:.3g} "

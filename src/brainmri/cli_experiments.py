@@ -154,9 +154,14 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--leakage",
         action="store_true",
-        help="also train on the paper's random split (duplicates kept) and report both side by side",
+        help="also run the controlled leakage study: a duplicate-aware arm and a random arm (duplicates kept) with "
+        "the same training size, class mix and steps, scored on one common copy-free test set and the external "
+        "folders",
     )
-    rep.add_argument("--leakage-archs", help="architectures of the random-split run (default: those of --archs)")
+    rep.add_argument("--leakage-archs", help="architecture of the leakage study (default: the first of --archs)")
+    rep.add_argument(
+        "--leakage-seeds", type=int, help="seeds of each arm of the leakage study (default: --seeds, else 3)"
+    )
     rep.add_argument("--bootstrap", type=int_at_least(0), default=1000, help="bootstrap resamples (default: 1000)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_run_reproduce)
@@ -218,6 +223,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         externals=args.external,
         leakage=args.leakage,
         leakage_archs=arch_list(args.leakage_archs),
+        leakage_seeds=args.leakage_seeds,
         weights=args.weights,
         epochs=args.epochs,
         image_size=args.image_size,

@@ -47,7 +47,7 @@ def external_name(folder: str | Path) -> str:
     return Path(folder).resolve().name
 
 
-def _train_and_evaluate(
+def train_and_evaluate(
     config: TrainConfig,
     run_dir: Path,
     n_bootstrap: int,
@@ -234,7 +234,7 @@ def _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, external
     for seed in seed_values(base, seeds):
         for arch in archs:
             run_dir = out / "runs" / arch / f"seed{seed}"
-            done = _train_and_evaluate(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log,
+            done = train_and_evaluate(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log,
                                        externals, gallery=False)  # fmt: skip
             results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
     return results
@@ -247,12 +247,12 @@ def _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals)
             folds = []
             for k in range(cv):
                 run_dir = out / "runs" / arch / f"fold{k}"
-                done = _train_and_evaluate(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log)
+                done = train_and_evaluate(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log)
                 folds.append(done["metrics"])
             results[arch] = {"folds": folds, "pooled": _pool_folds(out / "runs" / arch, cv, n_bootstrap, base.seed)}
         else:
             run_dir = out / "runs" / arch
-            results[arch] = _train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals)
+            results[arch] = train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals)
     return results
 
 

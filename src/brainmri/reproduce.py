@@ -80,6 +80,7 @@ def reproduce(
     seeds: int | None = None,
     leakage: bool = False,
     leakage_archs: Sequence[str] | None = None,
+    leakage_seeds: int | None = None,
     **overrides: Any,
 ) -> Path:
     """Fetch (or use ``data``), prepare, and compare with a preset's settings; returns the
@@ -89,12 +90,13 @@ def reproduce(
     depend on the preset; training resizes from there. ``out/prepared-256/`` is reused when
     it was made from the same source; the comparison lives in ``out/<preset>/`` and resumes
     when rerun. ``overrides`` are TrainConfig fields (epochs, image_size, weights, seed,
-    device, ...). With ``leakage``, the same recipe is trained again on the paper's random
-    split (``out/<preset>-random/``, ``leakage_archs`` or the same archs) and the report gains
-    the side-by-side comparison of the two policies.
+    device, ...). With ``leakage``, the controlled leakage study (:mod:`brainmri.leakage`) runs
+    the first of ``leakage_archs`` (default: the first architecture) on its two arms at
+    ``leakage_seeds`` seeds (default: ``seeds``, else 3) in ``out/<preset>-leakage/``, and the
+    report gains its section.
     """
     from brainmri.fetch import ensure_dataset
-    from brainmri.leakage import leakage_section, write_leakage_report
+    from brainmri.leakage import leakage_sections, run_leakage_study
 
     config = preset_config(preset, **overrides)
     if leakage and cv:
@@ -113,14 +115,30 @@ def reproduce(
     common = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
     report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, **common)
     if leakage:
-        randomised = config.replace(split_policy="random")
-        random_meta = {**meta, "preset": f"{preset}, random split"}
-        compare(prepared, out / f"{preset}-random", randomised, archs=leakage_archs or archs or PAPER_ARCHS,
-                meta=random_meta, **common)  # fmt: skip
-        study = write_leakage_report(out / preset, out / f"{preset}-random", out / preset / "leakage")
-        report = rewrite_report(out / preset, meta, extra=[leakage_section(study, Path("leakage"))])
+        arch = list(leakage_archs or archs or PAPER_ARCHS)[0]
+        study = run_leakage_study(prepared, out / f"{preset}-leakage", config.replace(arch=arch),
+                                  seeds=leakage_seeds or seeds or 3, externals=externals, n_bootstrap=n_bootstrap,
+                                  progress=progress, log=log)  # fmt: skip
+        sections = leakage_sections(study)
+        sections[0]["text"].append(f"Details: ../{preset}-leakage/leakage.md.")
+        report = rewrite_report(out / preset, meta, extra=sections)
     log(f"reproduce finished in {time.perf_counter() - started:.0f} s")
     return report
+
+
+def _seed_list(record: dict[str, Any], seeds: int) -> list[int]:
+    return [int(record["settings"]["config"]["seed"]) + k for k in range(seeds)]
+
+
+def _run_record(run_dir: Path, seed: int | None = None) -> dict[str, Any]:
+    """A finished run's metrics and external evaluations, as ``compare`` returns them."""
+    run = RunDir(run_dir)
+    res: dict[str, Any] = {"metrics": read_json(run.metrics), "external": {}, "path": str(run_dir)}
+    if seed is not None:
+        res["seed"] = seed
+    for folder in run.evaluations():
+        res["external"][folder.name] = read_json(folder / METRICS_JSON)
+    return res
 
 
 def rewrite_report(out: Path, meta: dict[str, Any], extra: Sequence[dict] = ()) -> Path:
@@ -130,11 +148,14 @@ def rewrite_report(out: Path, meta: dict[str, Any], extra: Sequence[dict] = ()) 
 
     record = read_json(out / COMPARISON_JSON, {})
     results: dict[str, dict[str, Any]] = {}
+    seeds = record.get("seeds")
     for arch in record.get("archs", []):
+        if seeds:
+            results[arch] = {"runs": [_run_record(out / "runs" / arch / f"seed{s}", s)
+                                      for s in _seed_list(record, seeds)]}  # fmt: skip
+            continue
         run = RunDir(out / "runs" / arch)
-        res: dict[str, Any] = {"metrics": read_json(run.metrics), "external": {}}
-        for folder in run.evaluations():
-            res["external"][folder.name] = read_json(folder / METRICS_JSON)
+        res: dict[str, Any] = _run_record(run.path)
         if (run.figures / FAILURES_CSV).is_file():
             n = sum(1 for _ in (run.figures / FAILURES_CSV).open(encoding="utf-8")) - 1
             png = run.figures / FAILURES_PNG

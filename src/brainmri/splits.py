@@ -67,7 +67,7 @@ def make_random_split(prepared: str | Path, test_size: float = 0.2, seed: int = 
         raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
     rows = all_readable_rows(prepared)
     alone = [{**r, "group": r["path"]} for r in rows]
-    test = _pick_groups(alone, test_size, seed)
+    test = pick_groups(alone, test_size, seed)
     return [{**r, "side": "test" if r["path"] in test else "train"} for r in rows]
 
 
@@ -191,7 +191,7 @@ def _group_labels(rows: Sequence[dict[str, str]]) -> dict[str, tuple[str, int]]:
     return dict(sorted(out.items()))
 
 
-def _pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> set[str]:
+def pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> set[str]:
     """Groups drawn per label until they hold ``round(fraction * n)`` of that label's rows.
 
     Groups are shuffled per label with NumPy's PCG64 generator (identical on every platform),
@@ -226,7 +226,7 @@ def make_split(
     if not 0.0 < test_size < 1.0:
         raise BrainMRIError(f"--test-size must be between 0 and 1, got {test_size}")
     rows = kept_rows(prepared, groups, groups_missing)
-    test_groups = _pick_groups(rows, test_size, seed)
+    test_groups = pick_groups(rows, test_size, seed)
     if not test_groups or len(test_groups) == len(_group_labels(rows)):
         raise BrainMRIError(f"too few images ({len(rows)}) for a {1 - test_size:.0%}/{test_size:.0%} split")
     return [
@@ -253,7 +253,7 @@ def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int 
         raise BrainMRIError(f"--val-size must be between 0 and 1, got {val_size}")
     rows = [{**r, "side": "train"} if r["side"] == "val" else dict(r) for r in rows]
     train = [r for r in rows if r["side"] == "train"]
-    val_groups = _pick_groups(train, val_size, seed + 1)
+    val_groups = pick_groups(train, val_size, seed + 1)
     if not val_groups or len(val_groups) == len(_group_labels(train)):
         raise BrainMRIError(f"too few training images ({len(train)}) to hold out {val_size:.0%} for validation")
     for r in rows:

@@ -1,4 +1,5 @@
-"""Batch augmentation as in the paper: rotation, horizontal and vertical shift, zoom, shear.
+"""Batch augmentation as in the paper: rotation, horizontal and vertical shift, zoom, shear;
+and, beyond it, horizontal flips and random crops that cut the image's edges (``--crop``).
 
 The parameters are drawn per image with the semantics of torchvision's
 ``transforms.v2.RandomAffine`` (degrees, translate, scale, shear), but the whole batch is
@@ -34,7 +35,7 @@ def sample_params(n: int, config: TrainConfig, size: tuple[int, int], generator:
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=generator, dtype=torch.float64) * (hi - lo) + lo
 
-    return {
+    params = {
         "angle": uniform(-config.rotation, config.rotation),
         "tx": uniform(-config.shift * w, config.shift * w),
         "ty": uniform(-config.shift * h, config.shift * h),
@@ -42,6 +43,16 @@ def sample_params(n: int, config: TrainConfig, size: tuple[int, int], generator:
         "shear": uniform(-config.shear, config.shear),
         "flip": torch.rand(n, generator=generator) < 0.5 if config.hflip else torch.zeros(n, dtype=torch.bool),
     }
+    if config.crop < 1.0:  # drawn last, so that runs without crops keep their random stream
+        side = uniform(config.crop, 1.0)  # the crop's side as a fraction of the image's
+        zoom = 1.0 / side
+        # The crop's centre may move as far as keeps it inside the image, so its edges cut the
+        # image's borders; in output pixels that is zoom * (1 - side) / 2 of the size.
+        reach = zoom * (1.0 - side) / 2
+        params["scale"] = params["scale"] * zoom
+        params["tx"] = params["tx"] + (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * reach * w
+        params["ty"] = params["ty"] + (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * reach * h
+    return params
 
 
 def affine_matrices(params: dict, size: tuple[int, int]) -> torch.Tensor:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from brainmri import __version__, cli_data, cli_experiments, cli_predict, cli_serve
+from brainmri import __version__, cli_data, cli_experiments, cli_predict, cli_results, cli_serve
 from brainmri.cli_args import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from brainmri.errors import BrainMRIError
 from brainmri.files import one_line
@@ -25,18 +25,6 @@ class _Parser(argparse.ArgumentParser):
         where = self.prog.removeprefix("brainmri").strip()
         prefix = f"{where}: " if where else ""
         self.exit(EXIT_USER_ERROR, f"brainmri: error: {prefix}{message} (see '{self.prog} -h')\n")
-
-
-# --- train -------------------------------------------------------------------------
-
-
-# --- predict, export, info -----------------------------------------------------------
-
-
-# --- serve ---------------------------------------------------------------------------
-
-
-# --- entry point ---------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_serve.add_bench_parser,
         cli_serve.add_serve_parser,
         cli_experiments.add_calibrate_parser,
+        cli_results.add_results_parser,
     ):
         add(sub)
     return parser

@@ -135,6 +135,13 @@ class TrainConfig:
     zoom: float = _opt(0.1, "fraction (0.1)", low=0.0, high=1.0, open_high=True)
     shear: float = _opt(10.0, "degrees (10)", low=0.0, high=90.0, open_high=True)
     hflip: bool = _opt(False, "also flip training images horizontally")
+    crop: float = _opt(
+        1.0,
+        "random crops of at least this fraction of the image side, scaled back to full size, that cut the "
+        "image's edges (1: none; e.g. 0.7 breaks shortcuts at the borders and neck)",
+        low=0.1,
+        high=1.0,
+    )
     tta: bool = _opt(False, "average the probabilities of each image and its mirror image at validation and inference")
     balance: str = _opt(
         "oversample",

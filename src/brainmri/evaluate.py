@@ -273,6 +273,14 @@ def evaluate_run(
     write_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
     if data is None:
         _write_val_predictions(run_dir, model, card, batch_size, device, flip)
+    temperature = run_temperature(run_dir, card)
+    if temperature is not None:
+        from brainmri.calibration import calibration_scores
+
+        metrics["temperature_scaling"] = {
+            **calibration_scores(proba, y_true, temperature["value"], n_bootstrap=n_bootstrap, seed=seed),
+            "fitted_on": temperature["fitted_on"],
+        }
     if figures:
         figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
         metrics["figures"] = {k: str(v) for k, v in figs.items()}
@@ -285,6 +293,22 @@ def evaluate_run(
         card_all.setdefault("external", {})[name] = headline
     update_card(ckpt_path, metrics=card_all)
     return metrics
+
+
+def run_temperature(run_dir: str | Path, card: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The run's temperature: the card's (fitted at the end of training), or one fitted now on
+    its ``val_predictions.csv`` (runs trained before training fitted it); None without a
+    validation side. Never fitted on the test side or an external folder."""
+    if card and card.get("temperature"):
+        fitted = (card.get("calibration") or {}).get("fitted_on", "the run's validation side")
+        return {"value": float(card["temperature"]), "fitted_on": fitted}
+    path = RunDir(run_dir).val_predictions
+    if not path.is_file():
+        return None
+    from brainmri.calibration import fit_temperature
+
+    y, proba, paths, _ = read_predictions(path)
+    return {"value": fit_temperature(proba, y), "fitted_on": f"val_predictions.csv ({len(paths)} validation images)"}
 
 
 def _write_val_predictions(run_dir: Path, model, card: dict[str, Any], batch_size: int, device: str, flip: bool):

@@ -100,6 +100,36 @@ def train_and_evaluate(
     return result
 
 
+def run_record(run_dir: Path, seed: int | None = None) -> dict[str, Any]:
+    """A finished run's metrics and external evaluations, as :func:`compare` returns them."""
+    run = RunDir(run_dir)
+    res: dict[str, Any] = {"metrics": read_json(run.metrics), "external": {}, "path": str(run_dir)}
+    if seed is not None:
+        res["seed"] = seed
+    for folder in run.evaluations():
+        res["external"][folder.name] = read_json(folder / METRICS_JSON)
+    return res
+
+
+def load_results(out: str | Path) -> dict[str, dict[str, Any]]:
+    """A finished comparison's results from its records alone (no model), in the shape
+    :func:`compare` builds them: single runs, or runs over seeds (those that finished)."""
+    out = Path(out)
+    record = read_json(out / COMPARISON_JSON, None)
+    if record is None:
+        raise BrainMRIError(f"{out} is not a comparison folder (no {COMPARISON_JSON})")
+    results: dict[str, dict[str, Any]] = {}
+    for arch in record.get("archs", []):
+        if record.get("seeds"):
+            seeds = [int(record["settings"]["config"]["seed"]) + k for k in range(record["seeds"])]
+            done = [s for s in seeds if (out / "runs" / arch / f"seed{s}" / METRICS_JSON).is_file()]
+            if done:
+                results[arch] = {"runs": [run_record(out / "runs" / arch / f"seed{s}", s) for s in done]}
+        else:
+            results[arch] = run_record(out / "runs" / arch)
+    return results
+
+
 def leakage_counts(split: str | Path) -> dict[str, int]:
     """How far a split lets copies cross: duplicate groups with members on both sides, and
     test images that have a copy (a member of their group) on the training side."""
@@ -216,10 +246,23 @@ def compare(
     else:
         results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals)
     log(f"all runs done in {time.perf_counter() - started:.0f} s")
+    write_external_groups(out, externals)
     leakage = leakage_counts(split) if not cv else None
     atomic_write_text(out / "results.json", json.dumps(_summary(results, leakage), indent=2) + "\n")
     _, html_path = write_comparison_report(out, results, cv=cv, meta=meta or {}, leakage=leakage)
     return html_path
+
+
+def write_external_groups(out: Path, externals: Sequence[Path]) -> None:
+    """Each external folder's near-duplicate groups beside the records
+    (``external-groups-<name>.csv``), so that its CIs can treat copies as one: what the
+    report's cluster bootstrap reads."""
+    from brainmri.external_analysis import near_duplicate_groups, write_groups
+
+    for folder in externals:
+        path = out / f"external-groups-{external_name(folder)}.csv"
+        if not path.is_file():
+            write_groups(near_duplicate_groups(folder), path)
 
 
 def seed_values(config: TrainConfig, seeds: int) -> list[int]:

@@ -67,6 +67,7 @@ def probabilities(
     flip: bool = False,
     precision: str = "fp32",
     device: torch.device | None = None,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """Softmax probabilities (N, C), float64, for slices (N, 1, H, W): uint8, or float in [0, 1].
 
@@ -74,9 +75,10 @@ def probabilities(
     mode) or an ONNX Runtime session of a brainmri export (input ``image``, output
     ``logits``). ``flip`` averages the probabilities of each slice and its mirror image (the
     model card's ``tta``). ``precision`` is ``fp32`` or a resolved autocast precision (bf16,
-    fp16) for PyTorch models.
+    fp16) for PyTorch models. ``temperature`` is the model card's (:mod:`brainmri.calibration`),
+    applied after flip averaging; it never changes the most probable class.
     """
-    return _run(model, images, None, batch_size, flip, precision, device)[0]
+    return _run(model, images, None, batch_size, flip, precision, device, temperature)[0]
 
 
 def probabilities_with(
@@ -88,17 +90,20 @@ def probabilities_with(
     flip: bool = False,
     precision: str = "fp32",
     device: torch.device | None = None,
+    temperature: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`probabilities` and, from the same forward pass, ``extra`` of every slice (of the
     slice itself, not its mirror image): e.g. the pooled features (``extra=lambda f: f``) or
     an out-of-distribution score of them (:class:`brainmri.input_check.MahalanobisScore`), or
     for an ONNX session the name of a graph output (``"ood_score"``). A PyTorch model must
     have ``features`` and ``head`` (:class:`brainmri.models.Classifier`)."""
-    return _run(model, images, extra, batch_size, flip, precision, device)
+    return _run(model, images, extra, batch_size, flip, precision, device, temperature)
 
 
 @torch.inference_mode()
-def _run(model, images, extra: Extra | None, batch_size, flip, precision, device) -> tuple[np.ndarray, np.ndarray]:
+def _run(
+    model, images, extra: Extra | None, batch_size, flip, precision, device, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     if batch_size < 1:
         raise BrainMRIError(f"--batch-size must be at least 1, got {batch_size}")
     if isinstance(images, np.ndarray):
@@ -115,6 +120,8 @@ def _run(model, images, extra: Extra | None, batch_size, flip, precision, device
         if flip:
             mirrored = torch.softmax(_logits(model, batch.flip(-1), device, precision).double(), dim=1)
             proba = (proba + mirrored) / 2
+        if temperature != 1.0:
+            proba = torch.softmax(torch.log(proba.clamp_min(1e-300)) / temperature, dim=1)
         out.append(proba)
         if more is not None:
             extras.append(more)

@@ -109,6 +109,8 @@ class Predictor:
             torch.set_num_threads(threads)
         self.classes: list[str] = list(self.card["classes"])
         self.flip = bool(self.card.get("tta"))  # averaged with the mirror image, as validated
+        # Temperature scaling fitted on the run's validation side (1: none; brainmri.calibration).
+        self.temperature = float(self.card.get("temperature") or 1.0)
         self.image_size: int = int(self.card["image_size"])
         self.prepared_size: int | None = self.card.get("prepared_size")
         self._cam_lock = threading.Lock()
@@ -143,7 +145,13 @@ class Predictor:
         reasons = list(reasons) if reasons is not None else [[] for _ in arrays]
         model = self.session if self.session is not None else self.model
         proba, warnings, _ = self.input_check.classify(
-            model, stack(arrays), reasons, batch_size=len(arrays), flip=self.flip, device=self.device
+            model,
+            stack(arrays),
+            reasons,
+            batch_size=len(arrays),
+            flip=self.flip,
+            device=self.device,
+            temperature=self.temperature,
         )
         return proba, warnings
 

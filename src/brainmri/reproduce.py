@@ -14,10 +14,10 @@ from brainmri import preparation
 from brainmri.comparison_report import write_comparison_report
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
-from brainmri.experiments import COMPARISON_JSON, Log, compare, leakage_counts
+from brainmri.experiments import COMPARISON_JSON, Log, compare, leakage_counts, load_results
 from brainmri.files import read_json
 from brainmri.models import PAPER_ARCHS
-from brainmri.rundir import METRICS_JSON, SPLIT_CSV, RunDir
+from brainmri.rundir import SPLIT_CSV, RunDir
 
 #: Presets of ``brainmri reproduce`` (TrainConfig fields; the rest keep their defaults).
 #: ``paper`` repeats the published settings (ImageNet weights). ``scratch`` trains from
@@ -126,42 +126,22 @@ def reproduce(
     return report
 
 
-def _seed_list(record: dict[str, Any], seeds: int) -> list[int]:
-    return [int(record["settings"]["config"]["seed"]) + k for k in range(seeds)]
-
-
-def _run_record(run_dir: Path, seed: int | None = None) -> dict[str, Any]:
-    """A finished run's metrics and external evaluations, as ``compare`` returns them."""
-    run = RunDir(run_dir)
-    res: dict[str, Any] = {"metrics": read_json(run.metrics), "external": {}, "path": str(run_dir)}
-    if seed is not None:
-        res["seed"] = seed
-    for folder in run.evaluations():
-        res["external"][folder.name] = read_json(folder / METRICS_JSON)
-    return res
-
-
 def rewrite_report(out: Path, meta: dict[str, Any], extra: Sequence[dict] = ()) -> Path:
     """Rebuild a finished comparison's report from its runs' records (no training, no model
     except for the failure gallery's Grad-CAM, which is reused when already drawn)."""
     from brainmri.gallery import FAILURES_CSV, FAILURES_PNG, MAX_TILES
 
     record = read_json(out / COMPARISON_JSON, {})
-    results: dict[str, dict[str, Any]] = {}
-    seeds = record.get("seeds")
-    for arch in record.get("archs", []):
-        if seeds:
-            results[arch] = {"runs": [_run_record(out / "runs" / arch / f"seed{s}", s)
-                                      for s in _seed_list(record, seeds)]}  # fmt: skip
+    results = load_results(out)
+    for arch, res in results.items():
+        if "runs" in res:
             continue
         run = RunDir(out / "runs" / arch)
-        res: dict[str, Any] = _run_record(run.path)
         if (run.figures / FAILURES_CSV).is_file():
             n = sum(1 for _ in (run.figures / FAILURES_CSV).open(encoding="utf-8")) - 1
             png = run.figures / FAILURES_PNG
             res["gallery"] = {"misclassified": n, "shown": min(n, MAX_TILES), "csv": str(run.figures / FAILURES_CSV),
                               "figure": str(png) if png.is_file() else None}  # fmt: skip
-        results[arch] = res
     leakage = leakage_counts(out / record.get("split", SPLIT_CSV))
     _, html_path = write_comparison_report(out, results, cv=None, meta=meta, leakage=leakage, extra=extra)
     return html_path

@@ -165,7 +165,9 @@ def card_fields(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_si
             "counts": dict(zip(CLASSES, counts, strict=True)),
             "total": len(train_y),
             "balance": config.balance,
-            "augmentation": {k: getattr(config, k) for k in ("augment", "rotation", "shift", "zoom", "shear", "hflip")},
+            "augmentation": {
+                k: getattr(config, k) for k in ("augment", "rotation", "shift", "zoom", "shear", "hflip", "crop")
+            },
         },
         split={
             "file": run.split.name,
@@ -209,6 +211,8 @@ def recipe_text(config: TrainConfig) -> str:
     if config.ema:
         recipe += f", EMA {config.ema:g}"
     flags = [name.replace("_", "-") for name in ("hflip", "tta", "zero_init_residual") if getattr(config, name)]
+    if config.crop < 1.0:
+        flags.append(f"crops >= {config.crop:g} of the side")
     return ", ".join([recipe, *flags])
 
 

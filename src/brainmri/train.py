@@ -371,6 +371,7 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
         "world_size": run.world_size,
     }
     summary["input_check"] = _calibrate(run)
+    summary["temperature"] = _fit_temperature(run)
     write_json(run.dir.summary, summary)
     chosen = f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}" if run.selects else "kept the last epoch"
     run.log(f"finished: {chosen}, {total:.1f}s in total; run folder {run.dir.path}")
@@ -390,3 +391,23 @@ def _calibrate(run: _Run) -> str:
         f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g})"
     )
     return f"calibrated, threshold {entry['threshold']:.4g}"
+
+
+def _fit_temperature(run: _Run) -> float | None:
+    """Fit temperature scaling on the validation side (never the test side) with the kept
+    model, and store it in that model's card; None without a validation side."""
+    from brainmri.calibration import fit_temperature, nll
+    from brainmri.checkpoint import load_model, update_card
+    from brainmri.inference import probabilities
+
+    if not run.selects or len(run.val_y) == 0:
+        return None
+    model, card = load_model(run.dir.best, device=run.device)
+    proba = probabilities(model, run.val_x, flip=bool(card.get("tta")), device=run.device)
+    labels = run.val_y.cpu().numpy()
+    temperature = fit_temperature(proba, labels)
+    fit = {"fitted_on": f"val side of split.csv, {len(labels)} images carved from training", "temperature": temperature,
+           "val_nll_before": nll(proba, labels)}  # fmt: skip
+    update_card(run.dir.best, temperature=temperature, calibration=fit)
+    run.log(f"temperature scaling fitted on {len(labels)} validation images: T = {temperature:.3f}")
+    return temperature

@@ -1,0 +1,201 @@
+"""The evidence behind reported numbers: provenance records, paired statistics, the leakage
+study's arms, temperature scaling, external breakdowns, and the explanation score."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from brainmri import paired, provenance
+from brainmri.calibration import apply_temperature, brier, fit_temperature, nll
+from brainmri.errors import BrainMRIError
+from brainmri.external_analysis import breakdown, near_duplicate_groups
+from brainmri.localisation import (
+    Box,
+    centre_prior,
+    control_rect,
+    energy_inside,
+    miss_distance,
+    peak,
+    pointing_hit,
+    read_boxes,
+    uniform_scores,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTERNAL = ROOT.parent / "shared" / "datasets" / "brain-tumor-mri-external"
+
+
+# --- provenance ------------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_a_dirty_code_tree_is_recorded_with_its_diff(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "m.py").write_text("x = 1\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "n.md").write_text("a\n")
+    _git(repo, "init", "-q")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=a", "add", ".")
+    _git(repo, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "first")
+    monkeypatch.setattr(provenance, "checkout_root", lambda: repo)
+    clean = provenance.code_version()
+    assert clean["commit"] == _git(repo, "rev-parse", "HEAD").strip() and clean["dirty"] is False
+    (repo / "docs" / "n.md").write_text("b\n")  # not code: still clean
+    assert provenance.code_version()["dirty"] is False
+    (repo / "src" / "m.py").write_text("x = 2\n")
+    (repo / "src" / "new.py").write_text("y = 1\n")
+    dirty = provenance.code_version()
+    assert dirty["dirty"] is True and "uncommitted changes" in provenance.describe(dirty)
+    kept = provenance.keep_diff(tmp_path, dirty)
+    text = kept.read_text()
+    assert "x = 2" in text and "untracked src/new.py" in text
+    assert hashlib.sha256(text.encode()).hexdigest() == dirty["diff_sha256"]
+
+
+def test_a_training_run_records_its_provenance(trained_run):
+    env = json.loads((trained_run / "environment.json").read_text())
+    assert env["command"] and env["packages"]["torch"] and env["machine"]["cpu_count"] >= 1
+    code = env["code"]
+    if code["commit"] is not None:  # run from a checkout: the commit is a real one
+        assert len(code["commit"]) == 40
+        diffs = list(trained_run.glob("source-*.diff"))
+        assert bool(diffs) == bool(code["dirty"])
+
+
+# --- paired statistics -----------------------------------------------------------------------
+
+
+def test_corrected_t_matches_nadeau_bengio():
+    diffs = [0.02, 0.01, 0.03, -0.005, 0.015]
+    out = paired.corrected_t(diffs, n_train=800, n_test=200)
+    d = np.array(diffs)
+    se = np.sqrt((1 / 5 + 200 / 800) * d.var(ddof=1))
+    half = stats.t(df=4).ppf(0.975) * se
+    assert out["low"] == pytest.approx(d.mean() - half) and out["high"] == pytest.approx(d.mean() + half)
+    plain = stats.ttest_1samp(d, 0.0)
+    assert out["p"] > plain.pvalue  # the correction widens, never narrows
+
+
+def test_paired_bootstrap_and_clusters():
+    rng = np.random.default_rng(1)
+    a = (rng.random(400) < 0.9).astype(float)
+    b = (rng.random(400) < 0.7).astype(float)
+    out = paired.paired_bootstrap(a, b, n_resamples=1000)
+    assert out["low"] < a.mean() - b.mean() < out["high"] and out["low"] > 0
+    # 100 images each copied four times: as independent images the CI is too narrow
+    base = (rng.random(100) < 0.8).astype(float)
+    copies = np.repeat(base, 4)
+    groups = np.repeat(np.arange(100).astype(str), 4).tolist()
+    _, lo_plain, hi_plain = paired.bootstrap_ratio(copies, n_resamples=1000)
+    _, lo_cl, hi_cl = paired.bootstrap_ratio(copies, clusters=groups, n_resamples=1000)
+    assert (hi_cl - lo_cl) > 1.5 * (hi_plain - lo_plain)
+
+
+def test_mcnemar_and_told_apart():
+    a = np.array([1] * 30 + [0] * 5 + [1] * 60, dtype=bool)
+    b = np.array([0] * 30 + [1] * 5 + [1] * 60, dtype=bool)
+    out = paired.mcnemar(a, b)
+    assert (out["only_a_right"], out["only_b_right"]) == (30, 5) and out["p"] < 0.001
+    assert paired.told_apart({"low": 0.01, "high": 0.05}, {"low": 0.002, "high": 0.03})
+    assert not paired.told_apart({"low": 0.01, "high": 0.05}, {"low": -0.01, "high": 0.03})
+    assert not paired.told_apart({"low": 0.01, "high": 0.05}, {"low": -0.05, "high": -0.01})
+
+
+# --- calibration -----------------------------------------------------------------------------
+
+
+def test_temperature_is_recovered_and_keeps_every_prediction():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(20000, 4))
+    true_p = np.exp(logits / 2.0)
+    true_p /= true_p.sum(1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in true_p])
+    over = np.exp(logits)
+    over /= over.sum(1, keepdims=True)  # an overconfident model: its logits are twice too large
+    t = fit_temperature(over, labels)
+    assert t == pytest.approx(2.0, rel=0.1)
+    scaled = apply_temperature(over, t)
+    assert (scaled.argmax(1) == over.argmax(1)).all()
+    assert nll(scaled, labels) < nll(over, labels) and brier(scaled, labels) < brier(over, labels)
+
+
+# --- the external breakdown ------------------------------------------------------------------
+
+
+def test_external_breakdown_counts_the_worst_error():
+    classes = ["glioma_tumor", "meningioma_tumor", "pituitary_tumor", "normal"]
+    y = np.array([0, 1, 2, 3, 3, 0])
+    p = np.array(
+        [
+            [0.7, 0.1, 0.1, 0.1],  # right
+            [0.1, 0.3, 0.1, 0.5],  # a meningioma called normal (its best tumour class is right)
+            [0.05, 0.5, 0.4, 0.05],  # a pituitary tumour called meningioma
+            [0.0, 0.0, 0.0, 1.0],  # right
+            [0.7, 0.1, 0.1, 0.1],  # a normal called glioma
+            [0.9, 0.05, 0.05, 0.0],  # right
+        ]
+    )
+    out = breakdown([(y, p)], classes, [f"f{i}" for i in range(6)], n_bootstrap=200)
+    assert out["tumours called normal"]["count_mean"] == 1 and out["tumours called normal"]["n"] == 4
+    assert out["accuracy"]["value"] == pytest.approx(3 / 6)
+    assert out["tumour-only 3-class accuracy"]["value"] == pytest.approx(3 / 4)
+    assert out["figshare tumours: sensitivity (a tumour called a tumour)"]["value"] == pytest.approx(3 / 4)
+    assert out["Br35H normals: specificity"]["value"] == pytest.approx(1 / 2)
+
+
+@pytest.mark.skipif(not EXTERNAL.is_dir(), reason="the shared external dataset is not beside the project")
+def test_the_external_folder_has_its_near_duplicate_groups():
+    groups = near_duplicate_groups(EXTERNAL)
+    sizes = np.bincount(np.unique(list(groups.values()), return_inverse=True)[1])
+    assert len(groups) == 850 and (sizes > 1).sum() == 60 and int((sizes - 1).sum()) == 85
+
+
+# --- localisation ----------------------------------------------------------------------------
+
+
+def test_box_scores_on_made_maps():
+    box = Box("f.png", "glioma", 0.25, 0.25, 0.2, 0.2, "select")
+    assert box.pixels(100) == (15, 15, 35, 35)
+    assert box.pixels(100, 0.5) == (10, 10, 40, 40)
+    heat = np.zeros((100, 100))
+    heat[20, 22] = 1.0
+    assert pointing_hit(heat, box, 0.0) and energy_inside(heat, box) == 1.0 and miss_distance(heat, box) == 0
+    heat2 = np.zeros((100, 100))
+    heat2[38, 20] = 1.0  # three pixels below the box: a miss, a hit with tolerance 0.5
+    assert not pointing_hit(heat2, box, 0.0) and pointing_hit(heat2, box, 0.5)
+    assert miss_distance(heat2, box) == pytest.approx(4 / 100)
+    prior = centre_prior(100)
+    assert peak(prior) in {(49, 49), (49, 50), (50, 49), (50, 50)} and not pointing_hit(prior, box, 0.1)
+    assert peak(np.ones((9, 9))) == (4, 4)  # a flat map points at its centre, not a corner
+    hit, energy = uniform_scores(box, 100, 0.0)
+    assert hit == pytest.approx(0.04) and energy == pytest.approx(0.04)
+    rect = box.pixels(100)
+    other = control_rect(rect, 100)
+    assert other == (65, 15, 85, 35)
+    wide = control_rect((40, 10, 60, 30), 100)  # its mirror overlaps: moved to the far half
+    assert wide[3] - wide[1] == 20 and (wide[1] >= 30 or wide[3] <= 10)
+
+
+@pytest.mark.skipif(not EXTERNAL.is_dir(), reason="the shared external dataset is not beside the project")
+def test_the_shared_boxes_are_read_and_checked(tmp_path):
+    boxes = read_boxes(EXTERNAL / "boxes.csv")
+    assert len(boxes) == 407 and sum(b.half == "select" for b in boxes) == 189
+    assert all((EXTERNAL / b.file).is_file() for b in boxes)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,label,x_center,y_center,width,height,half\na.jpg,glioma,0.5,0.5,nan,0.1,select\n")
+    with pytest.raises(BrainMRIError, match="fractions"):
+        read_boxes(bad)
+    bad.write_text("file,label\n")
+    with pytest.raises(BrainMRIError, match="not a box file"):
+        read_boxes(bad)

@@ -199,3 +199,48 @@ def test_the_shared_boxes_are_read_and_checked(tmp_path):
     bad.write_text("file,label\n")
     with pytest.raises(BrainMRIError, match="not a box file"):
         read_boxes(bad)
+
+
+# --- training-side changes and records -------------------------------------------------------
+
+
+def test_crops_zoom_in_and_stay_inside_the_image():
+    import torch
+
+    from brainmri.augment import augment_batch
+    from brainmri.config import TrainConfig
+
+    ramp = torch.linspace(20, 250, 64).round().to(torch.uint8).repeat(64, 1)  # value = column
+    batch = ramp.expand(64, 1, 64, 64).contiguous()
+    still = TrainConfig(rotation=0.0, shift=0.0, zoom=0.0, shear=0.0)
+    plain = augment_batch(batch, still, torch.Generator().manual_seed(0))
+    assert torch.allclose(plain, batch.float() / 255, atol=1e-5)  # no augmentation: the image itself
+    out = augment_batch(batch, still.replace(crop=0.5), torch.Generator().manual_seed(0))
+    inner = out[:, 0, 2:-2, 2:-2]  # away from the resampled edge pixels
+    assert (inner > 15 / 255).all()  # never padded with black: the crop stays inside the image
+    spans = (out[:, 0].amax(dim=(1, 2)) - out[:, 0].amin(dim=(1, 2))) * 255
+    assert (spans < 0.95 * 230).float().mean() > 0.7  # most crops see only part of the ramp
+    assert (spans > 0.45 * 230).all()  # and at least half of its width
+
+
+def test_a_run_with_a_validation_side_stores_its_temperature(trained_run, tmp_path):
+    from brainmri.calibration import apply_temperature
+    from brainmri.checkpoint import read_checkpoint
+    from brainmri.config import TrainConfig
+    from brainmri.inference import probabilities
+    from brainmri.predict import Predictor
+    from brainmri.train import train
+
+    prepared = json.loads((trained_run / "config.json").read_text())["data"]
+    config = TrainConfig(data=prepared, arch="resnet18", weights="none", epochs=1, batch_size=8, image_size=32,
+                         limit_per_class=6, val_size=0.4, device="cpu", deterministic=True)  # fmt: skip
+    run = train(config, tmp_path / "run", progress=False)
+    card = read_checkpoint(run / "checkpoints" / "best.pt")["card"]
+    t = card["temperature"]
+    assert 0.05 <= t <= 20 and "val side" in card["calibration"]["fitted_on"]
+    assert f"T = {t:.3f}" in (run / "train.log").read_text()
+    predictor = Predictor(run)
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, (32, 32), dtype=np.uint8) for _ in range(3)]
+    raw = probabilities(predictor.model, np.stack(arrays)[:, None], flip=predictor.flip)
+    assert np.allclose(predictor.predict_arrays(arrays), apply_temperature(raw, t), atol=1e-6)

@@ -77,7 +77,7 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
     size = PRESETS["quick"]["image_size"]
     assert "Preset: quick" in md and "Weights: none" in md and f"Image size: {size} x {size}" in md
     assert "not split by patient" in md and "Not for clinical diagnosis" in md
-    assert "Model evaluated: the last epoch" in md  # the test side chose nothing
+    assert "Model evaluated: the best epoch by accuracy on a validation side" in md  # never the test side
     assert f"image size {size} (paper: 256)" in md and "weights none (paper: imagenet)" in md
     assert "at least 226 exact duplicates" in md
 

@@ -57,7 +57,7 @@ def tiny_config(prepared: Path, **changes) -> TrainConfig:
 
 @pytest.mark.slow
 def test_resnet50_epoch_writes_the_whole_run_folder(prepared, tmp_path):
-    config = tiny_config(prepared, arch="resnet50", epochs=1, tensorboard=True, deterministic=False)
+    config = tiny_config(prepared, arch="resnet50", epochs=1, tensorboard=True, deterministic=False, val_size=0.3)
     run = train(config, tmp_path / "r50", progress=False)
 
     assert json.loads((run / "config.json").read_text()) == config.to_dict()
@@ -67,7 +67,7 @@ def test_resnet50_epoch_writes_the_whole_run_folder(prepared, tmp_path):
     with (run / "split.csv").open() as fh:
         split = list(csv.DictReader(fh))
     n_train = sum(r["side"] == "train" for r in split)
-    assert n_train == 24 and {r["side"] for r in split} == {"train", "test"}
+    assert n_train == 24 and {r["side"] for r in split} == {"train", "val", "test"}
     assert "epoch 1/1 train_loss" in (run / "train.log").read_text()
     env = json.loads((run / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
@@ -146,16 +146,17 @@ def test_loader_workers_and_relative_paths_do_not_change_a_run(prepared, tmp_pat
     assert json.loads((inline / "config.json").read_text())["data"] == str(prepared.resolve())
 
 
-def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(trained_run, prepared):
-    model, card = load_model(trained_run / "checkpoints" / "best.pt")
-    x, y, _ = load_split(prepared, trained_run / "split.csv", "test", size=card["image_size"])
+def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(prepared, tmp_path):
+    run = train(tiny_config(prepared, val_size=0.3), tmp_path / "val", progress=False)
+    model, card = load_model(run / "checkpoints" / "best.pt")
+    x, y, _ = load_split(prepared, run / "split.csv", "val", size=card["image_size"])
     s = score(model, x, y)
     loss, correct, n = s["loss_sum"], s["correct"], s["n"]
     best = card["metrics"]
-    row = read_history(trained_run)[best["epoch"] - 1]
+    row = read_history(run)[best["epoch"] - 1]
     assert correct / n == pytest.approx(float(row["val_acc"])) == pytest.approx(best["val_acc"])
     assert loss / n == pytest.approx(best["val_loss"], rel=1e-4)
-    again, _ = load_model(trained_run)
+    again, _ = load_model(run)
     with torch.no_grad():
         assert torch.equal(model(x[:4].float() / 255), again(x[:4].float() / 255))
 

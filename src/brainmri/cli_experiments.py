@@ -61,6 +61,13 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--label-map", help="extra folder names for --data, e.g. 'tumor_g=glioma_tumor,none=normal'")
     ev.add_argument("--name", help="name of the evaluation folder RUN/eval/NAME (default: the folder's name)")
     ev.add_argument(
+        "--boxes",
+        metavar="CSV",
+        help="with --data: tumour boxes of that folder (file,label,x_center,y_center,width,height,half); scores where "
+        "the explanations point (pointing game, energy in the box) for several methods, chooses one on the 'select' "
+        "half and stores it with its 'report'-half score in the model card",
+    )
+    ev.add_argument(
         "--keep-overlap",
         action="store_true",
         help="with --data: keep images that duplicate the run's training data (they are left out by default)",
@@ -105,6 +112,11 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         help="labelled folder from other sources on which every model is also evaluated (repeatable; never "
         "trained or tuned on)",
+    )
+    cmp.add_argument(
+        "--boxes",
+        metavar="CSV",
+        help="tumour boxes of an --external folder (its boxes.csv): every run's explanations are scored against them",
     )
     cmp.add_argument("--bootstrap", type=int_at_least(0), default=1000, help="bootstrap resamples (default: 1000)")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -162,6 +174,11 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--leakage-seeds", type=int, help="seeds of each arm of the leakage study (default: --seeds, else 3)"
     )
+    rep.add_argument(
+        "--boxes",
+        metavar="CSV",
+        help="tumour boxes of an --external folder (its boxes.csv): every run's explanations are scored against them",
+    )
     rep.add_argument("--bootstrap", type=int_at_least(0), default=1000, help="bootstrap resamples (default: 1000)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_run_reproduce)
@@ -180,6 +197,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         keep_overlap=args.keep_overlap,
         overwrite=args.overwrite,
+        boxes=args.boxes,
     )
     print(format_table(metrics))
     where = metrics["figures"]["confusion_matrix.png"].rsplit("/", 1)[0] if metrics.get("figures") else args.run
@@ -198,6 +216,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         archs=arch_list(args.archs),
         cv=args.cv,
         seeds=args.seeds,
+        boxes=args.boxes,
         n_bootstrap=args.bootstrap,
         progress=not args.no_progress,
         meta={"n_bootstrap": args.bootstrap},
@@ -218,6 +237,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         archs=arch_list(args.archs),
         cv=args.cv,
         seeds=args.seeds,
+        boxes=args.boxes,
         n_bootstrap=args.bootstrap,
         progress=not args.no_progress,
         externals=args.external,

@@ -35,7 +35,20 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="CPU threads for inference (default and most: the CPUs this process may use)",
     )
-    p.add_argument("--explain", metavar="DIR", default=None, help="write a Grad-CAM panel per image into DIR")
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        default=None,
+        help="write an explanation panel per image into DIR (the method the model card names, chosen by 'evaluate "
+        "--boxes'; else gradcam@layer4)",
+    )
+    p.add_argument(
+        "--explain-method",
+        metavar="METHOD",
+        default=None,
+        help="with --explain: another method, e.g. 'layercam@layer3' or 'gradcam@layer4 x2' (methods gradcam, "
+        "gradcam++, layercam, hirescam; layers layer4, layer3, layer2; x2 enlarges the input first)",
+    )
     p.add_argument(
         "--target-class", default=None, help="with --explain: class to explain (default: the predicted class)"
     )
@@ -102,7 +115,16 @@ def _run_predict(args: argparse.Namespace) -> int:
     panels = _panel_names(paths) if explain_dir is not None else []
     if explain_dir is not None:
         _check_explain_dir(explain_dir, panels, args.overwrite)
+    if args.explain_method is not None and args.explain is None:
+        raise BrainMRIError("--explain-method only makes sense with --explain DIR")
+    method = None
+    if args.explain_method is not None:
+        from brainmri.explain import Explainer
+
+        method = Explainer.parse(args.explain_method)  # a bad name is one line, before any model is loaded
     predictor = Predictor(args.model, device=args.device, backend=args.backend, threads=args.threads)
+    if method is not None:
+        predictor.explainer = method
     if args.target_class is not None and args.target_class not in predictor.classes:
         raise BrainMRIError(f"unknown --target-class {args.target_class!r}; classes: {', '.join(predictor.classes)}")
     if explain_dir is not None and predictor.model is None:

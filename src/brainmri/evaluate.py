@@ -221,6 +221,7 @@ def evaluate_run(
     keep_overlap: bool = False,
     tta: bool | None = None,
     overwrite: bool = False,
+    boxes: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``
     (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
@@ -229,7 +230,15 @@ def evaluate_run(
     split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, stores
     the headline metrics in the checkpoint's model card, and returns the metrics. Earlier
     outputs are replaced only with ``overwrite`` (checked before any work).
+
+    ``boxes`` (with ``data``): a CSV of tumour boxes in that folder; the explanations are then
+    scored against them (:mod:`brainmri.explanation_scores`, into ``eval/<name>/localisation/``)
+    and the chosen explanation method, with its score, goes into the model card.
     """
+    if boxes is not None and data is None:
+        raise BrainMRIError("--boxes scores explanations on a labelled folder: give it with --data DIR")
+    if boxes is not None and not Path(boxes).is_file():
+        raise BrainMRIError(f"box file not found: {boxes}")
     from brainmri.figures import make_figures
 
     run_dir = Path(run_dir)
@@ -285,6 +294,9 @@ def evaluate_run(
         figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
         metrics["figures"] = {k: str(v) for k, v in figs.items()}
     atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
+    if boxes is not None:
+        metrics["localisation"] = _score_boxes(model, card, Path(data), Path(boxes), out_dir, device, n_bootstrap)
+        atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     headline = card_metrics(metrics)
     card_all = dict(read_checkpoint(ckpt_path)["card"].get("metrics") or {})
     if data is None:
@@ -292,7 +304,27 @@ def evaluate_run(
     else:
         card_all.setdefault("external", {})[name] = headline
     update_card(ckpt_path, metrics=card_all)
+    if "localisation" in metrics:
+        update_card(ckpt_path, explanation=metrics["localisation"])
     return metrics
+
+
+def _score_boxes(model, card, folder: Path, boxes: Path, out_dir: Path, device: str, n_bootstrap: int) -> dict:
+    """Explanations scored against the boxes; returns the headline and puts the chosen method
+    with its report-half score into the card (what predict and the web app then draw)."""
+    from brainmri.explanation_scores import TOLERANCE, score_explanations
+
+    record = score_explanations(model, card, folder, boxes, out_dir / "localisation",
+                                device=resolve_device(device), n_bootstrap=n_bootstrap, title=card["arch"])  # fmt: skip
+    rep = record["chosen_on_report"]
+    return {
+        "chosen": record["chosen"],
+        "tolerance": TOLERANCE,
+        "pointing_game_report_half": rep[f"pointing_{TOLERANCE:g}"],
+        "energy_report_half": rep["energy"],
+        "boxes": str(boxes),
+        "folder": "localisation",
+    }
 
 
 def run_temperature(run_dir: str | Path, card: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -414,6 +446,15 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines.append(f"{'':<{width}}" + "".join(f"{s:>11}" for s in short))
     for c, row in zip(classes, cm, strict=True):
         lines.append(f"{c:<{width}}" + "".join(f"{v:>11d}" for v in row))
+    loc = metrics.get("localisation")
+    if loc:
+        pg, en = loc["pointing_game_report_half"], loc["energy_report_half"]
+        lines += [
+            "",
+            f"explanations: {loc['chosen']} chosen on the boxes' select half; on the report half its maximum falls "
+            f"in the tumour box (grown {loc['tolerance']:g}) for {_f(pg['mean'])} of slices (95% CI {_f(pg['low'])}-"
+            f"{_f(pg['high'])}), energy inside the box {_f(en['mean'])}; details in localisation/localisation.md",
+        ]
     check = metrics.get("input_check")
     if check:
         lines += [

@@ -55,6 +55,7 @@ def train_and_evaluate(
     log: Log,
     externals: Sequence[str | Path] = (),
     gallery: bool = True,
+    boxes: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume, or just evaluate) one run, then evaluate it on each external folder
     and draw its failure gallery; what is already done is skipped, so a rerun resumes."""
@@ -85,12 +86,14 @@ def train_and_evaluate(
     for folder in externals:
         name = external_name(folder)
         done = run.eval_dir(name) / METRICS_JSON
-        if done.is_file() and read_json(done, {}).get("source", {}).get("path") == str(folder):
+        box_file = (boxes or {}).get(name)
+        finished = done.is_file() and read_json(done, {}).get("source", {}).get("path") == str(folder)
+        if finished and (box_file is None or "localisation" in read_json(done, {})):
             ext = read_json(done)
         else:
-            log(f"{label}: evaluating on {folder}")
+            log(f"{label}: evaluating on {folder}" + (f", explanations scored against {box_file}" if box_file else ""))
             ext = evaluate_run(run_dir, data=folder, name=name, n_bootstrap=n_bootstrap, seed=config.seed,
-                               device=config.device, overwrite=True)  # fmt: skip
+                               device=config.device, overwrite=True, boxes=box_file)  # fmt: skip
         result["external"][name] = ext
         log(f"{label}: {name} accuracy {ext['accuracy']:.3f} (95% CI {fmt(ext['ci']['accuracy'][0])}-"
             f"{fmt(ext['ci']['accuracy'][1])}), {len(ext['source'].get('training_overlap') or [])} left out as "
@@ -214,6 +217,7 @@ def compare(
     meta: dict[str, Any] | None = None,
     externals: Sequence[str | Path] = (),
     seeds: int | None = None,
+    boxes: str | Path | None = None,
 ) -> Path:
     """Train and evaluate ``archs`` on one prepared folder with one split and one config,
     then write ``report.md`` and ``report.html`` into ``out``; returns the HTML report.
@@ -222,10 +226,13 @@ def compare(
     ``out/runs/<arch>/seed<s>/`` with ``seeds``: N training seeds from ``config.seed`` on, on
     the one split, run seed by seed so that an interrupted grid stays balanced). Rerunning
     the same command resumes: evaluated runs are skipped, interrupted ones resumed; a larger
-    ``seeds`` extends a finished comparison.
+    ``seeds`` extends a finished comparison. ``boxes``: tumour boxes of one external folder
+    (the one that holds the file, or the only one); each run's explanations are scored
+    against them (:func:`brainmri.evaluate.evaluate_run`).
     """
     prepared, out = Path(prepared), Path(out)
     archs, externals = _check_inputs(prepared, archs, cv, config, externals, seeds)
+    box_map = boxes_for(boxes, externals)
     from brainmri.provenance import provenance
     from brainmri.run_records import validate_config
 
@@ -242,15 +249,30 @@ def compare(
     base = config.replace(data=str(prepared.resolve()), split=str(split.resolve()))
     started = time.perf_counter()
     if seeds is not None:
-        results = _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals)
+        results = _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals, box_map)
     else:
-        results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals)
+        results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals, box_map)
     log(f"all runs done in {time.perf_counter() - started:.0f} s")
     write_external_groups(out, externals)
     leakage = leakage_counts(split) if not cv else None
     atomic_write_text(out / "results.json", json.dumps(_summary(results, leakage), indent=2) + "\n")
     _, html_path = write_comparison_report(out, results, cv=cv, meta=meta or {}, leakage=leakage)
     return html_path
+
+
+def boxes_for(boxes: str | Path | None, externals: Sequence[Path]) -> dict[str, Path]:
+    """external name -> its box file: the folder that holds ``boxes``, or the only external."""
+    if boxes is None:
+        return {}
+    boxes = Path(boxes)
+    if not boxes.is_file():
+        raise BrainMRIError(f"box file not found: {boxes}")
+    if not externals:
+        raise BrainMRIError("--boxes scores explanations on an external folder: give it with --external DIR")
+    holder = [e for e in externals if boxes.resolve().parent == e.resolve()]
+    if holder or len(externals) == 1:
+        return {external_name((holder or externals)[0]): boxes}
+    raise BrainMRIError(f"--boxes {boxes} lies in none of the --external folders; which one does it describe?")
 
 
 def write_external_groups(out: Path, externals: Sequence[Path]) -> None:
@@ -270,7 +292,7 @@ def seed_values(config: TrainConfig, seeds: int) -> list[int]:
     return [config.seed + k for k in range(seeds)]
 
 
-def _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals) -> dict[str, dict[str, Any]]:
+def _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals, boxes) -> dict[str, dict[str, Any]]:
     """Every architecture at every seed, seed by seed, on the one split; the results of each
     architecture hold its runs in seed order."""
     results: dict[str, dict[str, Any]] = {arch: {"runs": []} for arch in archs}
@@ -278,12 +300,12 @@ def _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, external
         for arch in archs:
             run_dir = out / "runs" / arch / f"seed{seed}"
             done = train_and_evaluate(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log,
-                                       externals, gallery=False)  # fmt: skip
+                                      externals, gallery=False, boxes=boxes)  # fmt: skip
             results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
     return results
 
 
-def _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals) -> dict[str, dict[str, Any]]:
+def _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals, boxes) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for arch in archs:
         if cv:
@@ -295,7 +317,8 @@ def _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals)
             results[arch] = {"folds": folds, "pooled": _pool_folds(out / "runs" / arch, cv, n_bootstrap, base.seed)}
         else:
             run_dir = out / "runs" / arch
-            results[arch] = train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals)
+            results[arch] = train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals,
+                                               boxes=boxes)  # fmt: skip
     return results
 
 
@@ -411,6 +434,7 @@ def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> dict[st
         {
             key: float(np.mean([h[i][key] for h in histories]))
             for key in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+            if all(key in h[i] for h in histories)  # no validation side: no val columns
         }
         for i in range(epochs)
     ]

@@ -143,7 +143,9 @@ def overlay(gray: np.ndarray, heat: np.ndarray, image_weight: float = 0.5) -> np
     return show_cam_on_image(rgb, heat, use_rgb=True, image_weight=image_weight)
 
 
-def panel(gray: np.ndarray, over: np.ndarray, title: str, scale: int | None = None) -> Image.Image:
+def panel(
+    gray: np.ndarray, over: np.ndarray, title: str, scale: int | None = None, method: str = "Grad-CAM"
+) -> Image.Image:
     """Slice and overlay side by side with a title; drawn with matplotlib's object API
     (no pyplot state), so it is safe in server threads."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -155,7 +157,7 @@ def panel(gray: np.ndarray, over: np.ndarray, title: str, scale: int | None = No
     axes[0].imshow(gray, cmap="gray", vmin=0, vmax=255)
     axes[0].set_title("input slice", fontsize=9)
     axes[1].imshow(over)
-    axes[1].set_title("Grad-CAM overlay", fontsize=9)
+    axes[1].set_title(f"{method} overlay", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)

@@ -47,12 +47,13 @@ def _write_list(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _heatmaps(run: RunDir, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(slice, Grad-CAM overlay of the predicted class) for each row, at the model's size."""
+    """(slice, map overlay of the predicted class) for each row, at the model's size (the
+    explanation method the card names, else the default)."""
     import torch
 
     from brainmri.checkpoint import load_model
     from brainmri.data import load_split
-    from brainmri.explain import grad_cam, overlay, target_layer
+    from brainmri.explain import DEFAULT_EXPLAINER, Explainer, overlay, saliency
     from brainmri.files import read_json
     from brainmri.preprocess import to_input
 
@@ -60,13 +61,14 @@ def _heatmaps(run: RunDir, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray,
     config = read_json(run.config, {})
     images, _, paths = load_split(config["data"], run.split, "test", size=card["image_size"])
     index = {p: i for i, p in enumerate(paths)}
-    layer = target_layer(model, card["image_size"])
+    chosen = (card.get("explanation") or {}).get("chosen")
+    explainer = Explainer.parse(chosen) if chosen else DEFAULT_EXPLAINER
     classes = list(card["classes"])
     out = []
     for r in rows:
         gray = images[index[r["path"]], 0].numpy()
         x = to_input(torch.from_numpy(gray)[None, None])
-        heat = grad_cam(model, layer, x, classes.index(r["predicted"]))
+        heat = saliency(model, x, [classes.index(r["predicted"])], explainer)[0]
         out.append((gray, overlay(gray, heat)))
     return out
 

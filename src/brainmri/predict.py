@@ -115,7 +115,12 @@ class Predictor:
         self.prepared_size: int | None = self.card.get("prepared_size")
         self._cam_lock = threading.Lock()
         self._cam_model: torch.nn.Module | None = None
-        self._cam_layer: torch.nn.Module | None = None
+        from brainmri.explain import DEFAULT_EXPLAINER, Explainer
+
+        # How maps are made: the method the card names (chosen by 'evaluate --boxes' on the
+        # boxes' select half), else the default; a caller may set another.
+        chosen = (self.card.get("explanation") or {}).get("chosen")
+        self.explainer: Explainer = Explainer.parse(chosen) if isinstance(chosen, str) else DEFAULT_EXPLAINER
 
     def to_array(self, source: str | Path | bytes | np.ndarray) -> np.ndarray:
         """One slice decoded and resized exactly as this model's training images were."""
@@ -206,8 +211,9 @@ class Predictor:
         return self.classes.index(target_class)
 
     def explain(self, array: np.ndarray, target_class: str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Grad-CAM for one uint8 (H, W) slice: (heatmap float (H, W) in [0, 1], overlay uint8 (H, W, 3))."""
-        from brainmri.explain import grad_cam, overlay
+        """The map of one uint8 (H, W) slice (:attr:`explainer`): (heatmap float (H, W) in
+        [0, 1], overlay uint8 (H, W, 3))."""
+        from brainmri.explain import overlay, saliency
 
         if self.model is None:
             raise BrainMRIError(
@@ -219,11 +225,8 @@ class Predictor:
         # concurrent predict_arrays calls on self.model.
         with self._cam_lock:
             if self._cam_model is None:
-                from brainmri.explain import target_layer
-
                 self._cam_model = copy.deepcopy(self.model).eval()
-                self._cam_layer = target_layer(self._cam_model, self.image_size)
-            heat = grad_cam(self._cam_model, self._cam_layer, x.to(self.device), index)
+            heat = saliency(self._cam_model, x.to(self.device), [index], self.explainer)[0]
         return heat, overlay(array, heat)
 
     def explain_panel(self, array: np.ndarray, target_class: str | int | None = None, title: str | None = None) -> Any:
@@ -235,11 +238,12 @@ class Predictor:
         heat, over = self.explain(array, index)
         predicted = self.classes[int(np.argmax(probs))]
         caption = f"predicted {predicted} (p={probs.max():.3f})"
+        method = self.explainer.name
         if self.classes[index] != predicted:
-            caption += f"; Grad-CAM for {self.classes[index]} (p={probs[index]:.3f})"
+            caption += f"; {method} for {self.classes[index]} (p={probs[index]:.3f})"
         else:
-            caption += "; Grad-CAM for the predicted class"
-        return panel(array, over, caption if title is None else f"{title}\n{caption}")
+            caption += f"; {method} for the predicted class"
+        return panel(array, over, caption if title is None else f"{title}\n{caption}", method=method)
 
 
 def iter_predictions(

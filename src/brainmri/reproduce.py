@@ -78,6 +78,7 @@ def reproduce(
     log: Log = print,
     externals: Sequence[str | Path] = (),
     seeds: int | None = None,
+    boxes: str | Path | None = None,
     leakage: bool = False,
     leakage_archs: Sequence[str] | None = None,
     leakage_seeds: int | None = None,
@@ -113,7 +114,8 @@ def reproduce(
     config = config.replace(data=str(prepared.resolve()))
     meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
     common = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
-    report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, **common)
+    report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, boxes=boxes,
+                     **common)  # fmt: skip
     if leakage:
         arch = list(leakage_archs or archs or PAPER_ARCHS)[0]
         study = run_leakage_study(prepared, out / f"{preset}-leakage", config.replace(arch=arch),

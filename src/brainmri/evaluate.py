@@ -269,6 +269,9 @@ def evaluate_run(
     metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
     metrics["source"] = source
     metrics["inference"] = {"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size}
+    from brainmri.provenance import provenance
+
+    metrics["provenance"] = provenance()  # the code that evaluated, which may be newer than the run's
     if warnings is not None:
         metrics["input_check"] = {**check, "flagged": sum(w is not None for w in warnings), "of": len(warnings)}
     metrics["run"] = {

@@ -18,7 +18,7 @@ from torch import nn
 
 from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
-from brainmri.files import atomic_write_bytes
+from brainmri.files import FileRefused, atomic_write_bytes, check_regular
 from brainmri.rundir import BEST_PT, RunDir
 
 FORMAT = "brainmri-checkpoint"
@@ -64,6 +64,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise BrainMRIError(f"{path} is a folder without checkpoints/best.pt")
     if not path.exists():
         raise BrainMRIError(f"model file not found: {path}")
+    try:
+        check_regular(path)  # a FIFO would hang torch.load, a device feed it without end
+    except FileRefused as exc:
+        raise BrainMRIError(f"{path}: {exc}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes about old pickle protocols: not ours to show

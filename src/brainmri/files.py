@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,75 @@ def staging_dir(dest: str | Path) -> Path:
         return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
     except OSError as exc:
         raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+
+
+class FileRefused(BrainMRIError):
+    """A path that is not read: not a regular file, too large, missing or unreadable. The message
+    is the reason alone (callers name the file), e.g. ``not a regular file (a FIFO)``."""
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def check_regular(path: str | Path) -> int:
+    """The size of ``path`` if it is a regular file (after symlinks), else :class:`FileRefused`:
+    for files handed whole to a library (``torch.load``, ``onnx.load``), which would wait on a
+    FIFO forever or read a device without end."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileRefused("no such file") from None
+    except OSError as exc:
+        raise FileRefused(f"cannot read file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileRefused("is a folder")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileRefused(f"not a regular file ({_kind(info.st_mode)})")
+    return info.st_size
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, else :class:`FileRefused`.
+
+    Devices, FIFOs and sockets are refused from ``stat`` before they are opened (a symlink to
+    ``/dev/zero`` would never end, a FIFO would wait for a writer forever, and opening some
+    devices has effects), then checked again on the open descriptor, which is opened
+    non-blocking so that a FIFO swapped in meanwhile cannot hang the open. The read itself stops
+    at ``limit + 1`` bytes, so a file that grows while it is read cannot exceed the limit either.
+    """
+    size = check_regular(path)
+    if size > limit:
+        raise FileRefused(f"file too large ({size:,} bytes; limit {limit:,})")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise FileRefused(f"cannot read file: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileRefused(f"not a regular file ({_kind(mode)})")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        try:
+            while size <= limit and (chunk := fh.read(min(1 << 20, limit + 1 - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise FileRefused(f"cannot read file: {exc.strerror or exc}") from None
+    if size > limit:
+        raise FileRefused(f"file too large (more than {limit:,} bytes)")
+    return b"".join(chunks)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -137,3 +137,56 @@ def test_prepare_workers_end_with_their_parent(small_raw, tmp_path):
                 worker.kill()
             except psutil.Error:
                 pass
+
+
+# --- 2. configuration files -----------------------------------------------------------------
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" YAML file: each level 9 aliases of the one before (kept in the free-form
+    ``extra`` setting, which takes any mapping), the last as the value of a number setting."""
+    lines = ["extra:", '  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels + 1):
+        lines.append(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    lines.append(f"lr: *l{levels}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_unexpanded(small_raw, tmp_path):
+    """Nine levels of aliases (under 1 kB) used to grow past 3 GB while the error message about
+    the value was built; now anchors and aliases are refused in one short line, at once."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_laughs(9))
+    assert bomb.stat().st_size < 1024
+    baseline = run_measured(["train", "--config", tmp_path / "missing.yaml"])
+    assert baseline.code == 2 and "cannot read config file" in baseline.err, baseline.err
+    argv = ["train", "--config", bomb, "--data", small_raw, "--runs-dir", tmp_path / "runs"]
+    run = run_measured(argv, baseline.peak_mb + 1500, 120)
+    assert run.killed is None, run.killed
+    assert run.code == 2 and run.err.count("\n") == 1, run.err[:500]
+    assert "uses a YAML anchor or alias (line 2)" in run.err and len(run.err) < 300, run.err[:500]
+    assert run.peak_mb < baseline.peak_mb + 100, (run.peak_mb, baseline.peak_mb)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_errors_are_short_lines_and_files_small(tmp_path, capsys):
+    """A value of 100,000 items used to be quoted whole (a line of hundreds of kilobytes)."""
+    config = tmp_path / "long.yaml"
+    config.write_text("lr: [" + ", ".join(["0.001"] * 100_000) + "]\n")
+    code, _, err = _cli(capsys, "train", "--config", config)
+    _one_line_error(code, err, "config key 'lr' must be float, got [0.001, ")
+    assert len(err) < 300, len(err)
+    config = tmp_path / "unknown.json"
+    config.write_text(json.dumps({f"setting_{i}" * 50: 1 for i in range(1000)}))
+    code, _, err = _cli(capsys, "train", "--config", config)
+    _one_line_error(code, err, "unknown config keys: setting_0")
+    assert len(err) < 1000, len(err)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000 + "lr: 0.001\n")
+    code, _, err = _cli(capsys, "train", "--config", big)
+    _one_line_error(code, err, "cannot read config file", "file too large", "limit 1,048,576")
+    os.mkfifo(tmp_path / "fifo.yaml")
+    for special in ("/dev/zero", tmp_path / "fifo.yaml"):  # in a process of its own: these used to hang
+        run = run_measured(["train", "--config", special], 3000, 60)
+        assert run.killed is None, run.killed
+        _one_line_error(run.code, run.err, "cannot read config file", "not a regular file")

@@ -15,7 +15,10 @@ from typing import NoReturn
 from brainmri import __version__, cli_data, cli_experiments, cli_predict, cli_serve
 from brainmri.cli_args import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from brainmri.errors import BrainMRIError
-from brainmri.files import one_line
+from brainmri.files import brief, one_line
+
+#: Longest error line printed: a message that quotes a value from a file is cut here at the latest.
+MAX_ERROR_CHARS = 2000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     try:
         return int(args.func(args) or 0)
-    except BrainMRIError as exc:  # one line, whatever file names the message carries
-        print(f"brainmri: error: {one_line(str(exc))}", file=sys.stderr)
+    except BrainMRIError as exc:  # one short line, whatever file names or values the message carries
+        print(f"brainmri: error: {brief(one_line(str(exc)), MAX_ERROR_CHARS)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `brainmri info RUN | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

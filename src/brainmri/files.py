@@ -175,6 +175,16 @@ def shown(name: str | Path) -> str:
     return text if text.isprintable() else repr(text)
 
 
+#: Longest excerpt of a value (from a config file, a model card ...) quoted in an error line.
+MAX_SHOWN_CHARS = 120
+
+
+def brief(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ending ``...``), so that an error about a huge value
+    stays one short line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def one_line(text: str) -> str:
     """``text`` with every unprintable character escaped, for messages that must stay one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -129,6 +129,23 @@ def test_png_and_dicom_are_recognised_by_content(app, client, slices):
         np.testing.assert_allclose(probs, expected_probs(app, data), atol=1e-5)
 
 
+def multi_frame_gif(slices: list[Path]) -> bytes:
+    """An animated GIF of three real slices at one size: the decoder classifies its first frame."""
+    frames = [Image.fromarray(read_gray(p)).resize((128, 128)) for p in slices[:3]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+def test_the_frame_used_of_a_multi_frame_upload_is_said(app, client, slices):
+    """A GIF of three frames used to be reduced to its first silently."""
+    files = [("files", ("cine.gif", multi_frame_gif(slices), "image/gif"))]
+    files.append(("files", ("one.jpg", slices[0].read_bytes(), "image/jpeg")))
+    cine, one = client.post("/api/predict", files=files).json()["results"]
+    assert cine["ok"] and (cine["frame"], cine["frames"]) == (1, 3)
+    assert one["ok"] and (one["frame"], one["frames"]) == (None, None)
+
+
 def test_bad_files_fail_alone_with_reasons(client, slices):
     good = slices[0].read_bytes()
     files = [

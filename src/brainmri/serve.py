@@ -94,19 +94,21 @@ def _truthy(value: str | None) -> bool:
 
 def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
     """Decode, classify and (optionally) explain a batch; a bad file fails alone. An image
-    unlike the training images keeps its prediction and gets ``input_warning`` (else null)."""
+    unlike the training images keeps its prediction and gets ``input_warning`` (else null).
+    ``frame`` and ``frames`` say which frame of a multi-frame file was classified (else null)."""
     results: list[dict[str, Any]] = []
     arrays: list[np.ndarray] = []
     reasons: list[list[str]] = []
     for up in uploads:
         try:
-            arr, why = predictor.load(bytes(up.data))
+            arr, why, frame = predictor.load_frame(bytes(up.data))
         except ImageError as exc:
             results.append({"name": up.name, "ok": False, "error": str(exc)})
             continue
         arrays.append(arr)
         reasons.append(why)
-        results.append({"name": up.name, "ok": True, "_array": arr})
+        used, count = frame if frame else (None, None)
+        results.append({"name": up.name, "ok": True, "_array": arr, "frame": used, "frames": count})
     probs, warnings = predictor.predict_checked(arrays, reasons)
     good = [r for r in results if r["ok"]]
     for res, p, warning in zip(good, probs, warnings, strict=True):

@@ -190,3 +190,43 @@ def test_config_errors_are_short_lines_and_files_small(tmp_path, capsys):
         run = run_measured(["train", "--config", special], 3000, 60)
         assert run.killed is None, run.killed
         _one_line_error(run.code, run.err, "cannot read config file", "not a regular file")
+
+
+# --- 3. terminal escape codes ----------------------------------------------------------------
+
+#: Set the window title, clear the screen, recolour (7-bit and 8-bit CSI), return to the line's
+#: start, reverse the text's direction, fake a line.
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b32m\rback\u202eesrever\nMetrics: accuracy 1.0"
+RAW = ("\x1b", "\x07", "\x9b", "\r", "\u202e")
+
+
+def test_a_model_card_cannot_write_escape_codes_to_the_terminal(tiny_checkpoint, slice_file, tmp_path, capsys):
+    """`brainmri info` used to print a card's text raw: a card could set the window title, clear
+    the screen or recolour the terminal, and fake lines. Every control character is now escaped,
+    in the card's text and in file names, and each card entry stays on its line."""
+    import torch
+
+    from brainmri.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(tiny_checkpoint)
+    clean_lines = len(_cli(capsys, "info", tiny_checkpoint)[1].splitlines())
+    card = ckpt["card"]
+    for key in ("notice", "limitations", "intended_use", "weights_origin", "name"):
+        card[key] = ESCAPES
+    card["training_data"] = {"source" + ESCAPES: ESCAPES, "nested": {"deeper": ESCAPES}}
+    card["metrics"] = {"accuracy": ESCAPES}
+    hostile = tmp_path / "hostile.pt"
+    torch.save(ckpt, hostile)
+    code, out, err = _cli(capsys, "info", hostile)
+    assert code == 0, err
+    assert not [c for c in RAW if c in out], out
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in out and "\\x9b32m\\rback\\u202eesrever\\nMetrics" in out
+    assert len(out.splitlines()) == clean_lines + 2, out  # training_data: 3 lines for "(not recorded)"; none faked
+    # File names from a folder reach the table escaped too (the prediction still made).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy2(slice_file, folder / f"{ESCAPES.replace(chr(10), '')}.jpg")
+    code, out, err = _cli(capsys, "predict", hostile, folder)
+    assert code == 0, err
+    assert not [c for c in RAW if c in out + err], out + err
+    assert len(out.splitlines()) == 2 and "\\x1b]0;owned" in out

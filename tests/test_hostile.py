@@ -230,3 +230,28 @@ def test_a_model_card_cannot_write_escape_codes_to_the_terminal(tiny_checkpoint,
     assert code == 0, err
     assert not [c for c in RAW if c in out + err], out + err
     assert len(out.splitlines()) == 2 and "\\x1b]0;owned" in out
+
+
+# --- 4. a small checkpoint that names a huge architecture --------------------------------------
+
+
+def test_weights_are_checked_against_the_architecture_before_it_is_built(tiny_checkpoint, slice_file, tmp_path):
+    """A few-kilobyte checkpoint whose card names vit_h_14 (632 million parameters) used to cost
+    3.3 GB: the whole model was built before the weights were found not to fit. The names and
+    shapes are now compared on the meta device first; refusing costs what predicting costs."""
+    import torch
+
+    from brainmri.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(tiny_checkpoint)
+    ckpt["card"]["arch"] = "vit_h_14"
+    ckpt["model_state"] = {"head.4.weight": torch.zeros(4, 128), "head.4.bias": torch.zeros(4)}
+    crafted = tmp_path / "crafted.pt"
+    torch.save(ckpt, crafted)
+    assert crafted.stat().st_size < 64 * 1024
+    baseline = run_measured(["predict", tiny_checkpoint, slice_file, "-q"])
+    assert baseline.code == 0, baseline.err
+    run = run_measured(["predict", crafted, slice_file, "-q"], baseline.peak_mb + 1500, 300)
+    assert run.killed is None, run.killed
+    _one_line_error(run.code, run.err, "weights do not match architecture 'vit_h_14'", "tensors missing")
+    assert run.peak_mb < baseline.peak_mb + 100, (run.peak_mb, baseline.peak_mb)

@@ -255,3 +255,129 @@ def test_weights_are_checked_against_the_architecture_before_it_is_built(tiny_ch
     assert run.killed is None, run.killed
     _one_line_error(run.code, run.err, "weights do not match architecture 'vit_h_14'", "tensors missing")
     assert run.peak_mb < baseline.peak_mb + 100, (run.peak_mb, baseline.peak_mb)
+
+
+# --- 5. one writer per run folder; SIGTERM ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared32(small_raw, tmp_path_factory) -> Path:
+    from brainmri.preparation import prepare
+
+    out = tmp_path_factory.mktemp("hostile") / "prepared"
+    prepare(small_raw, out, size=32, workers=1, progress=False)
+    return out
+
+
+def _config(prepared: Path, **changes):
+    from brainmri.config import TrainConfig
+
+    values = dict(data=str(prepared), arch="resnet18", weights="none", epochs=2, batch_size=8, image_size=32,
+                  limit_per_class=4, deterministic=True, device="cpu")  # fmt: skip
+    return TrainConfig(**{**values, **changes})
+
+
+def _interrupted_run(prepared: Path, run: Path) -> None:
+    """A run stopped after its first step (last.pt saved): something to resume."""
+    from brainmri.train import train
+
+    def stop(epoch: int, step: int) -> None:
+        if (epoch, step) == (1, 1):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(prepared), run, progress=False, step_callback=stop)
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(prepared32, tmp_path):
+    """Two `train --resume` of one run used to both train to the end, write the same checkpoints
+    and log every line twice. While one process trains, a second resume or overwrite is one line."""
+    from brainmri.train import train
+
+    runs = tmp_path / "runs"
+    _interrupted_run(prepared32, runs / "r")
+    others = []
+
+    def second_writers(epoch: int, step: int) -> None:
+        if not others:  # while this process holds the run, at its first step
+            resume = ["train", "--resume", "--name", "r", "--runs-dir", runs, "--quiet"]
+            overwrite = ["train", "--data", prepared32, "--arch", "resnet18", "--weights", "none", "--epochs", "1",
+                         "--image-size", "32", "--name", "r", "--runs-dir", runs, "--overwrite", "--quiet"]  # fmt: skip
+            others.extend(run_measured(argv, timeout=300) for argv in (resume, overwrite))
+
+    train(_config(prepared32), runs / "r", resume=True, progress=False, step_callback=second_writers)
+    for other in others:
+        assert other.killed is None, other.killed
+        _one_line_error(other.code, other.err, "run folder", "is in use by another brainmri process")
+    log = (runs / "r" / "train.log").read_text()
+    assert log.count("finished:") == 1 and log.count("resumed ") == 1, log
+    assert len(json.loads((runs / "r" / "environment.json").read_text())["resumed"]) == 1
+    # Once the first process is done, the lock is gone with it.
+    code = main(["train", "--resume", "--name", "r", "--runs-dir", str(runs), "--quiet"])
+    assert code == 2  # refused only because the run has finished, not because of a lock
+
+
+SIGTERM_TRAIN = """
+import os, signal, sys
+import brainmri.engine
+from brainmri.cli import main
+
+real_step, calls = brainmri.engine.train_step, []
+
+def step_then_term(*args, **kwargs):
+    out = real_step(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 1:  # as `kill PID` would, during the first step
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+brainmri.engine.train_step = step_then_term
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_training_saves_a_resumable_checkpoint(prepared32, tmp_path):
+    """SIGTERM (kill, timeout, a scheduler ending a job) used to end training with nothing saved
+    or logged. Like Ctrl-C, it now ends the step, saves last.pt, logs one line, exits non-zero."""
+    import brainmri
+    from brainmri.checkpoint import read_checkpoint
+
+    runs = tmp_path / "runs"
+    argv = ["train", "--data", prepared32, "--arch", "resnet18", "--weights", "none", "--epochs", "2",
+            "--batch-size", "8", "--image-size", "32", "--limit-per-class", "4", "--deterministic",
+            "--device", "cpu", "--name", "r", "--runs-dir", runs, "--quiet"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_TRAIN, *map(str, argv)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode not in (0, -signal.SIGTERM), (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    log = (runs / "r" / "train.log").read_text()
+    stopped = [line for line in log.splitlines() if "SIGTERM" in line]
+    assert len(stopped) == 1 and "stopped by SIGTERM in epoch 1 after step 1; saved last.pt" in stopped[0], log
+    last = read_checkpoint(runs / "r" / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["extra"]["step"]) == (0, 1)
+    assert main(["train", "--resume", "--name", "r", "--runs-dir", str(runs), "--quiet"]) == 0
+    assert (runs / "r" / "summary.json").is_file()
+
+
+# --- empty class folders -------------------------------------------------------------------------
+
+
+def test_an_empty_class_folder_is_said_and_training_without_a_class_refused(small_raw, tmp_path, capsys):
+    """An empty class folder used to be passed over without a word, and training went on with a
+    class the model could never learn."""
+    src = tmp_path / "src"
+    shutil.copytree(small_raw, src)
+    for f in (src / "no_tumor").iterdir():
+        f.unlink()
+    code, out, err = _cli(capsys, "data", "prepare", src, tmp_path / "prep", "--size", "32", "--workers", "1",
+                          "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert "brainmri: warning: class folder no_tumor holds no images" in err
+    assert "brainmri: warning: no images of normal: a model trained on this folder cannot learn that class" in err
+    assert json.loads((tmp_path / "prep" / "prepare.json").read_text())["warnings"]
+    code, _, err = _cli(capsys, "train", "--data", tmp_path / "prep", "--arch", "resnet18", "--weights", "none",
+                        "--epochs", "1", "--image-size", "32", "--runs-dir", tmp_path / "runs", "--quiet")  # fmt: skip
+    _one_line_error(code, err, "no training images of normal")
+    assert not (tmp_path / "runs").exists()

@@ -167,6 +167,38 @@ def publish_dir(staged: Path, dest: Path) -> None:
         staged.rename(dest)
 
 
+class FolderLock:
+    """An exclusive lock on a folder (``flock`` on the folder itself, so it leaves no file
+    behind), held while one process writes into it; a second process that asks is refused at
+    once, and the kernel drops the lock when its holder ends, however it ends. Advisory: only
+    processes that ask for it are kept out. Without ``fcntl`` (Windows) nothing is locked."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.path: Path | None = None
+
+    def acquire(self, path: str | Path, busy: str) -> None:
+        """Lock ``path`` (releasing a lock this object holds on another folder); ``busy`` is the
+        error message when another process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not Linux/macOS
+            return
+        self.release()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BrainMRIError(busy) from None
+        self.fd, self.path = fd, Path(path)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = self.path = None
+
+
 def shown(name: str | Path) -> str:
     """A file name as tables and messages show it: as it is when every character is printable,
     else quoted like ``repr`` (a newline becomes ``\\n``), so that one odd name can neither

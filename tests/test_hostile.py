@@ -381,3 +381,29 @@ def test_an_empty_class_folder_is_said_and_training_without_a_class_refused(smal
                         "--epochs", "1", "--image-size", "32", "--runs-dir", tmp_path / "runs", "--quiet")  # fmt: skip
     _one_line_error(code, err, "no training images of normal")
     assert not (tmp_path / "runs").exists()
+
+
+# --- 6. file names that are not UTF-8 -----------------------------------------------------------
+
+
+def test_file_names_that_are_not_utf8_are_recorded_escaped(small_raw, tmp_path, capsys):
+    """A Latin-1 file name (b'caf\\xe9') used to end prepare in a UnicodeEncodeError traceback."""
+    from brainmri import data, splits
+
+    src = tmp_path / "src"
+    shutil.copytree(small_raw, src)
+    copies = {}  # each a copy: one of the two names is recorded as the other's duplicate
+    for folder, name in (("glioma_tumor", b"caf\xe9.jpg"), ("no_tumor", b"\xff\xfe.jpg")):
+        first = sorted((src / folder).iterdir())[0]
+        shutil.copy2(first, os.fsdecode(bytes(src / folder) + b"/" + name))
+        copies[f"{folder}/{first.name}"] = f"{folder}/{str(name)[2:-1]}"  # b'caf\xe9' -> caf\xe9
+    code, _, err = _cli(capsys, "data", "prepare", src, tmp_path / "prep", "--size", "32", "--workers", "1",
+                        "--no-progress")  # fmt: skip
+    assert code == 0 and "Traceback" not in err, err
+    rows = {r["source_path"]: r for r in data.read_manifest(tmp_path / "prep")}  # a UTF-8 file
+    assert sorted(copies.values()) == ["glioma_tumor/caf\\xe9.jpg", "no_tumor/\\xff\\xfe.jpg"]
+    for original, escaped in copies.items():
+        assert {rows[original]["status"], rows[escaped]["status"]} == {"kept", "duplicate"}
+        kept = original if rows[original]["status"] == "kept" else escaped
+        assert rows[original if kept == escaped else escaped]["duplicate_of"] == kept
+    assert splits.make_split(tmp_path / "prep")  # the prepared folder is usable as ever

@@ -217,6 +217,17 @@ def brief(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 for a record read back as UTF-8 (a manifest): a file name whose
+    bytes are not UTF-8 (held by Python as surrogate escapes) gets each such byte written as
+    ``\\xNN`` (``caf\\xe9.jpg``), instead of making the whole write fail."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def one_line(text: str) -> str:
     """``text`` with every unprintable character escaped, for messages that must stay one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -23,7 +23,7 @@ from PIL import Image
 from brainmri.data import MANIFEST, MANIFEST_COLUMNS, PREPARE_JSON
 from brainmri.dataset import TRAIN_FOLDERS, empty_class_folders, scan
 from brainmri.errors import BrainMRIError
-from brainmri.files import publish_dir, shown, staging_dir
+from brainmri.files import publish_dir, shown, staging_dir, utf8_text
 from brainmri.groups import PATIENT_COLUMN, assign, read_groups
 from brainmri.hashing import decode_for_hashing, duplicate_groups, map_images
 from brainmri.images import MAX_PIXELS
@@ -193,7 +193,9 @@ def _write_records(folder: Path, manifest: Sequence[dict[str, str]], columns: Se
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(manifest)
+    # Source file names that are not UTF-8 are recorded escaped (utf8_text), so the manifest
+    # stays a UTF-8 file that every reader can open.
+    writer.writerows({k: utf8_text(v) if isinstance(v, str) else v for k, v in m.items()} for m in manifest)
     (folder / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
     (folder / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 

@@ -407,3 +407,32 @@ def test_file_names_that_are_not_utf8_are_recorded_escaped(small_raw, tmp_path, 
         kept = original if rows[original]["status"] == "kept" else escaped
         assert rows[original if kept == escaped else escaped]["duplicate_of"] == kept
     assert splits.make_split(tmp_path / "prep")  # the prepared folder is usable as ever
+
+
+# --- 7. more folds than a class has images ----------------------------------------------------------
+
+
+def test_more_folds_than_the_smallest_class_is_one_line(small_raw, tmp_path, capsys):
+    """`data split --k 100` and `compare --cv 100` used to end in a scikit-learn traceback."""
+    src = tmp_path / "src"
+    shutil.copytree(small_raw, src)
+    for f in sorted((src / "pituitary_tumor").iterdir())[5:]:
+        f.unlink()
+    prepared = tmp_path / "prep"
+    assert _cli(capsys, "data", "prepare", src, prepared, "--size", "32", "--workers", "1", "--no-progress")[0] == 0
+    smallest = "the smallest class, pituitary_tumor, has 5 image groups (5 images)"
+    # 13: more than any class has (scikit-learn raised); 6: more than one class has (folds
+    # without pituitary images were written with a warning lost in the output).
+    for k in ("13", "6"):
+        code, _, err = _cli(capsys, "data", "split", prepared, "--k", k)
+        _one_line_error(code, err, f"cannot make {k} folds: {smallest}", "use --k 5 or fewer")
+    code, _, err = _cli(capsys, "data", "split", prepared, "--k", "100")
+    _one_line_error(code, err, "cannot make 100 folds from 40 image groups", "--k 40 or fewer")
+    assert not list(prepared.glob("folds_*"))
+    out = tmp_path / "cmp"
+    for k, words in (("13", smallest), ("6", smallest)):
+        code, _, err = _cli(capsys, "compare", "--data", prepared, "--out", out, "--cv", k, "--archs", "resnet18")
+        _one_line_error(code, err, words, "--cv")
+    assert not out.exists()
+    code, out_text, err = _cli(capsys, "data", "split", prepared, "--k", "5")
+    assert code == 0 and "fold 4:" in out_text, err

@@ -262,19 +262,47 @@ def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int 
     return rows
 
 
+def check_folds(rows: Sequence[dict[str, str]], k: int, flag: str = "--k") -> None:
+    """Refuse ``k`` folds that the rows cannot fill: every fold must hold every class, so no
+    class may have fewer groups (which stay whole) than there are folds. The message names the
+    smallest class and its size (scikit-learn's own is a traceback)."""
+    if k < 2:
+        raise BrainMRIError(f"{flag} must be at least 2, got {k}")
+    by_label: dict[str, set[str]] = {}
+    images: dict[str, int] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], set()).add(r["group"])
+        images[r["label"]] = images.get(r["label"], 0) + 1
+    n_groups = len({r["group"] for r in rows})
+    if n_groups < k:
+        raise BrainMRIError(
+            f"cannot make {k} folds from {n_groups} image groups; use {flag} {max(n_groups, 2)} or fewer"
+        )
+    smallest = min(sorted(by_label), key=lambda label: len(by_label[label]))
+    if len(by_label[smallest]) < k:
+        size = len(by_label[smallest])
+        raise BrainMRIError(
+            f"cannot make {k} folds: the smallest class, {smallest}, has {size} image groups "
+            f"({images[smallest]} images), and every fold needs one of each class; use {flag} {max(size, 2)} or fewer"
+        )
+
+
 def make_kfold(
-    prepared: str | Path, k: int = 5, seed: int = 42, groups: str | Path | None = None, groups_missing: str = "error"
+    prepared: str | Path,
+    k: int = 5,
+    seed: int = 42,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
+    flag: str = "--k",
 ) -> list[dict[str, str]]:
     """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation; groups as in
-    :func:`make_split`."""
+    :func:`make_split`. ``flag`` names the setting in errors (``--k``, or compare's ``--cv``)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if k < 2:
-        raise BrainMRIError(f"--k must be at least 2, got {k}")
+        raise BrainMRIError(f"{flag} must be at least 2, got {k}")
     rows = kept_rows(prepared, groups, groups_missing)
-    n_groups = len({r["group"] for r in rows})
-    if n_groups < k:
-        raise BrainMRIError(f"cannot make {k} folds from {n_groups} image groups")
+    check_folds(rows, k, flag)
     y = np.array([CLASSES.index(r["label"]) for r in rows])
     groups = np.array([r["group"] for r in rows])
     folds = np.empty(len(rows), dtype=np.int64)

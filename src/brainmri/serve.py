@@ -44,7 +44,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
-from brainmri.images import ImageError
+from brainmri.images import MAX_FILE_BYTES, ImageError
 from brainmri.netutil import LOOPBACK_NAMES, is_loopback
 from brainmri.serve_guard import Limits, cross_origin_reason, server_config
 from brainmri.uploads import ApiError, Upload, read_uploads
@@ -147,6 +147,8 @@ def create_app(
 
     if max_bytes < 1 or max_files < 1 or workers < 1:
         raise BrainMRIError("size limit, file limit and workers must be at least 1")
+    if max_bytes > MAX_FILE_BYTES:  # an upload is held in memory whole; predict reads no more either
+        raise BrainMRIError(f"size limit must be at most {MAX_FILE_BYTES:,} bytes, got {max_bytes:,}")
     predictor = Predictor(model_path, device=device)
 
     # One bounded pool for the app's lifetime: at most ``workers`` decodes/inferences at once,

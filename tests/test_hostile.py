@@ -420,7 +420,7 @@ def test_more_folds_than_the_smallest_class_is_one_line(small_raw, tmp_path, cap
         f.unlink()
     prepared = tmp_path / "prep"
     assert _cli(capsys, "data", "prepare", src, prepared, "--size", "32", "--workers", "1", "--no-progress")[0] == 0
-    smallest = "the smallest class, pituitary_tumor, has 5 image groups (5 images)"
+    smallest = "the smallest class, pituitary_tumor, has 5 images"
     # 13: more than any class has (scikit-learn raised); 6: more than one class has (folds
     # without pituitary images were written with a warning lost in the output).
     for k in ("13", "6"):

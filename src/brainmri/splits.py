@@ -263,27 +263,25 @@ def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int 
 
 
 def check_folds(rows: Sequence[dict[str, str]], k: int, flag: str = "--k") -> None:
-    """Refuse ``k`` folds that the rows cannot fill: every fold must hold every class, so no
-    class may have fewer groups (which stay whole) than there are folds. The message names the
-    smallest class and its size (scikit-learn's own is a traceback)."""
+    """Refuse ``k`` folds that the rows cannot fill: more folds than image groups (which stay
+    whole), or than the smallest class has images, so that no class could be in every fold
+    (scikit-learn's own message for that is a traceback). The message names the smallest class
+    and its size."""
     if k < 2:
         raise BrainMRIError(f"{flag} must be at least 2, got {k}")
-    by_label: dict[str, set[str]] = {}
-    images: dict[str, int] = {}
-    for r in rows:
-        by_label.setdefault(r["label"], set()).add(r["group"])
-        images[r["label"]] = images.get(r["label"], 0) + 1
     n_groups = len({r["group"] for r in rows})
     if n_groups < k:
         raise BrainMRIError(
             f"cannot make {k} folds from {n_groups} image groups; use {flag} {max(n_groups, 2)} or fewer"
         )
-    smallest = min(sorted(by_label), key=lambda label: len(by_label[label]))
-    if len(by_label[smallest]) < k:
-        size = len(by_label[smallest])
+    images: dict[str, int] = {}
+    for r in rows:
+        images[r["label"]] = images.get(r["label"], 0) + 1
+    smallest = min(sorted(images), key=images.__getitem__)
+    if images[smallest] < k:
         raise BrainMRIError(
-            f"cannot make {k} folds: the smallest class, {smallest}, has {size} image groups "
-            f"({images[smallest]} images), and every fold needs one of each class; use {flag} {max(size, 2)} or fewer"
+            f"cannot make {k} folds: the smallest class, {smallest}, has {images[smallest]} images; "
+            f"use {flag} {max(images[smallest], 2)} or fewer"
         )
 
 

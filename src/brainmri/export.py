@@ -279,7 +279,13 @@ def format_card(card: dict[str, Any]) -> str:
         ("Limitations", card.get("limitations", "")),
     ]
     check = card.get("input_check")
-    sections.append(("Input check", check if check else "size and near-constant checks only (not calibrated)"))
+    if isinstance(check, dict) and isinstance(check.get("image_statistics"), dict):
+        image = dict(check["image_statistics"])  # the matrix is for the program, its size for the reader
+        for key, what in (("transform", "a matrix of {} rows"), ("centre", "a vector of {} values")):
+            if isinstance(image.get(key), list):
+                image[key] = what.format(len(image[key])) + ", in the card"
+        check = {**check, "image_statistics": image}
+    sections.append(("Input check", check if check else "size, near-constant and colour checks only (not calibrated)"))
     if "export" in card:
         sections.append(("Export", card["export"]))
     lines = [f"Model card: {one_line(str(card.get('name', '?')))}"]

@@ -82,6 +82,7 @@ class Decoded:
     mode: str
     frame: int = 1
     frames: int = 1
+    chroma: float = 0.0  # how coloured the source is (:func:`chroma`); the array is grey either way
 
     @property
     def frame_note(self) -> str | None:
@@ -124,10 +125,10 @@ DICOM_KEYWORDS = (
 )  # fmt: skip
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int]:
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, float]:
     """Check what the file declares (:mod:`brainmri.dicomcheck`), then read only the attributes
     decoding needs and decode only the frame that is used: the middle one of a multi-frame file.
-    Returns the 8-bit slice and the number of frames in the file."""
+    Returns the 8-bit slice, the number of frames in the file and the frame's :func:`chroma`."""
     import pydicom
     from pydicom.datadict import tag_for_keyword
 
@@ -158,22 +159,25 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int]:
     except Exception as exc:
         raise ImageError(f"DICOM without decodable pixels: {exc}") from None
     try:
-        return _dicom_to_uint8(ds, arr), frames
+        gray, colour = _dicom_to_uint8(ds, arr)
+        return gray, frames, colour
     except ImageError:
         raise
     except Exception as exc:  # malformed rescale/window attributes, odd photometric data
         raise ImageError(f"unusable DICOM pixel data or window: {exc}") from None
 
 
-def _dicom_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
-    """Modality rescale, VOI window and photometric interpretation, then 8 bits."""
+def _dicom_to_uint8(ds, arr: np.ndarray) -> tuple[np.ndarray, float]:
+    """Modality rescale, VOI window and photometric interpretation, then 8 bits; and the
+    :func:`chroma` of a colour frame (0 for a grayscale one)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 4 or (arr.ndim == 3 and photometric in ("RGB", "YBR_FULL", "YBR_FULL_422")):
         if arr.ndim == 4:
             arr = arr[arr.shape[0] // 2]
-        return np.asarray(Image.fromarray(_scale_to_uint8(arr) if arr.dtype != np.uint8 else arr).convert("L"))
+        rgb = Image.fromarray(_scale_to_uint8(arr) if arr.dtype != np.uint8 else arr)
+        return np.asarray(rgb.convert("L")), chroma(rgb)
     if arr.ndim == 3:  # multi-frame grayscale: the middle frame is the representative slice
         arr = arr[arr.shape[0] // 2]
     arr = apply_modality_lut(arr, ds)
@@ -182,7 +186,7 @@ def _dicom_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
     out = _scale_to_uint8(arr)
     if photometric == "MONOCHROME1":
         out = 255 - out
-    return out
+    return out, 0.0
 
 
 def _decode_pil(data: bytes, max_pixels: int) -> Decoded:
@@ -196,11 +200,26 @@ def _decode_pil(data: bytes, max_pixels: int) -> Decoded:
     if any(w.category is UserWarning for w in caught):  # Pillow skipped damaged tags or headers
         raise ImageError(f"corrupt image: damaged {fmt} header")
     try:
-        return Decoded(_pil_to_uint8(img), size, mode, 1, frames)
+        return Decoded(_pil_to_uint8(img), size, mode, 1, frames, chroma(img))
     except ImageError:
         raise
     except Exception as exc:  # modes Pillow cannot convert (LAB, CMYK variants, ...)
         raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
+
+
+def chroma(img: Image.Image) -> float:
+    """How coloured an image is: the mean difference between each pixel's largest and smallest
+    colour channel (0..1), on a 64 px copy; 0 for a grayscale mode. MRI slices stored as RGB are
+    grey (0, or about 0.02 from JPEG's colour noise); photographs score 0.15 or more. The input
+    check uses it (:data:`brainmri.input_check.MAX_CHROMA`), since the grayscale array no longer
+    shows it. 0 too for a mode Pillow cannot turn into RGB (LAB, HSV): grey it can still be."""
+    if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return 0.0
+    try:
+        small = np.asarray(img.convert("RGB").resize((64, 64), Image.BILINEAR), dtype=np.int16)
+    except (OSError, ValueError):
+        return 0.0
+    return float((small.max(axis=2) - small.min(axis=2)).mean() / 255.0)
 
 
 def _count_frames(img: Image.Image) -> int:
@@ -330,6 +349,6 @@ def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Deco
         if _is_dicom(data[:132]):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pydicom's notes on non-conformant values; failures raise
-                arr, frames = _decode_dicom(data, max_pixels)
-            return Decoded(arr, (arr.shape[1], arr.shape[0]), "DICOM", frames // 2 + 1, frames)
+                arr, frames, colour = _decode_dicom(data, max_pixels)
+            return Decoded(arr, (arr.shape[1], arr.shape[0]), "DICOM", frames // 2 + 1, frames, colour)
         return _decode_pil(data, max_pixels)

@@ -96,6 +96,10 @@ def _held_out(run_dir: Path) -> list[tuple[str, Path]]:
     return [(r["path"], prepared / r["path"]) for r in select_split(rows, "test")]
 
 
+#: The reasons counted, as the warnings word them.
+REASONS = ("too small", "near-constant", "grey levels", "in colour", "image statistics", "out of distribution")
+
+
 def count_flagged(
     predictor: Any, images: Iterable[tuple[str, str | Path | bytes]], batch_size: int = 32
 ) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def count_flagged(
     flagged = [r for r in ok if r.input_warning]
     reasons: dict[str, int] = {}
     for r in flagged:
-        for key in ("too small", "near-constant", "grey levels", "out of distribution"):
+        for key in REASONS:
             if key in r.input_warning:
                 reasons[key] = reasons.get(key, 0) + 1
     return {

@@ -142,7 +142,7 @@ class Predictor:
             return self.to_array(source), source_reasons(source), None
         decoded = read_image(source)
         frame = (decoded.frame, decoded.frames) if decoded.frame_note else None
-        return self.to_array(decoded.array), source_reasons(decoded.array), frame
+        return self.to_array(decoded.array), source_reasons(decoded.array, decoded.chroma), frame
 
     def predict_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 (H, W) arrays at ``image_size`` -> probabilities (N, C), float64."""

@@ -424,6 +424,7 @@ def _calibrate(run: _Run) -> str:
         return f"not calibrated: {exc}"
     run.log(
         f"input check calibrated on {entry['calibrated_on']['images']} training images: "
-        f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g})"
+        f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g}), "
+        f"image statistics threshold {entry['image_statistics']['threshold']:.2f}"
     )
     return f"calibrated, threshold {entry['threshold']:.4g}"

@@ -6,6 +6,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -124,3 +130,57 @@ def dicom_bytes(
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+@dataclass
+class Measured:
+    """A finished command: exit code, output, and its peak resident memory (MB) as the kernel
+    counted it (``ru_maxrss`` from ``wait4``); ``killed`` names why the watchdog stopped it."""
+
+    code: int
+    out: str
+    err: str
+    peak_mb: float
+    killed: str | None = None
+
+
+def run_measured(argv: list, limit_mb: float = 2000, timeout: float = 300, cwd: Path | None = None) -> Measured:
+    """Run ``python -m brainmri ARGV`` (this checkout's package) and measure its peak memory.
+
+    A watchdog (psutil, sampled every 50 ms) kills it past ``limit_mb`` or ``timeout`` seconds,
+    so that a regression (a read without end, a hang) fails the test instead of taking the
+    machine; the peak reported is then at least the limit."""
+    import psutil
+
+    import brainmri
+
+    env = {**os.environ, "PYTHONPATH": str(Path(brainmri.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "brainmri", *map(str, argv)], stdout=out, stderr=err, env=env, cwd=cwd
+        )
+        killed: list[str] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            me, started = psutil.Process(proc.pid), time.monotonic()
+            while not done.wait(0.05):
+                try:
+                    rss = me.memory_info().rss
+                except psutil.Error:
+                    return
+                if rss > limit_mb * 2**20 or time.monotonic() - started > timeout:
+                    killed.append(f"memory over {limit_mb:g} MB" if rss > limit_mb * 2**20 else f"over {timeout:g} s")
+                    proc.kill()
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        watcher.join()
+        out.seek(0)
+        err.seek(0)
+        text = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace")
+    return Measured(proc.returncode, *text, usage.ru_maxrss / 1024, killed[0] if killed else None)

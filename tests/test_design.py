@@ -17,9 +17,9 @@ PACKAGE = Path(brainmri.__file__).parent
 
 #: The layers of docs/design.md; a module imports only from its own layer and those below.
 LAYERS = {
-    1: "errors labels config files rundir card netutil provenance",
+    1: "errors labels config files rundir card netutil provenance terminal",
     2: "images dicomcheck preprocess paths models checkpoint runtime inference augment explain metrics paired "
-    "hashing groups dataset data preparation splitfile splits input_check export",
+    "hashing groups dataset data preparation splitfile splits input_check image_stats export",
     3: "sampling optim engine run_records train",
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names.split()}

@@ -72,7 +72,7 @@ def test_table_csv_json_with_corrupt_files(predictor, model_path, real_files, tm
     assert "3 of 11 files could not be read" in captured.err
 
     rows = read_csv(out_csv)
-    assert list(rows[0]) == ["file", "predicted", *predictor.classes, "error", "input_warning"]
+    assert list(rows[0]) == ["file", "predicted", *predictor.classes, "error", "input_warning", "frame", "frames"]
     by_name = {Path(r["file"]).name: r for r in rows}
     assert "corrupt" in by_name["truncated.jpg"]["error"]
     assert "not an image" in by_name["notes.png"]["error"]
@@ -245,3 +245,43 @@ def test_inference_resizes_through_the_prepared_size_exactly_as_training_did(tin
         assert np.array_equal(predictor.to_array(original), images[i, 0].numpy())
         one_step_differs |= not np.array_equal(to_array(original, 64), images[i, 0].numpy())
     assert one_step_differs  # otherwise this test would not show anything
+
+
+def test_the_frame_used_of_a_multi_frame_file_is_said(predictor, real_files, tmp_path, capsys):
+    """A multi-frame DICOM, a GIF and a multi-page TIFF used to be reduced to one frame silently;
+    the table, CSV and JSON now say which frame was classified and how many there were, and the
+    prediction is that of that frame."""
+    from test_images import dicom_file
+
+    slices = [read_gray(f) for f in real_files[:3]]
+    side = min(min(s.shape) for s in slices)
+    frames = [np.asarray(Image.fromarray(s).resize((side, side))) for s in slices]
+    gif, tif = tmp_path / "cine.gif", tmp_path / "pages.tif"
+    Image.fromarray(frames[0]).save(gif, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]])
+    Image.fromarray(frames[0]).save(tif, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]])
+    dcm = tmp_path / "series.dcm"
+    dcm.write_bytes(dicom_file(np.stack(frames).astype(np.uint16), "1.2.840.10008.1.2.1", frames=3))
+    single = tmp_path / "single.png"
+    Image.fromarray(frames[0]).save(single)
+    out = tmp_path / "pred.json"
+    files = [str(f) for f in (gif, tif, dcm, single)]  # named: a folder search skips .gif
+    assert main(["predict", str(predictor.model_path), *files, "-o", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "frame" in table[0].split()
+    notes = {line.split()[0]: line for line in table[1:]}
+    assert "frame 1 of 3" in notes[str(gif)] and "frame 1 of 3" in notes[str(tif)]
+    assert "frame 2 of 3" in notes[str(dcm)] and "frame" not in notes[str(single)].split(str(single))[1]
+    rows = {Path(r["name"]).name: r for r in json.loads(out.read_text())["predictions"]}
+    got = {name: (r["frame"], r["frames"]) for name, r in rows.items()}
+    assert got == {"cine.gif": (1, 3), "pages.tif": (1, 3), "series.dcm": (2, 3), "single.png": (None, None)}
+    alone = predictor.predict_sources([_png_bytes(frames[1])])[0]
+    assert rows["series.dcm"]["probabilities"] == pytest.approx(alone.probabilities, abs=1e-5)
+    assert main(["predict", str(predictor.model_path), str(gif), "-q", "-o", str(tmp_path / "p.csv")]) == 0
+    (row,) = read_csv(tmp_path / "p.csv")
+    assert (row["frame"], row["frames"]) == ("1", "3")
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()

@@ -231,6 +231,7 @@ def test_thread_counts_are_bounded_by_the_machine(tiny_checkpoint, slices, capsy
         (["serve", "MODEL", "--max-mb", "nan"], "--max-mb"),
         (["serve", "MODEL", "--max-mb", "inf"], "--max-mb"),
         (["serve", "MODEL", "--max-mb", "-1"], "--max-mb"),
+        (["serve", "MODEL", "--max-mb", "1e308"], "--max-mb"),  # was an OverflowError traceback
         (["serve", "MODEL", "--host", "127.0.0.2"], "127.0.0.1"),
         (["data", "fetch", "--url", "notaurl", "--dest", "DEST"], "--url must be"),
         (["data", "fetch", "--url", "ftp://example.org/x.zip", "--dest", "DEST"], "--url must be"),
@@ -245,6 +246,18 @@ def test_bad_values_are_one_line(argv, message, tiny_checkpoint, small_raw, tmp_
     code, _, err = _cli(capsys, *(names.get(a, a) for a in argv))
     _one_line_error(code, err, message)
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_upload_limit_is_bounded_by_the_file_limit(capsys):
+    """--max-mb is checked when parsed (no server starts): at most 256 MB, what predict reads."""
+    from brainmri.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "m.pt", "--max-mb", "256"]).max_mb == 256
+    for value in ("256.5", "1e6", "1e308"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", "m.pt", "--max-mb", value])
+        err = capsys.readouterr().err
+        assert "--max-mb: must be a number of MB above 0 and at most 256" in err and err.count("\n") == 1, err
 
 
 def test_data_without_an_action_prints_help_and_fails(capsys):

@@ -61,6 +61,15 @@ def test_upload_in_a_real_browser(tiny_checkpoint, sartaj, tmp_path):
             assert shares == pytest.approx(shown, abs=0.01) and sum(shown) == pytest.approx(1, abs=0.01)
             assert page.locator("#token-form").is_hidden()
 
+            # A multi-frame file says which frame was classified.
+            from test_serve import multi_frame_gif
+
+            cine = tmp_path / "cine.gif"
+            cine.write_bytes(multi_frame_gif(real_images(sartaj, "glioma_tumor", 3, "Testing")))
+            page.set_input_files("#file-input", [str(cine)])
+            page.wait_for_selector(".result.ok .frame-note", timeout=60_000)
+            assert "Frame 1 of 3 frames" in page.inner_text(".result.ok .frame-note")
+
             page.set_input_files("#file-input", [str(notes)])
             page.wait_for_selector(".result.rejected .error")
             assert "not an image file" in page.inner_text(".result.rejected .error")

@@ -18,7 +18,7 @@ from torch import nn
 
 from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
-from brainmri.files import atomic_write_bytes
+from brainmri.files import FileRefused, atomic_write_bytes, brief, check_regular
 from brainmri.rundir import BEST_PT, RunDir
 
 FORMAT = "brainmri-checkpoint"
@@ -65,6 +65,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise BrainMRIError(f"model file not found: {path}")
     try:
+        check_regular(path)  # a FIFO would hang torch.load, a device feed it without end
+    except FileRefused as exc:
+        raise BrainMRIError(f"{path}: {exc}") from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes about old pickle protocols: not ours to show
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -96,16 +100,38 @@ def update_card(path: str | Path, **fields: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, Any]) -> None:
+    """Compare the weights' names and shapes with the architecture the card names, built on
+    PyTorch's ``meta`` device (shapes only, no memory), before the model is built for real: a
+    small file that names a huge architecture (``vit_h_14``, 2.5 GB of parameters) must cost
+    nothing to refuse."""
+    from brainmri.models import build_model
+
+    with torch.device("meta"):
+        skeleton = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in state.items() if isinstance(t, torch.Tensor)}
+    missing = [name for name in expected if name not in given]
+    unexpected = [name for name in state if name not in expected or not isinstance(state[name], torch.Tensor)]
+    reshaped = [name for name in expected if name in given and given[name] != expected[name]]
+    if missing or unexpected or reshaped:
+        example = next(iter(missing or unexpected or reshaped))
+        raise BrainMRIError(
+            f"{path}: weights do not match architecture {card['arch']!r} named in its model card "
+            f"({len(missing)} of {len(expected)} tensors missing, {len(reshaped)} of another shape, "
+            f"{len(unexpected)} unexpected; e.g. {brief(str(example))})"
+        )
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model described by a checkpoint's card and load its weights (eval mode)."""
+    """Rebuild the model described by a checkpoint's card and load its weights (eval mode);
+    the weights are checked against the architecture first (:func:`check_weights_fit`)."""
     from brainmri.models import build_model
 
     ckpt = read_checkpoint(path)
     card = ckpt["card"]
-    try:
-        model = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
-    except KeyError as exc:
-        raise BrainMRIError(f"{path}: model card lacks {exc}") from None
+    check_weights_fit(path, card, ckpt["model_state"])
+    model = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError:

@@ -15,7 +15,11 @@ from typing import NoReturn
 from brainmri import __version__, cli_data, cli_experiments, cli_predict, cli_results, cli_serve
 from brainmri.cli_args import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from brainmri.errors import BrainMRIError
-from brainmri.files import one_line
+from brainmri.files import brief, one_line
+from brainmri.terminal import SafeStream
+
+#: Longest error line printed: a message that quotes a value from a file is cut here at the latest.
+MAX_ERROR_CHARS = 2000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,10 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USER_ERROR
+    stdout = sys.stdout
+    sys.stdout = SafeStream(stdout)  # card text, file and class names: never raw escape codes
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with every user error as one line on stderr."""
     try:
         return int(args.func(args) or 0)
-    except BrainMRIError as exc:  # one line, whatever file names the message carries
-        print(f"brainmri: error: {one_line(str(exc))}", file=sys.stderr)
+    except BrainMRIError as exc:  # one short line, whatever file names or values the message carries
+        print(f"brainmri: error: {brief(one_line(str(exc)), MAX_ERROR_CHARS)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `brainmri info RUN | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -37,15 +37,20 @@ def cpu_count(text: str) -> int:
 
 
 def positive_mb(text: str) -> float:
-    """An argparse type: a finite size in MB above zero (nan and inf are not sizes)."""
+    """An argparse type: a size in MB above zero and at most the largest image file read
+    (:data:`brainmri.images.MAX_FILE_BYTES`, 256 MB): an upload is held in memory whole, and
+    nan, inf or 1e308 are not sizes (1e308 MB overflowed the byte count)."""
     import math
 
+    from brainmri.images import MAX_FILE_BYTES
+
+    most = MAX_FILE_BYTES // 2**20
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of MB, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of MB, got {text!r}")
+    if not math.isfinite(value) or not 0 < value <= most:
+        raise argparse.ArgumentTypeError(f"must be a number of MB above 0 and at most {most}, got {text!r}")
     return value
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from brainmri import preparation, splitfile, splits
 from brainmri.cli_args import EXIT_USER_ERROR, add_groups_flags, int_at_least
+from brainmri.files import one_line
 
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -113,6 +115,8 @@ def _run_data_prepare(args: argparse.Namespace) -> int:
     )
     print(preparation.format_summary(summary))
     print(f"wrote {args.out} in {summary['seconds']:.1f} s")
+    for warning in summary["warnings"]:
+        print(f"brainmri: warning: {one_line(warning)}", file=sys.stderr)
     return 0
 
 

@@ -291,7 +291,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         )
         print(
             f"input check calibrated on {entry['calibrated_on']['images']} training images: threshold "
-            f"{entry['threshold']:.2f} (percentile {entry['percentile']:g} of cross-fitted training scores)"
+            f"{entry['threshold']:.2f} (percentile {entry['percentile']:g} of cross-fitted training scores); "
+            f"image statistics threshold {entry['image_statistics']['threshold']:.2f}"
         )
     if args.measure is not None:
         from brainmri.input_check_measure import format_measure, measure_input_check

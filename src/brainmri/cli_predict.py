@@ -190,6 +190,7 @@ def _check_explain_dir(folder, panels: Sequence[str], overwrite: bool) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from brainmri.export import default_output, export_model, load_calibration, load_onnx, quantize_int8
+    from brainmri.files import one_line
     from brainmri.paths import expand_paths
 
     if args.quantize and not args.calibration:
@@ -215,7 +216,7 @@ def _run_export(args: argparse.Namespace) -> int:
             args.calibration,
             int(card["image_size"]),
             via=card.get("prepared_size"),
-            warn=lambda message: print(f"brainmri: {message}", file=sys.stderr),
+            warn=lambda message: print(f"brainmri: {one_line(message)}", file=sys.stderr),
         )
         qout = default_output(out, quantize=args.quantize)
         check = quantize_int8(out, qout, arrays, overwrite=args.overwrite)

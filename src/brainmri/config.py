@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from brainmri.errors import BrainMRIError
+from brainmri.files import MAX_SHOWN_CHARS, brief
 
 #: What trains: the whole network (the paper), the head only, or the last stage and the head.
 FINETUNE_MODES = ("full", "head", "last")
@@ -172,9 +173,10 @@ class TrainConfig:
         """A config from a mapping (a config file, a run's config.json), each value checked
         against its field's type so that a typo fails here, in one line, not mid-training."""
         hints = typing.get_type_hints(cls)
-        unknown = sorted(set(values) - set(hints))
+        unknown = sorted(map(str, set(values) - set(hints)))
         if unknown:
-            raise BrainMRIError(f"unknown config keys: {', '.join(unknown)}; known: {', '.join(sorted(hints))}")
+            listed = brief(", ".join(_shown_value(k) if not k.isidentifier() else k for k in unknown))
+            raise BrainMRIError(f"unknown config keys: {listed}; known: {', '.join(sorted(hints))}")
         return cls(**{name: _checked(name, value, hints[name]) for name, value in values.items()})
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -192,7 +194,7 @@ class TrainConfig:
             value, meta = getattr(self, f.name), f.metadata
             flag = "--" + f.name.replace("_", "-")
             if meta.get("choices") and value not in meta["choices"]:
-                raise BrainMRIError(f"unknown {flag} {value!r}; choose one of {', '.join(meta['choices'])}")
+                raise BrainMRIError(f"unknown {flag} {_shown_value(value)}; choose one of {', '.join(meta['choices'])}")
             if value is None or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             low, high = meta.get("low"), meta.get("high")
@@ -241,27 +243,60 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
     names = " or ".join(
         "null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed
     )
-    raise BrainMRIError(f"config key {name!r} must be {names}, got {value!r}")
+    raise BrainMRIError(f"config key {name!r} must be {names}, got {_shown_value(value)}")
+
+
+#: Largest config file read: a config is a few dozen settings, a few kilobytes.
+MAX_CONFIG_BYTES = 2**20
+
+
+def _shown_value(value: Any) -> str:
+    """``repr(value)`` cut short without building it whole: a nested value from a file could
+    take gigabytes to print in full."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = MAX_SHOWN_CHARS
+    return brief(shortener.repr(value))
+
+
+def _refuse_yaml_aliases(text: str, path: Path) -> None:
+    """No anchors or aliases: a few lines of them ("billion laughs") expand into gigabytes
+    wherever the loaded value is walked or printed, and no setting needs them."""
+    import yaml
+
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            mark = event.start_mark
+            raise BrainMRIError(
+                f"config file {path} uses a YAML anchor or alias (line {mark.line + 1}); write each value out"
+            )
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a dict of TrainConfig fields."""
+    """Read a JSON or YAML config file (a regular file of at most 1 MB, YAML without anchors or
+    aliases) into a dict of TrainConfig fields; every error is one short line."""
+    from brainmri.files import FileRefused, read_regular
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BrainMRIError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        text = read_regular(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileRefused as exc:
+        raise BrainMRIError(f"cannot read config file {path}: {exc}") from None
     except UnicodeDecodeError:
         raise BrainMRIError(f"config file {path} is not a UTF-8 text file (JSON or YAML expected)") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            values = yaml.safe_load(text)
+            _refuse_yaml_aliases(text, path)
+            values = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         else:
             values = json.loads(text)
-    except Exception as exc:
-        first = " ".join(str(exc).split())  # YAML messages span several lines
+    except BrainMRIError:
+        raise
+    except Exception as exc:  # YAML and JSON errors; RecursionError for absurd nesting
+        first = brief(" ".join(str(exc).split()))  # YAML messages span several lines
         raise BrainMRIError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {first}") from None
     if not isinstance(values, dict):
         raise BrainMRIError(f"config file {path} must hold a mapping of settings")

@@ -63,3 +63,21 @@ def scan(src: str | Path, label_map: str | Mapping[str, str] | None = None) -> l
             "or SRC/<split>/<class>/<image>"
         )
     return sorted(rows, key=lambda r: r["source_path"])
+
+
+def empty_class_folders(src: str | Path, rows: list[dict[str, str]]) -> list[str]:
+    """Class folders of ``src`` (``SRC/<class>`` or ``SRC/<split>/<class>``) that hold no image
+    file: a class meant to be there that is not, which must be said, not passed over."""
+    src = Path(src)
+    used = {(r["source_split"], r["class_folder"]) for r in rows}
+
+    def folders(parent: Path) -> list[Path]:
+        return sorted(p for p in parent.iterdir() if p.is_dir() and not _skip(p.name))
+
+    empty = []
+    for top in folders(src):
+        if top.name.lower() in SPLIT_FOLDERS:
+            empty += [f"{top.name}/{c.name}" for c in folders(top) if (top.name, c.name) not in used]
+        elif ("", top.name) not in used:
+            empty.append(top.name)
+    return empty

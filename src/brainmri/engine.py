@@ -142,24 +142,32 @@ def stop_agreed(flag: bool, step: int, last_step: int, device: torch.device, wor
     return all_reduce([float(flag)], device, world_size)[0] > 0
 
 
+#: Signals that stop training gracefully: Ctrl-C, and what ``kill``, ``timeout``, systemd,
+#: Docker and batch schedulers send to end a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def graceful_interrupt():
-    """Turn the first Ctrl-C into a flag checked between steps, so that the state saved on
-    interrupt is never half an optimiser step; a second Ctrl-C stops at once."""
-    flag = {"stop": False}
+    """Turn the first Ctrl-C or SIGTERM into a flag checked between steps, so that the state
+    saved on interrupt is never half an optimiser step; a second one acts at once (Ctrl-C:
+    KeyboardInterrupt, SIGTERM: the process ends). ``flag["signal"]`` names the signal."""
+    flag: dict[str, Any] = {"stop": False, "signal": None}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
-        flag["stop"] = True
-        signal.signal(signal.SIGINT, previous)
+        flag["stop"], flag["signal"] = True, signal.Signals(signum).name
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # --- one step, one epoch, validation ------------------------------------------------------------
@@ -213,7 +221,7 @@ def train_one_epoch(
     *,
     rank: int = 0,
     world_size: int = 1,
-    interrupt: dict[str, bool] | None = None,
+    interrupt: dict[str, Any] | None = None,
     step_callback: StepCallback | None = None,
     bar: Any = None,
 ) -> dict[str, float]:

@@ -21,7 +21,7 @@ import torch
 from brainmri.checkpoint import read_checkpoint, update_card
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, plain_name, shown
-from brainmri.images import ImageError, read_gray
+from brainmri.images import ImageError, read_image
 from brainmri.inference import probabilities
 from brainmri.input_check import source_reasons
 from brainmri.metrics import compute_metrics
@@ -137,12 +137,13 @@ def _folder(
             skipped.append({"path": row["source_path"], "reason": f"label {row['label']} not known to the model"})
             continue
         try:
-            gray = read_gray(folder / row["source_path"])
+            decoded = read_image(folder / row["source_path"])
         except ImageError as exc:
             skipped.append({"path": row["source_path"], "reason": str(exc)})
             continue
+        gray = decoded.array
         arrays.append(to_array(gray, card["image_size"], via=card.get("prepared_size")))
-        reasons.append(source_reasons(gray))
+        reasons.append(source_reasons(gray, decoded.chroma))
         if prep_size is not None:
             hashes.append(image_hashes(to_array(gray, prep_size)))
         labels.append(classes.index(row["label"]))

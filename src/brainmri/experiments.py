@@ -354,6 +354,8 @@ def _check_inputs(
         raise BrainMRIError(
             "--split-policy random is a single 80/20 split (the paper's); it does not combine with --cv"
         )
+    if cv:  # folds the data cannot fill: one line now, before OUT is made
+        splits.check_folds(data_mod.kept_rows(prepared, config.groups, config.groups_missing), cv, "--cv")
     externals = [Path(e) for e in externals]
     for folder in externals:
         if not folder.is_dir():
@@ -370,7 +372,7 @@ def _comparison_split(prepared: Path, out: Path, config: TrainConfig, cv: int | 
     if not split.is_file():
         grouping = {"groups": config.groups, "groups_missing": config.groups_missing}
         if cv:
-            rows = splits.make_kfold(prepared, cv, config.seed, **grouping)
+            rows = splits.make_kfold(prepared, cv, config.seed, **grouping, flag="--cv")
         elif config.split_policy == "random":
             rows = make_random_split(prepared, config.test_size, config.seed)
         else:

@@ -20,6 +20,7 @@ from torch import nn
 
 from brainmri.card import check_card
 from brainmri.errors import BrainMRIError
+from brainmri.files import one_line
 from brainmri.rundir import RunDir
 
 CARD_KEY = "brainmri_card"
@@ -242,6 +243,9 @@ def _input_check_scorer(model_path: str | Path) -> nn.Module | None:
 
 
 def _lines(value: Any, indent: int) -> list[str]:
+    """A card entry as indented lines; every key and value on one line with its control
+    characters escaped (:func:`brainmri.files.one_line`): a card may come from anyone, and a
+    newline or an escape code in it must neither fake a line nor reach the terminal raw."""
     pad = " " * indent
     if isinstance(value, dict):
         if not value:
@@ -249,15 +253,15 @@ def _lines(value: Any, indent: int) -> list[str]:
         out = []
         for k, v in value.items():
             if isinstance(v, dict) and v and indent < 4:
-                out.append(f"{pad}{k}:")
+                out.append(f"{pad}{one_line(str(k))}:")
                 out.extend(_lines(v, indent + 2))
             else:
                 text = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-                out.append(f"{pad}{k}: {text}")
+                out.append(f"{pad}{one_line(str(k))}: {one_line(text)}")
         return out
     if isinstance(value, list):
-        return [f"{pad}{', '.join(map(str, value))}"]
-    return [f"{pad}{value}"]
+        return [f"{pad}{one_line(', '.join(map(str, value)))}"]
+    return [f"{pad}{one_line(str(value))}"]
 
 
 def format_card(card: dict[str, Any]) -> str:
@@ -275,21 +279,27 @@ def format_card(card: dict[str, Any]) -> str:
         ("Limitations", card.get("limitations", "")),
     ]
     check = card.get("input_check")
-    sections.append(("Input check", check if check else "size and near-constant checks only (not calibrated)"))
+    if isinstance(check, dict) and isinstance(check.get("image_statistics"), dict):
+        image = dict(check["image_statistics"])  # the matrix is for the program, its size for the reader
+        for key, what in (("transform", "a matrix of {} rows"), ("centre", "a vector of {} values")):
+            if isinstance(image.get(key), list):
+                image[key] = what.format(len(image[key])) + ", in the card"
+        check = {**check, "image_statistics": image}
+    sections.append(("Input check", check if check else "size, near-constant and colour checks only (not calibrated)"))
     if "export" in card:
         sections.append(("Export", card["export"]))
-    lines = [f"Model card: {card.get('name', '?')}"]
+    lines = [f"Model card: {one_line(str(card.get('name', '?')))}"]
     meta = [
         f"created {card['created']}" if card.get("created") else "",
         f"brainmri {card.get('brainmri_version', '?')}",
     ]
-    lines.append("  " + ", ".join(m for m in meta if m))
+    lines.append("  " + one_line(", ".join(m for m in meta if m)))
     for title, value in sections:
         lines.append("")
         lines.append(f"{title}:")
         lines.extend(_lines(value, 2))
     lines.append("")
-    lines.append(f"NOTICE: {card.get('notice', '')}")
+    lines.append(f"NOTICE: {one_line(str(card.get('notice', '')))}")
     return "\n".join(lines)
 
 

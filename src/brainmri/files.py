@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,75 @@ def staging_dir(dest: str | Path) -> Path:
         return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
     except OSError as exc:
         raise BrainMRIError(f"cannot write to {dest.parent}: {exc.strerror or exc}") from None
+
+
+class FileRefused(BrainMRIError):
+    """A path that is not read: not a regular file, too large, missing or unreadable. The message
+    is the reason alone (callers name the file), e.g. ``not a regular file (a FIFO)``."""
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def check_regular(path: str | Path) -> int:
+    """The size of ``path`` if it is a regular file (after symlinks), else :class:`FileRefused`:
+    for files handed whole to a library (``torch.load``, ``onnx.load``), which would wait on a
+    FIFO forever or read a device without end."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileRefused("no such file") from None
+    except OSError as exc:
+        raise FileRefused(f"cannot read file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileRefused("is a folder")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileRefused(f"not a regular file ({_kind(info.st_mode)})")
+    return info.st_size
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, else :class:`FileRefused`.
+
+    Devices, FIFOs and sockets are refused from ``stat`` before they are opened (a symlink to
+    ``/dev/zero`` would never end, a FIFO would wait for a writer forever, and opening some
+    devices has effects), then checked again on the open descriptor, which is opened
+    non-blocking so that a FIFO swapped in meanwhile cannot hang the open. The read itself stops
+    at ``limit + 1`` bytes, so a file that grows while it is read cannot exceed the limit either.
+    """
+    size = check_regular(path)
+    if size > limit:
+        raise FileRefused(f"file too large ({size:,} bytes; limit {limit:,})")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise FileRefused(f"cannot read file: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileRefused(f"not a regular file ({_kind(mode)})")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        try:
+            while size <= limit and (chunk := fh.read(min(1 << 20, limit + 1 - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise FileRefused(f"cannot read file: {exc.strerror or exc}") from None
+    if size > limit:
+        raise FileRefused(f"file too large (more than {limit:,} bytes)")
+    return b"".join(chunks)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -97,12 +167,65 @@ def publish_dir(staged: Path, dest: Path) -> None:
         staged.rename(dest)
 
 
+class FolderLock:
+    """An exclusive lock on a folder (``flock`` on the folder itself, so it leaves no file
+    behind), held while one process writes into it; a second process that asks is refused at
+    once, and the kernel drops the lock when its holder ends, however it ends. Advisory: only
+    processes that ask for it are kept out. Without ``fcntl`` (Windows) nothing is locked."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.path: Path | None = None
+
+    def acquire(self, path: str | Path, busy: str) -> None:
+        """Lock ``path`` (releasing a lock this object holds on another folder); ``busy`` is the
+        error message when another process holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not Linux/macOS
+            return
+        self.release()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BrainMRIError(busy) from None
+        self.fd, self.path = fd, Path(path)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = self.path = None
+
+
 def shown(name: str | Path) -> str:
     """A file name as tables and messages show it: as it is when every character is printable,
     else quoted like ``repr`` (a newline becomes ``\\n``), so that one odd name can neither
     split a table row or a one-line message nor fail to print (undecodable bytes)."""
     text = str(name)
     return text if text.isprintable() else repr(text)
+
+
+#: Longest excerpt of a value (from a config file, a model card ...) quoted in an error line.
+MAX_SHOWN_CHARS = 120
+
+
+def brief(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ending ``...``), so that an error about a huge value
+    stays one short line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def utf8_text(text: str) -> str:
+    """``text`` as valid UTF-8 for a record read back as UTF-8 (a manifest): a file name whose
+    bytes are not UTF-8 (held by Python as surrogate escapes) gets each such byte written as
+    ``\\xNN`` (``caf\\xe9.jpg``), instead of making the whole write fail."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def one_line(text: str) -> str:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -46,12 +49,39 @@ def hash_one(task: tuple[str, int, int]) -> dict[str, str]:
     return decode_for_hashing(src, size, max_pixels)[1]
 
 
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Process-pool initializer: end this worker when the process that started it ends, however
+    it ends (SIGKILL included), instead of decoding on for nobody. On Linux the kernel sends
+    SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread watches the parent's id. A parent
+    gone before this ran is caught by comparing the parent's id."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:  # pragma: no cover - the project is tested on Linux
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def map_images(
     fn: Callable[[Any], dict[str, str]], tasks: Sequence[Any], workers: int | None, desc: str, progress: bool
 ) -> list[dict[str, str]]:
     """``[fn(t) for t in tasks]`` on a process pool of ``workers`` (default: all cores, at most
     8), in order, with a progress bar. ``imagehash`` is imported first, so forked workers
-    inherit it instead of importing it each."""
+    inherit it instead of importing it each. Workers end with this process
+    (:func:`die_with_parent`)."""
     import imagehash  # noqa: F401
     from tqdm import tqdm
 
@@ -60,7 +90,7 @@ def map_images(
     results: list[dict[str, str]] = []
     with tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
                 for res in pool.map(fn, tasks, chunksize=16):
                     results.append(res)
                     bar.update()

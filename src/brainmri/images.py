@@ -14,6 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,16 @@ from PIL import (  # noqa: F401 -- importing a plugin registers its format with 
 )
 
 from brainmri.errors import BrainMRIError
+from brainmri.files import FileRefused, read_regular
 
 #: Largest image accepted, in pixels. MRI slices are at most a few megapixels; anything
 #: far larger is a mistake or a decompression bomb, and decoding it would exhaust memory.
 MAX_PIXELS = 50_000_000
+
+#: Largest image file read, in bytes: a 50-megapixel 16-bit DICOM is 100 MB; anything larger
+#: is refused from its size before a byte is read (a read is capped here too, so a file that
+#: grows, or a device, cannot make it unbounded).
+MAX_FILE_BYTES = 256 * 2**20
 
 #: Formats read through Pillow (recognised by content). Others Pillow could open (EPS through
 #: Ghostscript, PSD, ICNS, ...) are refused unread: no slice arrives in them, and their
@@ -62,6 +69,32 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".di
 
 class ImageError(BrainMRIError):
     """A file that cannot be used as an image; the message is the reason, for reports."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded slice and what decoding chose: ``frame`` (1-based) of the ``frames`` that a
+    multi-frame DICOM, GIF, multi-page TIFF or MPO holds (0: the file's count is unreadable).
+    Reported with predictions, so that a reduction to one frame is never silent."""
+
+    array: np.ndarray
+    size: tuple[int, int]  # the original (width, height)
+    mode: str
+    frame: int = 1
+    frames: int = 1
+    chroma: float = 0.0  # how coloured the source is (:func:`chroma`); the array is grey either way
+
+    @property
+    def frame_note(self) -> str | None:
+        """``frame 3 of 7`` for a multi-frame file; None for a single image."""
+        return frame_note(self.frame, self.frames)
+
+
+def frame_note(frame: int, frames: int) -> str | None:
+    """How a reduction to one frame is shown: ``frame 3 of 7`` (None for a single image)."""
+    if frames == 1:
+        return None
+    return f"frame {frame} of {frames if frames > 1 else 'an unknown number'}"
 
 
 def _is_dicom(head: bytes) -> bool:
@@ -92,9 +125,10 @@ DICOM_KEYWORDS = (
 )  # fmt: skip
 
 
-def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
+def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, float]:
     """Check what the file declares (:mod:`brainmri.dicomcheck`), then read only the attributes
-    decoding needs and decode only the frame that is used: the middle one of a multi-frame file."""
+    decoding needs and decode only the frame that is used: the middle one of a multi-frame file.
+    Returns the 8-bit slice, the number of frames in the file and the frame's :func:`chroma`."""
     import pydicom
     from pydicom.datadict import tag_for_keyword
 
@@ -125,22 +159,25 @@ def _decode_dicom(data: bytes, max_pixels: int) -> np.ndarray:
     except Exception as exc:
         raise ImageError(f"DICOM without decodable pixels: {exc}") from None
     try:
-        return _dicom_to_uint8(ds, arr)
+        gray, colour = _dicom_to_uint8(ds, arr)
+        return gray, frames, colour
     except ImageError:
         raise
     except Exception as exc:  # malformed rescale/window attributes, odd photometric data
         raise ImageError(f"unusable DICOM pixel data or window: {exc}") from None
 
 
-def _dicom_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
-    """Modality rescale, VOI window and photometric interpretation, then 8 bits."""
+def _dicom_to_uint8(ds, arr: np.ndarray) -> tuple[np.ndarray, float]:
+    """Modality rescale, VOI window and photometric interpretation, then 8 bits; and the
+    :func:`chroma` of a colour frame (0 for a grayscale one)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 4 or (arr.ndim == 3 and photometric in ("RGB", "YBR_FULL", "YBR_FULL_422")):
         if arr.ndim == 4:
             arr = arr[arr.shape[0] // 2]
-        return np.asarray(Image.fromarray(_scale_to_uint8(arr) if arr.dtype != np.uint8 else arr).convert("L"))
+        rgb = Image.fromarray(_scale_to_uint8(arr) if arr.dtype != np.uint8 else arr)
+        return np.asarray(rgb.convert("L")), chroma(rgb)
     if arr.ndim == 3:  # multi-frame grayscale: the middle frame is the representative slice
         arr = arr[arr.shape[0] // 2]
     arr = apply_modality_lut(arr, ds)
@@ -149,24 +186,49 @@ def _dicom_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
     out = _scale_to_uint8(arr)
     if photometric == "MONOCHROME1":
         out = 255 - out
-    return out
+    return out, 0.0
 
 
-def _decode_pil(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int], str]:
+def _decode_pil(data: bytes, max_pixels: int) -> Decoded:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         img = _open_pil(data, max_pixels)
         fmt, size, mode = img.format or "image", img.size, img.mode
+        frames = _count_frames(img)  # before decoding: counting seeks through the file and back
         if _load_pil(img, fmt):  # libtiff reported errors, yet Pillow returned pixels: not the file's
             raise ImageError(f"corrupt image: damaged {fmt} pixel data")
     if any(w.category is UserWarning for w in caught):  # Pillow skipped damaged tags or headers
         raise ImageError(f"corrupt image: damaged {fmt} header")
     try:
-        return _pil_to_uint8(img), size, mode
+        return Decoded(_pil_to_uint8(img), size, mode, 1, frames, chroma(img))
     except ImageError:
         raise
     except Exception as exc:  # modes Pillow cannot convert (LAB, CMYK variants, ...)
         raise ImageError(f"unsupported image mode {img.mode}: {exc}") from None
+
+
+def chroma(img: Image.Image) -> float:
+    """How coloured an image is: the mean difference between each pixel's largest and smallest
+    colour channel (0..1), on a 64 px copy; 0 for a grayscale mode. MRI slices stored as RGB are
+    grey (0, or about 0.02 from JPEG's colour noise); photographs score 0.15 or more. The input
+    check uses it (:data:`brainmri.input_check.MAX_CHROMA`), since the grayscale array no longer
+    shows it. 0 too for a mode Pillow cannot turn into RGB (LAB, HSV): grey it can still be."""
+    if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return 0.0
+    try:
+        small = np.asarray(img.convert("RGB").resize((64, 64), Image.BILINEAR), dtype=np.int16)
+    except (OSError, ValueError):
+        return 0.0
+    return float((small.max(axis=2) - small.min(axis=2)).mean() / 255.0)
+
+
+def _count_frames(img: Image.Image) -> int:
+    """Frames (pages) in a GIF, TIFF, MPO, APNG or WebP; Pillow decodes the first, the one used.
+    0 when the count cannot be read (frames after the first are damaged)."""
+    try:
+        return max(int(getattr(img, "n_frames", 1)), 1)
+    except Exception:  # Pillow raises many types for a damaged frame chain
+        return 0
 
 
 def _open_pil(data: bytes, max_pixels: int) -> Image.Image:
@@ -256,28 +318,37 @@ def read_gray(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> np.nd
 
     Raises :class:`ImageError` with a short reason for anything that is not a usable image.
     """
-    return read_gray_info(source, max_pixels)[0]
+    return read_image(source, max_pixels).array
 
 
 def read_gray_info(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int], str]:
     """Like :func:`read_gray`, also returning the original (width, height) and mode."""
-    if isinstance(source, (str, Path)):
-        try:
-            data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"no such file: {source}") from None
-        except IsADirectoryError:
-            raise ImageError(f"is a folder, not an image: {source}") from None
-        except OSError as exc:
-            raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
-    else:
-        data = bytes(source)
+    decoded = read_image(source, max_pixels)
+    return decoded.array, decoded.size, decoded.mode
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file: a regular file of at most :data:`MAX_FILE_BYTES` (devices,
+    FIFOs and sockets are refused unread, see :func:`brainmri.files.read_regular`)."""
+    try:
+        return read_regular(path, MAX_FILE_BYTES)
+    except FileRefused as exc:
+        reason = str(exc)
+        if reason in ("no such file", "is a folder"):
+            reason = f"{reason}: {path}" if reason == "no such file" else f"is a folder, not an image: {path}"
+        raise ImageError(reason) from None
+
+
+def read_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """Decode a file (path or bytes): the 8-bit grayscale slice with its original size, mode
+    and the frame used of a multi-frame file (:class:`Decoded`)."""
+    data = read_bytes(source) if isinstance(source, (str, Path)) else bytes(source)
     if not data:
         raise ImageError("empty file")
     with _DECODE_LOCK:
         if _is_dicom(data[:132]):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pydicom's notes on non-conformant values; failures raise
-                arr = _decode_dicom(data, max_pixels)
-            return arr, (arr.shape[1], arr.shape[0]), "DICOM"
+                arr, frames, colour = _decode_dicom(data, max_pixels)
+            return Decoded(arr, (arr.shape[1], arr.shape[0]), "DICOM", frames // 2 + 1, frames, colour)
         return _decode_pil(data, max_pixels)

@@ -5,8 +5,11 @@ p=0.93" as readily as an MRI slice. Every prediction therefore carries an input 
 (``predict``, ``serve``, ``evaluate --data``):
 
 * cheap checks on the decoded source image, before resizing: too small (a side under
-  :data:`MIN_SIDE` px), near-constant (grey-level spread under :data:`MIN_STD`), or too few
-  grey levels (binary or posterised, e.g. a 1-bit DICOM);
+  :data:`MIN_SIDE` px), near-constant (grey-level spread under :data:`MIN_STD`), too few
+  grey levels (binary or posterised, e.g. a 1-bit DICOM), or in colour (:data:`MAX_CHROMA`);
+* a model-independent score (:mod:`brainmri.image_stats`): the Mahalanobis distance of the
+  slice's own statistics (grey levels, the dark background, the head's size, shape and place,
+  texture) to the training side's. It holds for a weak model, whose feature score does not;
 * an out-of-distribution score from the model itself: the Mahalanobis distance of the
   backbone's pooled features (the penultimate layer, before the head) to the nearest class
   mean, with one covariance shared by the classes (Lee et al., 2018), estimated with
@@ -28,7 +31,7 @@ import datetime
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,12 +40,19 @@ from torch import nn
 from brainmri.errors import BrainMRIError
 from brainmri.rundir import RunDir
 
+if TYPE_CHECKING:
+    from brainmri.image_stats import ImageStatisticsScore
+
 #: Smallest source side accepted as a slice (the training images' smallest side is 167 px).
 MIN_SIDE = 64
 #: Grey-level standard deviation (0..255) under which an image is near-constant (training: >= 21).
 MIN_STD = 4.0
 #: Distinct grey levels under which an image is binary or posterised (training: >= 129).
 MIN_LEVELS = 16
+#: Colour (:func:`brainmri.images.chroma`, 0..1) above which an image is not an MRI slice:
+#: Sartaj's 3,264 files are all 0, the external set's 850 at most 0.020 (JPEG colour noise);
+#: scikit-image's photographs score 0.15 to 0.44.
+MAX_CHROMA = 0.05
 #: Percentile of the training side's (cross-fitted) scores used as the threshold.
 PERCENTILE = 99.5
 #: Folds of the cross-fitting that scores each training image with statistics it was not in.
@@ -54,10 +64,13 @@ STATS_KEY = "input_check"
 PREFIX = "not like the training images: "
 
 
-def source_reasons(gray: np.ndarray) -> list[str]:
-    """Why a decoded source image (uint8, before resizing) is not like an MRI slice; [] if it may be."""
+def source_reasons(gray: np.ndarray, chroma: float = 0.0) -> list[str]:
+    """Why a decoded source image (uint8, before resizing; ``chroma`` of the file it came from)
+    is not like an MRI slice; [] if it may be."""
     h, w = gray.shape[:2]
     reasons = []
+    if chroma > MAX_CHROMA:
+        reasons.append(f"in colour (chroma {chroma:.2f}; MRI slices are grey)")
     if min(h, w) < MIN_SIDE:
         reasons.append(f"too small ({w}x{h})")
     std = float(gray.std()) if gray.size else 0.0
@@ -216,6 +229,7 @@ def calibrate_input_check(
     threshold = float(np.percentile(scores, percentile))
     transform, centres = fit_statistics(features, labels)
     dim, k = transform.shape[0], centres.shape[0]
+    image_entry = calibrate_image_statistics(images, groups, percentile)
     entry = {
         "method": METHOD,
         "description": "Mahalanobis distance of the backbone's pooled features to the nearest class mean, "
@@ -230,7 +244,13 @@ def calibrate_input_check(
         "training_scores": {q: float(np.percentile(scores, p)) for q, p in (("median", 50), ("p99", 99))}
         | {"max": float(scores.max())},
         "statistics": f"in the checkpoint under '{STATS_KEY}': transform {dim}x{dim}, centres {k}x{dim}",
-        "cheap_checks": {"min_side": MIN_SIDE, "min_std": MIN_STD, "min_grey_levels": MIN_LEVELS},
+        "cheap_checks": {
+            "min_side": MIN_SIDE,
+            "min_std": MIN_STD,
+            "min_grey_levels": MIN_LEVELS,
+            "max_chroma": MAX_CHROMA,
+        },
+        "image_statistics": image_entry,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     ckpt["card"] = {**card, "input_check": entry}
@@ -241,6 +261,26 @@ def calibrate_input_check(
     }
     _write_checkpoint(ckpt_path, ckpt)
     return entry
+
+
+def calibrate_image_statistics(images: torch.Tensor, groups: list[str], percentile: float = PERCENTILE) -> dict:
+    """The model-independent score (:mod:`brainmri.image_stats`) fitted on the training side's
+    slices (uint8 (N, 1, H, W), as the model sees them): one mean and shrunk covariance of their
+    statistics, and the threshold at ``percentile`` of cross-fitted scores, as for the features.
+    Returns the card entry ``input_check.image_statistics``."""
+    from brainmri.image_stats import ImageStatisticsScore, statistics
+
+    stats = statistics(images.numpy())
+    one_class = np.zeros(len(stats), dtype=np.int64)
+    scores = cross_fitted_scores(stats, one_class, groups)
+    transform, centre = fit_statistics(stats, one_class)
+    score = ImageStatisticsScore(transform, centre[0], float(np.percentile(scores, percentile)))
+    quantiles = {q: float(np.percentile(scores, p)) for q, p in (("median", 50), ("p99", 99))}
+    return score.to_entry(
+        description="Mahalanobis distance of the slice's own statistics (grey levels, dark background, the "
+        "head's size, shape and place, texture) to the training side's; independent of the model",
+        training_scores=quantiles | {"max": float(scores.max())},
+    )
 
 
 def _identity(features: torch.Tensor) -> torch.Tensor:
@@ -262,11 +302,14 @@ def _write_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
 class InputCheck:
     """What a loaded model checks. ``extra`` is what :func:`brainmri.inference.probabilities_with`
     computes besides the probabilities: the score module (PyTorch), the graph output's name
-    (ONNX), or None when only the cheap checks run; ``status`` says which, in words."""
+    (ONNX), or None when only the cheap checks run; ``image`` the model-independent score of
+    the slice's own statistics (None for a run calibrated before it existed); ``status`` says
+    which, in words."""
 
     threshold: float | None
     extra: MahalanobisScore | str | None
     status: str
+    image: ImageStatisticsScore | None = None
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> InputCheck:
@@ -290,7 +333,9 @@ class InputCheck:
                 "run 'brainmri calibrate RUN --overwrite'"
             )
         threshold = _threshold(entry)
-        return cls(threshold, MahalanobisScore(transform, centres), f"{_FULL} (threshold {threshold:.1f})")
+        image = _image_score(entry)
+        status = f"{_status(image)} (threshold {threshold:.1f})"
+        return cls(threshold, MahalanobisScore(transform, centres), status, image)
 
     @classmethod
     def for_onnx(cls, proto: Any, card: dict[str, Any]) -> InputCheck:
@@ -299,7 +344,8 @@ class InputCheck:
             why = f" (this ONNX file has no '{ONNX_OUTPUT}' output: export a calibrated run)"
             return cls(None, None, _CHEAP_ONLY + why)
         threshold = _threshold(entry)
-        return cls(threshold, ONNX_OUTPUT, f"{_FULL} (threshold {threshold:.1f}, in the ONNX graph)")
+        image = _image_score(entry)
+        return cls(threshold, ONNX_OUTPUT, f"{_status(image)} (threshold {threshold:.1f}, in the ONNX graph)", image)
 
     def classify(
         self, model: Any, images: torch.Tensor, reasons: list[list[str]], **kwargs: Any
@@ -307,15 +353,23 @@ class InputCheck:
         """Probabilities, each slice's warning (None: nothing to say) and scores (None without a score)."""
         from brainmri.inference import probabilities, probabilities_with
 
+        image_scores = self.image.scores(images) if self.image is not None else None
         if self.extra is None:
-            return probabilities(model, images, **kwargs), [warning_text(r) for r in reasons], None
+            proba = probabilities(model, images, **kwargs)
+            return proba, self.warnings(reasons, None, image_scores), None
         proba, scores = probabilities_with(model, images, self.extra, **kwargs)
-        return proba, self.warnings(reasons, scores), scores
+        return proba, self.warnings(reasons, scores, image_scores), scores
 
-    def warnings(self, reasons: list[list[str]], scores: np.ndarray | None) -> list[str | None]:
+    def warnings(
+        self, reasons: list[list[str]], scores: np.ndarray | None, image_scores: np.ndarray | None = None
+    ) -> list[str | None]:
         out = []
         for i, why in enumerate(reasons):
             why = list(why)
+            if image_scores is not None and self.image is not None and not image_scores[i] <= self.image.threshold:
+                why.append(
+                    f"image statistics unlike an MRI slice's (score {image_scores[i]:.1f} > {self.image.threshold:.1f})"
+                )
             if scores is not None and self.threshold is not None and not scores[i] <= self.threshold:
                 why.append(f"out of distribution (score {scores[i]:.1f} > {self.threshold:.1f})")
             out.append(warning_text(why))
@@ -332,5 +386,21 @@ def _threshold(entry: Any) -> float:
     return float(value)
 
 
-_FULL = "size, near-constant and out-of-distribution score (Mahalanobis)"
-_CHEAP_ONLY = "size and near-constant checks only"
+def _image_score(entry: dict[str, Any]) -> ImageStatisticsScore | None:
+    """The card's model-independent score; None for a run calibrated before it existed."""
+    from brainmri.image_stats import ImageStatisticsScore
+
+    image = entry.get("image_statistics")
+    return None if image is None else ImageStatisticsScore.from_entry(image)
+
+
+def _status(image: ImageStatisticsScore | None) -> str:
+    if image is None:
+        return f"{_FULL}; no image-statistics score (calibrated before it existed: 'brainmri calibrate RUN "
+        "--overwrite')"
+    return _FULL_WITH_IMAGE
+
+
+_FULL = "size, near-constant, colour and out-of-distribution score (Mahalanobis)"
+_FULL_WITH_IMAGE = "size, near-constant, colour, image statistics and out-of-distribution score (Mahalanobis)"
+_CHEAP_ONLY = "size, near-constant and colour checks only"

@@ -63,7 +63,7 @@ def made_up_images(n: int = 8, seed: int = 0) -> list[tuple[str, bytes]]:
     return out
 
 
-def skimage_images() -> list[tuple[str, bytes]]:
+def skimage_images() -> list[tuple[str, Path]]:
     """Every image file shipped in scikit-image's ``data`` folder (no download)."""
     try:
         import skimage.data
@@ -71,17 +71,17 @@ def skimage_images() -> list[tuple[str, bytes]]:
         raise BrainMRIError("the measurement needs scikit-image's sample images: pip install scikit-image") from None
     folder = Path(skimage.data.__file__).parent
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".gif", ".tif"))
-    return [(p.name, p.read_bytes()) for p in files]
+    return [(p.name, p) for p in files]
 
 
-def _folder_images(folder: Path) -> list[tuple[str, bytes]]:
+def _folder_images(folder: Path) -> list[tuple[str, Path]]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BrainMRIError(f"no images in {folder}")
-    return [(str(p.relative_to(folder)), p.read_bytes()) for p in files]
+    return [(str(p.relative_to(folder)), p) for p in files]
 
 
-def _held_out(run_dir: Path) -> list[tuple[str, bytes]]:
+def _held_out(run_dir: Path) -> list[tuple[str, Path]]:
     """The run's test side (prepared PNGs), or [] when the run folder does not say where it is."""
     from brainmri.files import read_json
     from brainmri.splitfile import read_split, select_split
@@ -93,11 +93,18 @@ def _held_out(run_dir: Path) -> list[tuple[str, bytes]]:
     rows = read_split(split)
     if "fold" in rows[0]:
         return []
-    return [(r["path"], (prepared / r["path"]).read_bytes()) for r in select_split(rows, "test")]
+    return [(r["path"], prepared / r["path"]) for r in select_split(rows, "test")]
 
 
-def count_flagged(predictor: Any, images: Iterable[tuple[str, bytes]], batch_size: int = 32) -> dict[str, Any]:
-    """Classify ``images`` (name, bytes) with ``predictor``; counts of flagged images by reason."""
+#: The reasons counted, as the warnings word them.
+REASONS = ("too small", "near-constant", "grey levels", "in colour", "image statistics", "out of distribution")
+
+
+def count_flagged(
+    predictor: Any, images: Iterable[tuple[str, str | Path | bytes]], batch_size: int = 32
+) -> dict[str, Any]:
+    """Classify ``images`` (name, file or bytes) with ``predictor``; counts of flagged images by
+    reason. Files are read as predict reads them (regular files only, size-capped)."""
     images = list(images)
     rows = []
     for start in range(0, len(images), batch_size):
@@ -107,7 +114,7 @@ def count_flagged(predictor: Any, images: Iterable[tuple[str, bytes]], batch_siz
     flagged = [r for r in ok if r.input_warning]
     reasons: dict[str, int] = {}
     for r in flagged:
-        for key in ("too small", "near-constant", "grey levels", "out of distribution"):
+        for key in REASONS:
             if key in r.input_warning:
                 reasons[key] = reasons.get(key, 0) + 1
     return {

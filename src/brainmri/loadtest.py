@@ -20,7 +20,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from brainmri.errors import BrainMRIError
+from brainmri.files import FileRefused, one_line, read_regular
 from brainmri.netutil import is_loopback
+
+#: Largest image file sent (as ``brainmri predict`` reads at most, ``images.MAX_FILE_BYTES``).
+MAX_IMAGE_BYTES = 256 * 2**20
 
 # Loopback only, so never through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -107,13 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlay", action="store_true", help="also ask for Grad-CAM overlays")
     args = parser.parse_args(argv)
     try:
-        image = args.image.read_bytes()
-        stats = run(args.url, image, args.requests, args.concurrency, args.token, args.overlay)
-    except OSError as exc:
-        print(f"loadtest: error: cannot read {args.image}: {exc.strerror or exc}", file=sys.stderr)
+        image = read_regular(args.image, MAX_IMAGE_BYTES)
+    except FileRefused as exc:
+        print(f"loadtest: error: cannot read {one_line(str(args.image))}: {exc}", file=sys.stderr)
         return 2
+    try:
+        stats = run(args.url, image, args.requests, args.concurrency, args.token, args.overlay)
     except BrainMRIError as exc:
-        print(f"loadtest: error: {exc}", file=sys.stderr)
+        print(f"loadtest: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     print(
         f"{stats['requests']} requests, {stats['concurrency']} at a time: {stats['errors']} errors; "
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{stats['requests_per_second']:.1f} requests/s"
     )
     if stats["errors"]:
-        print(f"first error: {stats['first_error']}", file=sys.stderr)
+        print(f"first error: {one_line(stats['first_error'])}", file=sys.stderr)  # the server's words
         return 1
     return 0
 

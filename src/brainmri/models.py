@@ -21,6 +21,7 @@ from torch import nn
 
 from brainmri.config import FINETUNE_MODES
 from brainmri.errors import BrainMRIError
+from brainmri.files import brief
 from brainmri.labels import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -205,7 +206,8 @@ def build_model(
     """
     if arch not in available_archs():
         raise BrainMRIError(
-            f"unknown architecture {arch!r}; use a torchvision classification model, e.g. {', '.join(PAPER_ARCHS)}"
+            f"unknown architecture {brief(repr(arch))}; use a torchvision classification model, "
+            f"e.g. {', '.join(PAPER_ARCHS)}"
         )
     if finetune not in FINETUNE_MODES:
         raise BrainMRIError(f"unknown fine-tuning mode {finetune!r}; choose one of {', '.join(FINETUNE_MODES)}")

@@ -24,7 +24,7 @@ import torch
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import one_line, shown
-from brainmri.images import read_gray
+from brainmri.images import frame_note, read_image
 from brainmri.input_check import InputCheck, source_reasons
 from brainmri.paths import expand_paths
 from brainmri.preprocess import stack, to_array, to_input
@@ -39,6 +39,8 @@ class Prediction:
 
     ``input_warning`` says that the image is not like the training images (too small,
     near-constant, out of distribution: :mod:`brainmri.input_check`); the prediction is kept.
+    ``frame`` of ``frames`` is the frame classified in a multi-frame file (a DICOM series in one
+    file, a GIF, a multi-page TIFF; ``frames`` 0: uncountable); both None for a single image.
     """
 
     name: str
@@ -46,10 +48,17 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     error: str | None = None
     input_warning: str | None = None
+    frame: int | None = None
+    frames: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def frame_note(self) -> str | None:
+        """``frame 3 of 7`` when one frame of several was classified."""
+        return None if self.frame is None else frame_note(self.frame, self.frames or 0)
 
 
 def is_onnx_file(path: str | Path) -> bool:
@@ -128,8 +137,19 @@ class Predictor:
 
     def load(self, source: str | Path | bytes | np.ndarray) -> tuple[np.ndarray, list[str]]:
         """:meth:`to_array` and the input check's reasons about the source image (before resizing)."""
-        gray = source if isinstance(source, np.ndarray) else read_gray(source)
-        return self.to_array(gray), source_reasons(gray)
+        array, reasons, _ = self.load_frame(source)
+        return array, reasons
+
+    def load_frame(
+        self, source: str | Path | bytes | np.ndarray
+    ) -> tuple[np.ndarray, list[str], tuple[int, int] | None]:
+        """:meth:`load`, and (frame used, frames) of a multi-frame file, None for a single image,
+        so that what was classified is said wherever the prediction is shown."""
+        if isinstance(source, np.ndarray):
+            return self.to_array(source), source_reasons(source), None
+        decoded = read_image(source)
+        frame = (decoded.frame, decoded.frames) if decoded.frame_note else None
+        return self.to_array(decoded.array), source_reasons(decoded.array, decoded.chroma), frame
 
     def predict_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """uint8 (H, W) arrays at ``image_size`` -> probabilities (N, C), float64."""
@@ -177,12 +197,12 @@ class Predictor:
         reasons: list[list[str]] = []
         for src, name in zip(sources, names, strict=True):
             try:
-                array, why = self.load(src)
+                array, why, frame = self.load_frame(src)
             except BrainMRIError as exc:  # ImageError: the reason is the message
                 array, why = None, []
                 rows.append(Prediction(name, error=str(exc)))
             else:
-                rows.append(Prediction(name))
+                rows.append(Prediction(name, frame=frame[0], frames=frame[1]) if frame else Prediction(name))
             arrays.append(array)
             reasons.append(why)
         return rows, arrays, reasons
@@ -266,21 +286,26 @@ def predict_paths(
 
 
 def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
-    """A plain-text table: file, predicted class, one probability column per class, error or
-    input warning (the last column, shown when any row has one)."""
+    """A plain-text table: file, predicted class, one probability column per class, the frame
+    classified (shown when any file has several), error or input warning (the last column,
+    shown when any row has one)."""
     header = ["file", "predicted", *classes]
+    framed = any(r.frame_note for r in rows)
+    if framed:
+        header.append("frame")
     used = (("error", any(not r.ok for r in rows)), ("warning", any(r.input_warning for r in rows)))
     last = [name for name, on in used if on]
     if last:
         header.append(" / ".join(last))
     lines = [header]
     for r in rows:  # names and messages quoted when unprintable: a newline must not split a row
+        frame = [r.frame_note or "-"] if framed else []
         if r.ok:
             probs = [f"{r.probabilities[c]:.4f}" for c in classes]
             warning = [f"WARNING: {r.input_warning}"] if r.input_warning else []
-            lines.append([shown(r.name), r.label or "", *probs, *warning])
+            lines.append([shown(r.name), r.label or "", *probs, *frame, *warning])
         else:
-            lines.append([shown(r.name), "ERROR", *("-" for _ in classes), one_line(r.error or "")])
+            lines.append([shown(r.name), "ERROR", *("-" for _ in classes), *frame, one_line(r.error or "")])
     widths = [max(len(line[i]) for line in lines if i < len(line)) for i in range(len(header))]
     out = []
     for line in lines:
@@ -298,10 +323,11 @@ def write_predictions(path: str | Path, rows: Sequence[Prediction], classes: Seq
     if suffix == ".csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file", "predicted", *classes, "error", "input_warning"])
+        writer.writerow(["file", "predicted", *classes, "error", "input_warning", "frame", "frames"])
         for r in rows:
             probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.ok else ["" for _ in classes]
-            writer.writerow([r.name, r.label or "", *probs, r.error or "", r.input_warning or ""])
+            frame = [r.frame, r.frames] if r.frame is not None else ["", ""]
+            writer.writerow([r.name, r.label or "", *probs, r.error or "", r.input_warning or "", *frame])
         atomic_write_text(path, buf.getvalue())
     elif suffix == ".json":
         doc = {

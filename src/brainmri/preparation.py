@@ -21,9 +21,9 @@ from pathlib import Path
 from PIL import Image
 
 from brainmri.data import MANIFEST, MANIFEST_COLUMNS, PREPARE_JSON
-from brainmri.dataset import TRAIN_FOLDERS, scan
+from brainmri.dataset import TRAIN_FOLDERS, empty_class_folders, scan
 from brainmri.errors import BrainMRIError
-from brainmri.files import publish_dir, staging_dir
+from brainmri.files import publish_dir, shown, staging_dir, utf8_text
 from brainmri.groups import PATIENT_COLUMN, assign, read_groups
 from brainmri.hashing import decode_for_hashing, duplicate_groups, map_images
 from brainmri.images import MAX_PIXELS
@@ -116,6 +116,7 @@ def prepare(
     check_prepare_settings(size, phash_threshold)
     mapping = parse_label_map(label_map)
     rows = scan(src, mapping)
+    empty = empty_class_folders(src, rows)
     patients = (
         assign([r["source_path"] for r in rows], read_groups(groups), groups_missing, groups, str(src))
         if groups
@@ -142,6 +143,7 @@ def prepare(
                 (tmp / m["_name"]).unlink()
         summary = _summarise(manifest, rows)
         _check_kept(src, manifest, summary)
+        summary["warnings"] = class_warnings(summary["after"], empty)
         summary["settings"] = {
             "source": str(src.resolve()),
             "size": size,
@@ -161,6 +163,19 @@ def prepare(
     return summary
 
 
+def class_warnings(kept: Mapping[str, int], empty_folders: Sequence[str]) -> list[str]:
+    """What a user must hear about missing classes: class folders without images, and classes
+    of which no image is kept (a model trained on the folder could never predict them)."""
+    warnings = [f"class folder {shown(f)} holds no images" for f in empty_folders]
+    missing = [c for c in CLASSES if not kept.get(c)]
+    if missing:
+        warnings.append(
+            f"no images of {', '.join(missing)}: a model trained on this folder cannot learn "
+            f"{'that class' if len(missing) == 1 else 'those classes'} (training refuses it)"
+        )
+    return warnings
+
+
 def _check_kept(src: Path, manifest: Sequence[dict[str, str]], summary: dict) -> None:
     """A folder with no image left would only fail later, far from the cause."""
     if summary["kept"] == 0:
@@ -178,7 +193,9 @@ def _write_records(folder: Path, manifest: Sequence[dict[str, str]], columns: Se
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(manifest)
+    # Source file names that are not UTF-8 are recorded escaped (utf8_text), so the manifest
+    # stays a UTF-8 file that every reader can open.
+    writer.writerows({k: utf8_text(v) if isinstance(v, str) else v for k, v in m.items()} for m in manifest)
     (folder / MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
     (folder / PREPARE_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 

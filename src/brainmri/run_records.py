@@ -25,6 +25,7 @@ from brainmri.labels import CLASSES
 from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, weights_record
 from brainmri.rundir import RunDir
 from brainmri.runtime import cpu_name
+from brainmri.terminal import safe
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
 
@@ -88,7 +89,7 @@ class RunLog:
         if self.echo:
             from tqdm import tqdm
 
-            tqdm.write(message, file=sys.stderr)
+            tqdm.write(safe(message), file=sys.stderr)  # paths in messages may hold escape codes
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {message}\n")

@@ -44,7 +44,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from brainmri import __version__
 from brainmri.errors import BrainMRIError
-from brainmri.images import ImageError
+from brainmri.images import MAX_FILE_BYTES, ImageError
 from brainmri.netutil import LOOPBACK_NAMES, is_loopback
 from brainmri.serve_guard import Limits, cross_origin_reason, server_config
 from brainmri.uploads import ApiError, Upload, read_uploads
@@ -94,19 +94,21 @@ def _truthy(value: str | None) -> bool:
 
 def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
     """Decode, classify and (optionally) explain a batch; a bad file fails alone. An image
-    unlike the training images keeps its prediction and gets ``input_warning`` (else null)."""
+    unlike the training images keeps its prediction and gets ``input_warning`` (else null).
+    ``frame`` and ``frames`` say which frame of a multi-frame file was classified (else null)."""
     results: list[dict[str, Any]] = []
     arrays: list[np.ndarray] = []
     reasons: list[list[str]] = []
     for up in uploads:
         try:
-            arr, why = predictor.load(bytes(up.data))
+            arr, why, frame = predictor.load_frame(bytes(up.data))
         except ImageError as exc:
             results.append({"name": up.name, "ok": False, "error": str(exc)})
             continue
         arrays.append(arr)
         reasons.append(why)
-        results.append({"name": up.name, "ok": True, "_array": arr})
+        used, count = frame if frame else (None, None)
+        results.append({"name": up.name, "ok": True, "_array": arr, "frame": used, "frames": count})
     probs, warnings = predictor.predict_checked(arrays, reasons)
     good = [r for r in results if r["ok"]]
     for res, p, warning in zip(good, probs, warnings, strict=True):
@@ -145,6 +147,8 @@ def create_app(
 
     if max_bytes < 1 or max_files < 1 or workers < 1:
         raise BrainMRIError("size limit, file limit and workers must be at least 1")
+    if max_bytes > MAX_FILE_BYTES:  # an upload is held in memory whole; predict reads no more either
+        raise BrainMRIError(f"size limit must be at most {MAX_FILE_BYTES:,} bytes, got {max_bytes:,}")
     predictor = Predictor(model_path, device=device)
 
     # One bounded pool for the app's lifetime: at most ``workers`` decodes/inferences at once,

@@ -15,19 +15,26 @@ long as they stayed. :class:`GuardedH11Protocol` is uvicorn's h11 protocol with 
   On loopback every client has the same address, so this, not the cap, keeps a stalled
   local client from locking out the others;
 * every error the server itself sends is JSON like the app's: 408 for a timeout, 503 at a
-  cap, 400 for malformed HTTP.
+  cap, 400 for malformed HTTP;
+* a request head (request line and headers) is at most :data:`MAX_HEAD_BYTES`, however it
+  arrives (h11's own limit holds only for a head still incomplete, so a larger one sent at once
+  passed); a request with both ``Content-Length`` and ``Transfer-Encoding`` is refused and the
+  connection closed, as RFC 9112 section 6.1 requires (h11 goes by ``Transfer-Encoding`` and
+  kept the connection open for a request smuggled behind it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from brainmri.errors import BrainMRIError
@@ -39,6 +46,8 @@ SAME_SITE_FETCH = ("same-origin", "none")
 MAX_HEAD_BYTES = 16 * 1024
 #: A refused connection is answered when its request head arrives, or after this many seconds.
 REFUSED_WAIT = 1.0
+#: The end of a request head, as h11 finds it (lines may end in a bare LF).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,31 @@ class _Guard:
         return True
 
 
+class CheckedConnection(h11.Connection):
+    """h11's connection with the two refusals of the module docstring, raised as h11's own
+    ``RemoteProtocolError`` so that uvicorn answers them like any malformed request (400, close);
+    ``refusal`` keeps the reason for that answer."""
+
+    refusal: str | None = None
+
+    def next_event(self) -> Any:
+        if self.their_state is h11.IDLE:  # a request head may be waiting in the buffer, unparsed
+            data = self.trailing_data[0]
+            end = _HEAD_END.search(data, 0, MAX_HEAD_BYTES + 4)
+            if (end.end() if end else len(data)) > MAX_HEAD_BYTES:
+                self._refuse(f"request head over {MAX_HEAD_BYTES:,} bytes (request line and headers)")
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            names = {name.lower() for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                self._refuse("a request with both Content-Length and Transfer-Encoding is ambiguous (RFC 9112 6.1)")
+        return event
+
+    def _refuse(self, reason: str) -> None:
+        self.refusal = reason
+        raise h11.RemoteProtocolError(reason, error_status_hint=400)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with read timeouts, connection caps and JSON errors (see the module)."""
 
@@ -129,6 +163,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.conn = CheckedConnection(h11.SERVER, self.config.h11_max_incomplete_event_size or MAX_HEAD_BYTES)
         self.peer = ""
         self.last_input = time.monotonic()
         self.phase = "headers"  # waiting for a request's head, reading its "body", or the "app" has it
@@ -162,9 +197,11 @@ class GuardedH11Protocol(H11Protocol):
         self._update()
 
     def send_400_response(self, msg: str) -> None:
-        """Malformed HTTP (h11 refused the request line or headers): JSON, like every error."""
+        """Malformed HTTP (h11 or :class:`CheckedConnection` refused the request): JSON, like
+        every error, and the connection closed, so nothing sent after it is read."""
         self._disarm()
-        message = f"invalid HTTP request (malformed, or a head over {MAX_HEAD_BYTES:,} bytes)"
+        refusal = getattr(self.conn, "refusal", None)
+        message = f"invalid HTTP request: {refusal}" if refusal else "invalid HTTP request (malformed)"
         self.transport.write(json_response(400, message, "Bad Request"))
         self.transport.close()
 

@@ -262,19 +262,45 @@ def carve_validation(rows: Sequence[dict[str, str]], val_size: float, seed: int 
     return rows
 
 
+def check_folds(rows: Sequence[dict[str, str]], k: int, flag: str = "--k") -> None:
+    """Refuse ``k`` folds that the rows cannot fill: more folds than image groups (which stay
+    whole), or than the smallest class has images, so that no class could be in every fold
+    (scikit-learn's own message for that is a traceback). The message names the smallest class
+    and its size."""
+    if k < 2:
+        raise BrainMRIError(f"{flag} must be at least 2, got {k}")
+    n_groups = len({r["group"] for r in rows})
+    if n_groups < k:
+        raise BrainMRIError(
+            f"cannot make {k} folds from {n_groups} image groups; use {flag} {max(n_groups, 2)} or fewer"
+        )
+    images: dict[str, int] = {}
+    for r in rows:
+        images[r["label"]] = images.get(r["label"], 0) + 1
+    smallest = min(sorted(images), key=images.__getitem__)
+    if images[smallest] < k:
+        raise BrainMRIError(
+            f"cannot make {k} folds: the smallest class, {smallest}, has {images[smallest]} images; "
+            f"use {flag} {max(images[smallest], 2)} or fewer"
+        )
+
+
 def make_kfold(
-    prepared: str | Path, k: int = 5, seed: int = 42, groups: str | Path | None = None, groups_missing: str = "error"
+    prepared: str | Path,
+    k: int = 5,
+    seed: int = 42,
+    groups: str | Path | None = None,
+    groups_missing: str = "error",
+    flag: str = "--k",
 ) -> list[dict[str, str]]:
     """Stratified group k-fold assignment (``fold`` 0..k-1) for cross-validation; groups as in
-    :func:`make_split`."""
+    :func:`make_split`. ``flag`` names the setting in errors (``--k``, or compare's ``--cv``)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if k < 2:
-        raise BrainMRIError(f"--k must be at least 2, got {k}")
+        raise BrainMRIError(f"{flag} must be at least 2, got {k}")
     rows = kept_rows(prepared, groups, groups_missing)
-    n_groups = len({r["group"] for r in rows})
-    if n_groups < k:
-        raise BrainMRIError(f"cannot make {k} folds from {n_groups} image groups")
+    check_folds(rows, k, flag)
     y = np.array([CLASSES.index(r["label"]) for r in rows])
     groups = np.array([r["group"] for r in rows])
     folds = np.empty(len(rows), dtype=np.int64)

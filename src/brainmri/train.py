@@ -25,7 +25,7 @@ from brainmri.card import make_card
 from brainmri.checkpoint import read_checkpoint, save_checkpoint
 from brainmri.config import TrainConfig
 from brainmri.errors import BrainMRIError
-from brainmri.files import read_json, write_json
+from brainmri.files import FolderLock, read_json, write_json
 from brainmri.labels import CLASSES
 from brainmri.models import build_model, count_parameters
 from brainmri.provenance import keep_diff
@@ -106,8 +106,11 @@ def train(
         run_dir = Path(box[0])
     deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     created: list[Path] = []  # the run folder, once this call has written it
+    lock = FolderLock()  # rank 0 holds the run folder while it writes there
     try:
-        run, parts, state, t0 = _start(config, RunDir(run_dir), device, rank, world_size, overwrite, resume, created)
+        run, parts, state, t0 = _start(
+            config, RunDir(run_dir), device, rank, world_size, overwrite, resume, created, lock
+        )
         _fit(run, parts, state, t0, started, progress, step_callback)
         return run_dir
     except BaseException:
@@ -117,14 +120,23 @@ def train(
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
+        lock.release()
         torch.use_deterministic_algorithms(deterministic)  # leave the process as we found it
         torch.backends.cudnn.benchmark = benchmark
         if own_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, resume):
-    """The run's settings (a resumed run's own), checked on rank 0, and its split rows."""
+def _busy(run: RunDir) -> str:
+    return (
+        f"run folder {run.path} is in use by another brainmri process (training or resuming it); "
+        "wait for it to end, or stop it first"
+    )
+
+
+def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, resume, lock: FolderLock):
+    """The run's settings (a resumed run's own), checked on rank 0, and its split rows. An
+    existing run folder is locked first: a second process resuming or overwriting it is refused."""
     from brainmri.splits import effective_split
 
     error, rows = None, None
@@ -132,6 +144,8 @@ def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, re
         config = config.replace(**absolute_paths(config))
     if rank == 0:
         try:
+            if run.path.is_dir():
+                lock.acquire(run.path, _busy(run))
             check_run_dir(run, overwrite, resume)
             if resume:
                 config = _saved_config(run, config)
@@ -139,6 +153,7 @@ def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, re
             resolve_precision(config.precision, device)
             if not resume:
                 rows = effective_split(config)
+                _check_every_class_trains(rows, config)
         except BrainMRIError as exc:
             error = str(exc)
     engine.broadcast_error(error, world_size)
@@ -147,17 +162,32 @@ def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, re
     return config, rows
 
 
+def _check_every_class_trains(rows: list[dict[str, str]], config: TrainConfig) -> None:
+    """The model has an output for every class of :data:`CLASSES`; one with no training image
+    would be an output that never learns, and a model that silently cannot predict it."""
+    counts = {c: 0 for c in CLASSES}
+    for r in rows:
+        if r["side"] == "train" and r["label"] in counts:
+            counts[r["label"]] += 1
+    missing = [c for c, n in counts.items() if n == 0]
+    if missing:
+        raise BrainMRIError(
+            f"no training images of {', '.join(missing)} in {config.data} (the model needs every class: "
+            f"{', '.join(CLASSES)}); add images of {'it' if len(missing) == 1 else 'them'} and prepare again"
+        )
+
+
 def _saved_config(run: RunDir, given: TrainConfig) -> TrainConfig:
     saved = TrainConfig.from_dict(json.loads(run.config.read_text(encoding="utf-8")))
     return saved.replace(device=given.device, workers=given.workers)
 
 
-def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, created):
+def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, created, lock: FolderLock):
     """Check, write the folder's records, load the data, build (or restore) the parts."""
     from brainmri.data import load_split, prepared_size
     from brainmri.splitfile import write_split
 
-    config, rows = _resolve_config(config, run, rank, world_size, device, overwrite, resume)
+    config, rows = _resolve_config(config, run, rank, world_size, device, overwrite, resume, lock)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed + rank)  # weight init; dropout is re-seeded every step
     if config.deterministic:
@@ -175,6 +205,7 @@ def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, cre
             if overwrite and run.path.exists():
                 shutil.rmtree(run.path)  # replaced only now that the new run has passed every check
             run.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire(run.path, _busy(run))  # the new folder (the old one's lock goes with it)
             created.append(run.path)
             write_split(rows, run.split)
             write_json(run.config, config.to_dict())
@@ -259,23 +290,29 @@ def _fit(run: _Run, parts: engine.Parts, state: engine.TrainState, t0, started, 
                     )  # fmt: skip
                 except engine.Interrupted as stop:
                     bar.close()
+                    how = _stopped_by(interrupt)
                     if stop.partial is None:  # a second Ctrl-C inside a step, or one rank alone
-                        log(f"interrupted inside epoch {epoch}, step {stop.step + 1}; kept the last saved state")
+                        log(f"{how} inside epoch {epoch}, step {stop.step + 1}; kept the last saved state")
                         raise
                     state.step, state.running = stop.step, stop.partial
                     _save_last(run, parts, state, epoch - 1, session_start)
-                    log(f"interrupted in epoch {epoch} after step {stop.step}; saved last.pt, continue with --resume")
+                    log(f"{how} in epoch {epoch} after step {stop.step}; saved last.pt, continue with --resume")
                     raise
                 bar.close()
                 _end_epoch(run, parts, state, epoch, totals, session_start, writer)
                 stop = engine.stop_agreed(interrupt["stop"], 0, 0, run.device, run.world_size)
                 if epoch < config.epochs and stop:
-                    log(f"interrupted after epoch {epoch}; saved last.pt, continue with --resume")
+                    log(f"{_stopped_by(interrupt)} after epoch {epoch}; saved last.pt, continue with --resume")
                     raise KeyboardInterrupt
     finally:
         if writer is not None:
             writer.close()
     _finish(run, state, session_start)
+
+
+def _stopped_by(interrupt: dict[str, Any]) -> str:
+    """``interrupted`` (Ctrl-C, or a step callback in tests) or ``stopped by SIGTERM``."""
+    return "stopped by SIGTERM" if interrupt.get("signal") == "SIGTERM" else "interrupted"
 
 
 def _log_start(run: _Run, parts: engine.Parts, state: engine.TrainState, t0: float) -> None:
@@ -388,7 +425,8 @@ def _calibrate(run: _Run) -> str:
         return f"not calibrated: {exc}"
     run.log(
         f"input check calibrated on {entry['calibrated_on']['images']} training images: "
-        f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g})"
+        f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g}), "
+        f"image statistics threshold {entry['image_statistics']['threshold']:.2f}"
     )
     return f"calibrated, threshold {entry['threshold']:.4g}"
 

@@ -106,7 +106,10 @@ async def read_uploads(request: Any, max_bytes: int, max_files: int) -> tuple[li
     if length and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"{too_large}: {int(length):,} bytes")
     parts = _Parts(max_bytes, max_files)
-    parser = MultipartParser(params[b"boundary"], parts.callbacks())
+    try:  # python-multipart refuses a boundary over 256 bytes (RFC 2046 allows 70) when built
+        parser = MultipartParser(params[b"boundary"], parts.callbacks())
+    except Exception as exc:
+        raise ApiError(400, f"invalid multipart boundary: {exc}") from None
     try:
         received = 0
         async for chunk in request.stream():

@@ -138,6 +138,12 @@ function showResult(card, result, classes) {
     banner.setAttribute("role", "alert");
     card.appendChild(banner);
   }
+  if (result.frame) {
+    // A multi-frame file (a DICOM series, a GIF, a multi-page TIFF): one frame was classified.
+    const total = result.frames > 1 ? result.frames : "an unknown number of";
+    card.appendChild(el("p", "frame-note", "Frame " + result.frame + " of " + total +
+      " frames in this file was classified; the others were not."));
+  }
   const body = el("div", "body");
   if (result.slice_png) {
     body.appendChild(figure("data:image/png;base64," + result.slice_png, "slice as the model saw it", "slice",

@@ -19,7 +19,8 @@ PACKAGE = Path(brainmri.__file__).parent
 LAYERS = {
     1: "errors labels config files rundir card netutil provenance terminal",
     2: "images dicomcheck preprocess paths models checkpoint runtime inference augment explain metrics paired "
-    "hashing groups dataset data preparation splitfile splits input_check image_stats export",
+    "hashing groups dataset data preparation splitfile splits input_check image_stats export calibration localisation "
+    "leakage_splits external_analysis",
     3: "sampling optim engine run_records train",
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names.split()}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from brainmri.errors import BrainMRIError
-from brainmri.evaluate import predict_proba
+from brainmri.inference import probabilities
 from brainmri.explain import Explainer, saliency
 from brainmri.files import atomic_write_text
 from brainmri.images import ImageError, read_gray
@@ -162,7 +162,7 @@ def occlusion_test(model, arrays, kept, flip: bool, device, n_bootstrap: int) ->
     labels = np.array([k[1] for k in kept])
 
     def true_p(batch: list[np.ndarray]) -> np.ndarray:
-        p = predict_proba(model, stack(batch), device=str(device), flip=flip)
+        p = probabilities(model, stack(batch), flip=flip, device=torch.device(device))
         return p[np.arange(len(labels)), labels]
 
     base, p_box, p_ctrl = true_p(arrays), true_p(boxed), true_p(control)
@@ -198,7 +198,7 @@ def score_explanations(
         raise BrainMRIError(f"none of the boxed slices of {boxes_csv} could be read from {folder}")
     flip = bool(card.get("tta"))
     model = model.to(device).eval()
-    proba = predict_proba(model, stack(arrays), device=str(device), flip=flip)
+    proba = probabilities(model, stack(arrays), flip=flip, device=torch.device(device))
     predicted = proba.argmax(1).tolist()
     truth = [k[1] for k in kept]
     size = arrays[0].shape[0]

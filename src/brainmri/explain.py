@@ -104,23 +104,60 @@ def saliency(
     model: nn.Module, x: torch.Tensor, class_indices: Sequence[int], explainer: Explainer = DEFAULT_EXPLAINER
 ) -> np.ndarray:
     """Maps of a batch (N, 1, H, W) for one class each -> float32 (N, H, W) in [0, 1]."""
+    return saliency_many(model, x, class_indices, [explainer])[explainer.name]
+
+
+_ORDER = {"layer2": 0, "layer3": 1, "layer4": 2}
+
+
+def saliency_many(
+    model: nn.Module, x: torch.Tensor, class_indices: Sequence[int], explainers: Sequence[Explainer]
+) -> dict[str, np.ndarray]:
+    """The maps of several explainers from one forward and backward pass per input scale.
+
+    Each map is what pytorch-grad-cam's class of that method computes for that one layer (its
+    ``get_cam_image``, then its clipping and min-max scaling; tests/test_explain.py checks
+    equality), but the activations and gradients of every layer asked for are captured in the
+    same pass with its ``ActivationsAndGradients``: scoring seven explainers costs two passes,
+    not seven.
+    """
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
+    from pytorch_grad_cam.utils.image import scale_cam_image
 
     kind = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM}
     size = x.shape[-1]
-    if explainer.scale != 1:
-        x = F.interpolate(x.float(), scale_factor=explainer.scale, mode="bilinear", align_corners=False)
-    layer = stage_layer(model, explainer.layer, size)
-    model.requires_grad_(True)  # gradients must reach the target layer's output
-    targets = [ClassifierOutputTarget(int(c)) for c in class_indices]
-    with kind[explainer.method](model=model, target_layers=[layer]) as cam, torch.enable_grad():
-        heat = torch.from_numpy(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float32))
-    model.zero_grad(set_to_none=True)
-    model.requires_grad_(False)
-    if explainer.scale != 1:  # back to the input's size, averaging the finer map's pixels
-        heat = F.adaptive_avg_pool2d(heat[:, None], size)[:, 0]
-    return np.clip(np.nan_to_num(heat.numpy()), 0.0, 1.0)
+    out: dict[str, np.ndarray] = {}
+    for scale in sorted({e.scale for e in explainers}):
+        group = [e for e in explainers if e.scale == scale]
+        xin = x.float() if scale == 1 else F.interpolate(x.float(), scale_factor=scale, mode="bilinear",
+                                                          align_corners=False)  # fmt: skip
+        names = sorted({e.layer for e in group}, key=lambda n: _ORDER.get(n, 0))  # hooks fire in forward order
+        layers = [stage_layer(model, n, size) for n in names]
+        capture = ActivationsAndGradients(model, layers, reshape_transform=None, detach=True)
+        try:
+            model.requires_grad_(True)  # gradients must reach the layers' outputs
+            with torch.enable_grad():
+                logits = capture(xin)
+                model.zero_grad(set_to_none=True)
+                logits[torch.arange(len(class_indices)), torch.as_tensor(list(class_indices))].sum().backward()
+            acts = [a.numpy() for a in capture.activations]
+            grads = [g.numpy() for g in capture.gradients]
+        finally:
+            capture.release()
+            model.zero_grad(set_to_none=True)
+            model.requires_grad_(False)
+        for ex in group:
+            i = names.index(ex.layer)
+            with kind[ex.method](model=model, target_layers=[layers[i]]) as method:
+                method.activations_and_grads.release()  # its formulas only: the pass above captured the tensors
+                cam = np.maximum(method.get_cam_image(xin, layers[i], None, acts[i], grads[i], False), 0)
+            heat = scale_cam_image(scale_cam_image(cam, (xin.shape[-1], xin.shape[-2])))
+            heat_t = torch.from_numpy(np.asarray(heat, dtype=np.float32))
+            if scale != 1:  # back to the input's size, averaging the finer map's pixels
+                heat_t = F.adaptive_avg_pool2d(heat_t[:, None], size)[:, 0]
+            out[ex.name] = np.clip(np.nan_to_num(heat_t.numpy()), 0.0, 1.0)
+    return out
 
 
 def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, class_index: int) -> np.ndarray:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from brainmri.errors import BrainMRIError
-from brainmri.inference import probabilities
-from brainmri.explain import Explainer, saliency
+from brainmri.explain import Explainer, saliency_many
 from brainmri.files import atomic_write_text
 from brainmri.images import ImageError, read_gray
+from brainmri.inference import probabilities
 from brainmri.labels import canonical_label
 from brainmri.localisation import (
     Box,
@@ -50,9 +50,11 @@ CANDIDATES = (
     Explainer("gradcam", "layer3"),
     Explainer("gradcam++", "layer3"),
     Explainer("layercam", "layer3"),
+    Explainer("hirescam", "layer3"),
     Explainer("layercam", "layer2"),
     Explainer("gradcam", "layer4", 2),
     Explainer("layercam", "layer3", 2),
+    Explainer("layercam", "layer2", 2),
 )
 TOLERANCES = (0.0, 0.1, 0.25)
 #: The tolerance the choice and the headline use: the boxes come from another copy of each
@@ -85,12 +87,14 @@ def _load(folder: Path, boxes: Sequence[Box], card: dict[str, Any]) -> tuple[lis
     return arrays, kept, skipped
 
 
-def _maps(model, arrays, targets, explainer: Explainer, batch_size: int, device) -> np.ndarray:
-    out = []
+def _maps(model, arrays, targets, explainers: Sequence[Explainer], batch_size: int, device) -> dict[str, np.ndarray]:
+    """Every explainer's maps, batch by batch, from one pass per input scale."""
+    parts: dict[str, list[np.ndarray]] = {e.name: [] for e in explainers}
     for i in range(0, len(arrays), batch_size):
         x = to_input(stack(arrays[i : i + batch_size])).to(device)
-        out.append(saliency(model, x, targets[i : i + batch_size], explainer))
-    return np.concatenate(out) if out else np.zeros((0,))
+        for name, maps in saliency_many(model, x, targets[i : i + batch_size], explainers).items():
+            parts[name].append(maps)
+    return {name: np.concatenate(p) for name, p in parts.items()}
 
 
 def _summary(values: Sequence[float], n_bootstrap: int, seed: int = 0) -> dict[str, float | int | None]:
@@ -184,7 +188,7 @@ def score_explanations(
     boxes_csv: str | Path,
     out_dir: str | Path,
     explainers: Sequence[Explainer] = CANDIDATES,
-    batch_size: int = 16,
+    batch_size: int = 32,
     device: str | torch.device = "cpu",
     n_bootstrap: int = 1000,
     title: str = "",
@@ -203,16 +207,16 @@ def score_explanations(
     truth = [k[1] for k in kept]
     size = arrays[0].shape[0]
     rows = _baseline_rows(kept, size)
-    maps_of: dict[str, np.ndarray] = {}
+    maps_of = _maps(model, arrays, predicted, explainers, batch_size, device)
+    wrong = [i for i, (p, t) in enumerate(zip(predicted, truth, strict=True)) if p != t]
+    true_of = {name: m.copy() for name, m in maps_of.items()}
+    if wrong:  # the true class's map differs only where the prediction is wrong
+        again = _maps(model, [arrays[i] for i in wrong], [truth[i] for i in wrong], explainers, batch_size, device)
+        for name in true_of:
+            true_of[name][wrong] = again[name]
     for ex in explainers:
-        maps_of[ex.name] = _maps(model, arrays, predicted, ex, batch_size, device)
         rows += _score_rows(ex.name, maps_of[ex.name], kept, size, "predicted")
-        wrong = [i for i, (p, t) in enumerate(zip(predicted, truth, strict=True)) if p != t]
-        true_maps = maps_of[ex.name].copy()
-        if wrong:
-            true_maps[wrong] = _maps(model, [arrays[i] for i in wrong], [truth[i] for i in wrong], ex, batch_size,
-                                     device)  # fmt: skip
-        rows += _score_rows(ex.name, true_maps, kept, size, "true")
+        rows += _score_rows(ex.name, true_of[ex.name], kept, size, "true")
     tables = {half: _table(rows, half, n_bootstrap) for half in ("select", "report")}
     chosen = choose(tables["select"], [e.name for e in explainers])
     record = {

@@ -186,11 +186,17 @@ def test_compare_with_external_folders_reports_them_and_the_gallery(duplicated, 
     assert "### Failure gallery: ResNet-18" in md and "runs/resnet18/figures/failures.png" in md
     with Image.open(out / "runs" / "resnet18" / "figures" / "failures.png") as img:
         assert img.format == "PNG"
-    # The reporting checklist fills what the run knows and names what it cannot.
-    section = md[md.index("## Reporting checklist") :]
+    # The reporting checklists, numbered as CLAIM 2024 and TRIPOD+AI number their items, fill what
+    # the runs recorded and give the reason for what they cannot (tests/test_checklist.py: every item).
+    section = md[md.index("## Reporting checklist") : md.index("### ResNet-18")]
     manifest = hashlib.sha256((duplicated / "manifest.csv").read_bytes()).hexdigest()
-    assert manifest in section and "random initialisation" in section and "other-source: resnet18" in section
+    assert manifest in section and "random initialisation" in section and "other-source: ResNet-18" in section
     assert "split level duplicate group; checked on split.csv: disjoint" in section
+    assert "### CLAIM 2024 (44 items)" in section and "### TRIPOD+AI (27 items, 52 rows)" in section
+    assert "| 33 | Testing on external data | reported |" in section
+    assert "| 14 | Approaches to model fairness | not available |" in section
+    assert "| 39 | Failure analysis of incorrect results | reported | ResNet-18: " in section
+    assert "every item is filled" not in section.lower()
     assert main([*args[:-2], "--external", str(tmp_path / "missing")]) == 2
 
 

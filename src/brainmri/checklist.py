@@ -1,155 +1,115 @@
-"""The reporting checklist of a comparison: the items that CLAIM (Checklist for Artificial
-Intelligence in Medical Imaging, 2024 update) and TRIPOD+AI (2024) ask of an imaging AI
-study, filled in from what the run recorded. An item the run cannot fill is listed as
-missing, with the reason, never left out.
+"""The reporting checklists of a comparison: every item of CLAIM 2024 (44 items) and of
+TRIPOD+AI (27 items, 52 numbered rows with their sub-items), numbered as the guidelines
+number them (:mod:`brainmri.checklist_items`), each answered from what the runs recorded
+(:mod:`brainmri.checklist_records`).
+
+An item is *reported* (the value, and where the report or the run folder shows it), *not
+available* (the records or the dataset do not hold it: the reason says which) or *not
+applicable* (the reason says why). No item is left out, and the counts above the tables are
+counted from the rows, so the report never says that everything is filled when it is not.
+
+The answers are written once per topic (:mod:`brainmri.checklist_data`,
+:mod:`brainmri.checklist_model`) and mapped here onto each guideline's numbers: where the two
+guidelines ask the same thing, they get the same answer.
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from brainmri import data as data_mod
-from brainmri import splitfile
-from brainmri.files import read_json
-from brainmri.rundir import RunDir
+from brainmri import checklist_data as d
+from brainmri import checklist_model as m
+from brainmri.checklist_items import GUIDELINES, Item
+from brainmri.checklist_records import HEADER, REPORTED, STATUSES, Answer, Records, gather
 
-MISSING = "MISSING"
+# --- the guidelines' numbers ----------------------------------------------------------------------
+
+Fill = Callable[[Records], Answer]
+
+CLAIM_ANSWERS: dict[str, Fill] = {
+    "1": d.title_claim, "2": d.abstract, "3": d.background, "4": d.objectives, "5": d.design, "6": d.goal,
+    "7": d.data_source, "8": d.eligibility, "9": d.preprocessing, "10": d.subsets, "11": d.deidentification,
+    "12": d.missing_data, "13": d.acquisition, "14": d.reference_standard, "15": d.reference_rationale,
+    "16": d.annotators, "17": d.test_annotation, "18": d.rater_variability, "19": d.partitions, "20": d.disjointness,
+    "21": d.sample_size, "22": m.model, "23": m.software, "24": m.initialisation, "25": m.training, "26": m.selection,
+    "27": m.ensembling, "28": m.metrics, "29": m.uncertainty, "30": m.robustness, "31": m.explainability,
+    "32": m.internal, "33": m.external, "34": m.trial_registration, "35": d.flow, "36": d.characteristics,
+    "37": m.performance, "38": m.diagnostic, "39": m.failures, "40": m.limitations, "41": m.implications,
+    "42": m.protocol, "43": m.availability, "44": m.funding,
+}  # fmt: skip
+
+TRIPOD_ANSWERS: dict[str, Fill] = {
+    "1": d.title_tripod, "2": d.abstract, "3a": d.context, "3b": d.target_population, "3c": d.inequalities,
+    "4": d.objectives, "5a": d.data_sources_tripod, "5b": d.dates, "6a": d.setting, "6b": d.eligibility,
+    "6c": d.treatments, "7": d.data_preparation, "8a": d.outcome, "8b": d.annotators, "8c": d.blinding,
+    "9a": d.predictors_chosen, "9b": d.predictors_defined, "9c": d.predictor_assessors, "10": d.sample_size,
+    "11": d.missing_data, "12a": d.partitions, "12b": d.predictor_handling, "12c": m.model_building,
+    "12d": m.heterogeneity_methods, "12e": m.measures_and_plots, "12f": m.updating, "12g": m.predictions,
+    "13": m.class_imbalance, "14": m.fairness, "15": m.output, "16": d.development_vs_evaluation, "17": m.ethics,
+    "18a": m.funding, "18b": m.conflicts, "18c": m.protocol, "18d": m.registration, "18e": m.data_sharing,
+    "18f": m.code_sharing, "19": m.involvement, "20a": d.flow, "20b": d.characteristics_tripod,
+    "20c": d.development_vs_evaluation, "21": d.analysis_counts, "22": m.model_specification,
+    "23a": m.performance_subgroups, "23b": m.heterogeneity_results, "24": m.updating_results, "25": m.interpretation,
+    "26": m.limitations, "27a": m.input_handling, "27b": m.user_interaction, "27c": m.next_steps,
+}  # fmt: skip
+
+ANSWERS: dict[str, dict[str, Fill]] = {"CLAIM 2024": CLAIM_ANSWERS, "TRIPOD+AI": TRIPOD_ANSWERS}
 
 
-def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+# --- the section ----------------------------------------------------------------------------------
 
 
-def _ci(m: dict[str, Any], key: str) -> str:
-    ci = (m.get("ci") or {}).get(key)
-    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else "no CI"
+def checklist_rows(r: Records, name: str, items: tuple[Item, ...]) -> list[list[str]]:
+    """One row per item of one guideline, in its order: number, item, status, text, where."""
+    answers = ANSWERS[name]
+    rows = []
+    for item in items:
+        a = answers[item.number](r)
+        rows.append([item.number, item.name, a.status, a.text, a.where if a.status == REPORTED else "–"])
+    return rows
 
 
-def _weights(card: dict[str, Any]) -> str:
-    record = card.get("weights_record") or {}
-    if not record:
-        return f"{MISSING}: the card records only '{card.get('weights', '?')}' (a run from before weights records)"
-    if record.get("kind") == "random initialisation":
-        return "random initialisation (trained from scratch); no pretrained file"
-    sha = record.get("sha256") or f"{MISSING} (file not found when the run started)"
-    return f"{record.get('enum') or record.get('kind')}; file {record.get('file')}; SHA-256 {sha}"
+def status_counts(rows: list[list[str]]) -> dict[str, int]:
+    """How many rows have each status (every status present, zeros included)."""
+    return {s: sum(row[2] == s for row in rows) for s in STATUSES}
 
 
-def _disjointness(leakage: dict[str, Any] | None, split_by: str) -> str:
-    if not leakage:
-        return f"{MISSING}: no single train/test split to check (cross-validation folds)"
-    crossing = leakage["crossing_groups"]
-    verdict = (
-        "disjoint: no duplicate group crosses the split"
-        if crossing == 0
-        else (
-            f"NOT disjoint: {crossing} duplicate groups cross the split, "
-            f"{leakage['test_images_with_training_copy']} test images have a copy in training"
-        )
+def _summary(name: str, rows: list[list[str]], main_items: int) -> str:
+    counts = status_counts(rows)
+    unit = "items" if len(rows) == main_items else f"numbered rows ({main_items} items with their sub-items)"
+    text = f"{name}: of {len(rows)} {unit}, " + ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+    return text + (" (every item reported)." if counts[REPORTED] == len(rows) else ".")
+
+
+def checklist_sections(
+    out: Path,
+    results: dict[str, dict[str, Any]],
+    meta: dict[str, Any],
+    leakage: dict[str, Any] | None,
+    split_by: str,
+    repeated: bool = False,
+    title: str = "",
+) -> list[dict[str, Any]]:
+    """The checklist as report sections: a summary of the counts, then one table per guideline.
+
+    ``results`` is arch -> {"metrics", "external", "path"} (one run per architecture: a repeated
+    comparison passes each architecture's first seed, ``repeated`` says so); ``title`` is the
+    report's, which the guidelines' first items judge.
+    """
+    records = gather(out, results, leakage, split_by, repeated=repeated, title=title, preset=meta.get("preset"))
+    tables, summaries = [], []
+    for name, items, main_items in GUIDELINES:
+        rows = checklist_rows(records, name, items)
+        summaries.append(_summary(name, rows, main_items))
+        heading = f"{name} ({main_items} items" + ("" if len(items) == main_items else f", {len(items)} rows") + ")"
+        tables.append({"heading": heading, "level": 3, "table": (HEADER, rows)})
+    intro = (
+        "Every item of CLAIM 2024 (Tejani et al., Radiology: Artificial Intelligence 2024) and TRIPOD+AI (Collins "
+        "et al., BMJ 2024), numbered as in the guideline and paraphrased in a few words: reported (filled from this "
+        "comparison's records, with where the report or the run folder shows it), not available (the records or the "
+        "dataset do not hold it; the reason is given) or not applicable (the reason is given)."
     )
-    return f"split level {split_by}; checked on split.csv: {verdict}"
-
-
-def _external(results: dict[str, dict[str, Any]]) -> str:
-    names = sorted({n for r in results.values() for n in r.get("external", {})})
-    if not names:
-        return f"{MISSING}: no external folder was given (compare/reproduce --external DIR)"
-    parts = []
-    for name in names:
-        accs = [
-            f"{arch} {r['external'][name]['accuracy']:.3f} ({_ci(r['external'][name], 'accuracy')})"
-            for arch, r in results.items()
-            if name in r.get("external", {})
-        ]
-        parts.append(f"{name}: " + ", ".join(accs))
-    return "; ".join(parts)
-
-
-def checklist_rows(out: Path, results: dict[str, dict[str, Any]], meta: dict[str, Any], leakage, split_by) -> list:
-    """(item, guideline, what this run records) rows."""
-    archs = list(results)
-    first = RunDir(results[archs[0]]["path"]) if results[archs[0]].get("path") else RunDir(out / "runs" / archs[0])
-    if not first.config.is_file():  # cross-validation: the first fold's run
-        first = RunDir(first.path / "fold0")
-    config = read_json(first.config, {})
-    env = read_json(first.environment, {})
-    prepared = Path(config.get("data", ""))
-    prep = read_json(prepared / data_mod.PREPARE_JSON, {})
-    card_path = first.best
-    card = {}
-    if card_path.is_file():
-        from brainmri.checkpoint import read_checkpoint
-
-        card = read_checkpoint(card_path)["card"]
-    counts: dict[str, dict[str, int]] = {}
-    if first.split.is_file():
-        for r in splitfile.read_split(first.split):
-            side = counts.setdefault(r.get("side", "train"), {})
-            side[r["label"]] = side.get(r["label"], 0) + 1
-    manifest = _sha256(prepared / data_mod.MANIFEST)
-    metrics = {a: r.get("metrics") or r.get("pooled") or {} for a, r in results.items()}
-    summaries = {a: read_json(RunDir(results[a].get("path") or out / "runs" / a).summary, {}) for a in archs}
-    if not any(summaries.values()):
-        summaries = {a: read_json(RunDir(out / "runs" / a / "fold0").summary, {}) for a in archs}
-    galleries = {a: r.get("gallery") for a, r in results.items()}
-    pre = card.get("preprocessing") or {}
-    return [
-        ("Data source and provenance", "CLAIM, TRIPOD+AI",
-         f"{meta.get('source') or prep.get('settings', {}).get('source', MISSING)}; prepared folder {prepared}; "
-         f"manifest.csv SHA-256 {manifest or MISSING}"),
-        ("Eligibility and data cleaning", "CLAIM, TRIPOD+AI",
-         f"{prep.get('files', '?')} files read, {prep.get('kept', '?')} kept; removed "
-         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (prep.get("removed") or {}).items())
-         + f" (perceptual-hash threshold {prep.get('settings', {}).get('phash_threshold', '?')})"),
-        ("Preprocessing", "CLAIM",
-         "; ".join(f"{k}: {v}" for k, v in pre.items() if k in ("decode", "resize", "in_model")) or MISSING),
-        ("Split level and disjointness", "CLAIM, TRIPOD+AI", _disjointness(leakage, split_by)),
-        ("Class counts per side", "CLAIM, TRIPOD+AI",
-         "; ".join(f"{side}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for side, c in counts.items())
-         or MISSING),
-        ("Model and weights", "CLAIM, TRIPOD+AI",
-         f"{', '.join(archs)} with the paper's head; weights: {_weights(card)}"),
-        ("Training settings and seed", "CLAIM, TRIPOD+AI",
-         f"{config.get('optimizer', '?')} lr {config.get('lr', '?')} {config.get('schedule', '?')}, "
-         f"{config.get('epochs', '?')} epochs, batch {config.get('batch_size', '?')}, "
-         f"{config.get('image_size', '?')} px, seed {config.get('seed', '?')}; the full config in each run's "
-         "config.json"),
-        ("Metrics with confidence intervals", "CLAIM, TRIPOD+AI",
-         "; ".join(f"{a} accuracy {m['accuracy']:.3f} ({_ci(m, 'accuracy')}), macro F1 {m['macro']['f1']:.3f} "
-                   f"({_ci(m, 'macro_f1')})" for a, m in metrics.items() if m) or MISSING),
-        ("Calibration", "CLAIM, TRIPOD+AI",
-         "; ".join(f"{a} ECE {m['ece']:.3f}" for a, m in metrics.items() if m.get("ece") is not None)
-         + " (15 bins; reliability diagrams below)" if any(m.get("ece") is not None for m in metrics.values())
-         else MISSING),
-        ("External testing", "CLAIM, TRIPOD+AI", _external(results)),
-        ("Failure analysis", "CLAIM",
-         "; ".join(f"{a}: {g['misclassified']} misclassified held-out images shown with Grad-CAM" for a, g in
-                   galleries.items() if g) or f"{MISSING}: no failure gallery (cross-validation runs)"),
-        ("Software versions", "CLAIM, TRIPOD+AI",
-         ", ".join(f"{k} {env[k]}" for k in ("brainmri", "python", "torch", "torchvision", "numpy") if env.get(k))
-         or MISSING),
-        ("Compute and time", "TRIPOD+AI",
-         f"{env.get('hardware', '?')} ({env.get('device', '?')}, {env.get('precision', '?')}); training "
-         + ", ".join(f"{a} {s['total_seconds']:.0f} s" for a, s in summaries.items() if s.get("total_seconds"))),
-        ("Intended use and limitations", "CLAIM, TRIPOD+AI",
-         f"{card.get('intended_use', MISSING)} {card.get('notice', '')}".strip()),
-    ]  # fmt: skip
-
-
-def checklist_section(out: Path, results, meta, leakage, split_by: str) -> dict[str, Any]:
-    rows = [list(r) for r in checklist_rows(out, results, meta, leakage, split_by)]
-    missing = sum(MISSING in r[2] for r in rows)
-    return {
-        "heading": "Reporting checklist (CLAIM 2024, TRIPOD+AI)",
-        "text": [
-            "What the checklists ask of an imaging AI study, filled in from what this comparison recorded. "
-            + (
-                f"{missing} item(s) could not be filled and are marked {MISSING}."
-                if missing
-                else "Every item is filled."
-            )
-        ],
-        "table": (["Item", "Guideline", "This comparison"], rows),
-    }
+    shown = "" if not repeated else " The answers describe each architecture's first seed's run."
+    return [{"heading": "Reporting checklist (CLAIM 2024, TRIPOD+AI)", "text": [intro + shown, *summaries]}, *tables]

@@ -17,7 +17,7 @@ import numpy as np
 
 from brainmri import data as data_mod
 from brainmri import splitfile
-from brainmri.checklist import checklist_section
+from brainmri.checklist import checklist_sections
 from brainmri.config import TrainConfig
 from brainmri.figures import FIGURES
 from brainmri.files import read_json
@@ -426,6 +426,8 @@ def write_comparison_report(
             "diagnosis and must not be used to make or support clinical decisions."
         ],
     }
+    preset = meta.get("preset")
+    title = f"brainmri: ResNet comparison ({preset} preset)" if preset else "brainmri: architecture comparison"
     head = repeats_sections(results) if repeated else [*_results_sections(results, cv, env),
                                                           *external_sections(out, results)]  # fmt: skip
     sections = [
@@ -435,10 +437,8 @@ def write_comparison_report(
         *extra,
         _settings_section(config, env, archs, cv, counts, meta, prepare_info, leakage, split_by),
         _limits_section(config, cv, meta, prepare_info, split_by),
-        checklist_section(out, shown_results, meta, leakage, split_by),
+        *checklist_sections(out, shown_results, meta, leakage, split_by, repeated=repeated, title=title),
         *_per_arch_sections(out, shown_results, cv),
         *gallery_sections(shown_results),
     ]
-    preset = meta.get("preset")
-    title = f"brainmri: ResNet comparison ({preset} preset)" if preset else "brainmri: architecture comparison"
     return render_report(out, sections, title=title)

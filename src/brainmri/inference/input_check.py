@@ -312,10 +312,16 @@ class InputCheck:
     image: ImageStatisticsScore | None = None
 
     @classmethod
+    def cheap_only(cls, why: str) -> InputCheck:
+        """The checks that need no fitted statistics (size, near-constant, colour); ``why``
+        says, in words, why the others do not run."""
+        return cls(None, None, f"{_CHEAP_ONLY} ({why})")
+
+    @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> InputCheck:
         entry, stats = ckpt["card"].get("input_check"), ckpt.get(STATS_KEY)
         if not entry or not isinstance(stats, dict) or stats.get("method") != METHOD:
-            return cls(None, None, _CHEAP_ONLY + " (the model is not calibrated: run 'brainmri calibrate RUN')")
+            return cls.cheap_only("the model is not calibrated: run 'brainmri calibrate RUN'")
         transform, centres = stats.get("transform"), stats.get("centres")
         head = ckpt.get("model_state", {}).get("head.1.weight")  # the head's first Linear: (hidden, D)
         width = head.shape[1] if isinstance(head, torch.Tensor) and head.ndim == 2 else None
@@ -341,8 +347,7 @@ class InputCheck:
     def for_onnx(cls, proto: Any, card: dict[str, Any]) -> InputCheck:
         entry = card.get("input_check") or {}
         if not entry or ONNX_OUTPUT not in {o.name for o in proto.graph.output}:
-            why = f" (this ONNX file has no '{ONNX_OUTPUT}' output: export a calibrated run)"
-            return cls(None, None, _CHEAP_ONLY + why)
+            return cls.cheap_only(f"this ONNX file has no '{ONNX_OUTPUT}' output: export a calibrated run")
         threshold = _threshold(entry)
         image = _image_score(entry)
         return cls(threshold, ONNX_OUTPUT, f"{_status(image)} (threshold {threshold:.1f}, in the ONNX graph)", image)

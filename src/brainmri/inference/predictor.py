@@ -82,7 +82,7 @@ class Predictor:
         if threads is not None:
             check_threads(threads)
 
-        self.model_path = Path(model_path)
+        self.model_path: Path | None = Path(model_path)
         self.device = resolve_device(device)
         self.model: torch.nn.Module | None = None
         self.session = None
@@ -116,6 +116,35 @@ class Predictor:
             self.session = make_session(model_proto, threads=threads)
         elif threads:
             torch.set_num_threads(threads)
+        self._read_card()
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, card: dict[str, Any], device: str = "cpu") -> Predictor:
+        """A predictor around a model already in memory (a notebook, a test): nothing is read
+        from disk. ``model`` is a :func:`brainmri.models.build.build_model` network, whose
+        preprocessing (:class:`~brainmri.models.build.InputAdapter`) lives inside it; ``card``
+        its model card (:func:`brainmri.models.card.make_card`), which gives the classes, image
+        size, prepared size, flip averaging and temperature as a checkpoint's card does.
+
+        The model is used in place (put in eval mode on ``device``). The input check runs its
+        model-independent checks only (size, near-constant, colour): its fitted statistics live
+        in a checkpoint (``brainmri calibrate RUN``), which :class:`Predictor` reads."""
+        from brainmri.models.card import check_card
+        from brainmri.runtime import resolve_device
+
+        self = cls.__new__(cls)
+        self.model_path = None
+        self.card = check_card(card, "the card given to Predictor.from_model")
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.session = None
+        self.backend = "torch"
+        self.input_check = InputCheck.cheap_only("a model in memory: no fitted statistics")
+        self._read_card()
+        return self
+
+    def _read_card(self) -> None:
+        """What the card says about using the model, read once."""
         self.classes: list[str] = list(self.card["classes"])
         self.flip = bool(self.card.get("tta"))  # averaged with the mirror image, as validated
         # Temperature scaling fitted on the run's validation side (1: none; brainmri.metrics.calibration).

@@ -558,3 +558,33 @@ def test_server_memory_stays_flat_while_it_refuses_a_dicom_bomb(tiny_checkpoint,
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_guard_relies_only_on_what_this_uvicorn_has():
+    """serve/guard.py subclasses uvicorn's h11 protocol, which is not a public API: a uvicorn
+    release may rename what it uses. This names what is missing, instead of a guard that
+    silently stops guarding (an override of a method that no longer exists is never called)."""
+    import inspect
+
+    import uvicorn
+    from packaging.specifiers import SpecifierSet
+    from uvicorn.protocols.http import flow_control, h11_impl
+
+    from brainmri.serve.guard import UVICORN_INTERNALS
+
+    spec = re.search(r'"uvicorn([^"]*)"', (Path(__file__).parents[1] / "pyproject.toml").read_text()).group(1)
+    assert uvicorn.__version__ in SpecifierSet(spec), f"uvicorn {uvicorn.__version__} is outside {spec}"
+    sources = {
+        "H11Protocol": inspect.getsource(h11_impl.H11Protocol),
+        "RequestResponseCycle": inspect.getsource(h11_impl.RequestResponseCycle),
+        "FlowControl": inspect.getsource(flow_control.FlowControl),
+    }
+    missing = []
+    for what, names in UVICORN_INTERNALS.items():
+        owner, kind = what.split()
+        for name in names:
+            found = callable(getattr(h11_impl.H11Protocol, name, None)) if kind == "methods" else (
+                f"self.{name} =" in sources[owner] or f"self.{name}:" in sources[owner])  # fmt: skip
+            if not found:
+                missing.append(f"{owner}.{name}")
+    assert missing == [], f"uvicorn {uvicorn.__version__} lacks what serve/guard.py uses: {missing}"

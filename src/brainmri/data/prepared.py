@@ -42,10 +42,7 @@ MANIFEST_COLUMNS = (
 )
 
 
-# --- scanning a source folder -------------------------------------------------------
-
-
-# --- preparing ----------------------------------------------------------------------
+# --- what another folder shares with a run's training images ----------------------
 
 
 def training_overlap(

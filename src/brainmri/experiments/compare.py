@@ -446,6 +446,3 @@ def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> dict[st
     metrics["figures"] = {k: str(v) for k, v in figs.items()}
     atomic_write_text(arch_dir / "pooled" / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-# --- reproduce -----------------------------------------------------------------------

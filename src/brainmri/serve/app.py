@@ -198,7 +198,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_guards(app: FastAPI, allowed_hosts: list[str] | None) -> None:
-    """Host check (DNS rebinding), cross-origin refusal for the API, security headers."""
+    """Host check (DNS rebinding), cross-origin refusal for the API, security headers.
+
+    The Host check is ours, not Starlette's ``TrustedHostMiddleware``: that one answers in
+    plain text (every error of this server is JSON, and the page and clients read it so) and
+    compares an IPv6 host with its brackets (``[::1]``), where ``LOOPBACK_NAMES`` has ``::1``."""
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:

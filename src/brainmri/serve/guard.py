@@ -21,6 +21,10 @@ long as they stayed. :class:`GuardedH11Protocol` is uvicorn's h11 protocol with 
   passed); a request with both ``Content-Length`` and ``Transfer-Encoding`` is refused and the
   connection closed, as RFC 9112 section 6.1 requires (h11 goes by ``Transfer-Encoding`` and
   kept the connection open for a request smuggled behind it).
+
+uvicorn has no public hook for any of this, so the guard subclasses its h11 protocol and reads
+a few of its attributes (:data:`UVICORN_INTERNALS`). pyproject.toml bounds uvicorn to the
+versions tested, and a test checks that the installed one still has each of them.
 """
 
 from __future__ import annotations
@@ -48,6 +52,16 @@ MAX_HEAD_BYTES = 16 * 1024
 REFUSED_WAIT = 1.0
 #: The end of a request head, as h11 finds it (lines may end in a bare LF).
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+#: What the guard uses of uvicorn's h11 protocol (not a public API): the methods it overrides
+#: or calls, the protocol's attributes, and those of its request cycle and flow control.
+UVICORN_INTERNALS = {
+    "H11Protocol methods": ("connection_made", "connection_lost", "data_received", "on_response_complete",
+                            "send_400_response"),
+    "H11Protocol attributes": ("config", "app", "loop", "conn", "transport", "flow", "client", "cycle"),
+    "RequestResponseCycle attributes": ("response_started", "response_complete", "more_body", "disconnected",
+                                        "message_event"),
+    "FlowControl attributes": ("read_paused",),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The training engine: the optimiser and its schedule, the weight average, one epoch,
-validation and interrupt handling, around an explicit :class:`TrainState`.
+"""The training loop: one epoch, validation, checkpointable state (:class:`TrainState`) and
+interrupt handling. The optimiser, its schedule and the weight average are built in
+:mod:`brainmri.training.optim`; this module steps them.
 
 Every random draw of an epoch (its order, each batch's augmentation, the balancing extras,
 dropout) comes from :mod:`brainmri.training.sampling`, keyed by ``(seed, epoch, step, rank)``, so a
@@ -44,9 +45,6 @@ StepCallback = Callable[[int, int], None]
 #: Under torchrun, ranks agree on a Ctrl-C every this many steps (one tiny all-reduce that
 #: makes the CPU wait for the GPU, so not every step).
 STOP_CHECK_EVERY = 10
-
-
-# --- optimiser, schedule, weight average ----------------------------------------------------
 
 
 # --- state -------------------------------------------------------------------------------------

@@ -80,12 +80,14 @@ def _ema_update(decay: float) -> Callable:
     steps' nearly random weights are forgotten quickly."""
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        # multi_avg_fn (all tensors of a device and dtype at once) rather than avg_fn: the count
+        # is read once per group, not once per tensor (on a GPU, each read waits for it).
         n = int(n_averaged)
         weight = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
-        if averaged and averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, weight)
-        else:
-            for a, c in zip(averaged, current, strict=True):
+        for a, c in zip(averaged, current, strict=True):
+            if a.is_floating_point():
+                a.lerp_(c, weight)  # the same arithmetic as torch's private _foreach_lerp_, tensor by tensor
+            else:  # integer buffers (BatchNorm's num_batches_tracked): the current value
                 a.copy_(c)
 
     return update

@@ -45,12 +45,6 @@ from brainmri.training.records import (
     write_history,
 )
 
-# --- records ------------------------------------------------------------------------------
-
-
-# --- checks before anything is written ---------------------------------------------------------
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -135,7 +129,16 @@ def _busy(run: RunDir) -> str:
     )
 
 
-def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, resume, lock: FolderLock):
+def _resolve_config(
+    config: TrainConfig,
+    run: RunDir,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    overwrite: bool,
+    resume: bool,
+    lock: FolderLock,
+) -> tuple[TrainConfig, list[dict[str, str]] | None]:
     """The run's settings (a resumed run's own), checked on rank 0, and its split rows. An
     existing run folder is locked first: a second process resuming or overwriting it is refused."""
     from brainmri.data.splits import effective_split
@@ -158,7 +161,7 @@ def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, re
         except BrainMRIError as exc:
             error = str(exc)
     engine.broadcast_error(error, world_size)
-    if resume:
+    if resume and rank != 0:  # rank 0 read it above, before checking it; the others read it now that it passed
         config = _saved_config(run, config)
     return config, rows
 
@@ -183,7 +186,17 @@ def _saved_config(run: RunDir, given: TrainConfig) -> TrainConfig:
     return saved.replace(device=given.device, workers=given.workers)
 
 
-def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, created, lock: FolderLock):
+def _start(
+    config: TrainConfig,
+    run: RunDir,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+    overwrite: bool,
+    resume: bool,
+    created: list[Path],
+    lock: FolderLock,
+) -> tuple[_Run, engine.Parts, engine.TrainState, float]:
     """Check, write the folder's records, load the data, build (or restore) the parts."""
     from brainmri.data.prepared import load_split, prepared_size
     from brainmri.data.splitfile import write_split
@@ -242,7 +255,7 @@ def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, cre
     return r, parts, state, t0
 
 
-def _save_last(run: _Run, parts: engine.Parts, state: engine.TrainState, epoch_done: int, session_start: float):
+def _save_last(run: _Run, parts: engine.Parts, state: engine.TrainState, epoch_done: int, session_start: float) -> None:
     if not run.main:
         return
     card = make_card(**run.card_base, metrics=best_metrics(state.best, run.selects))
@@ -257,7 +270,15 @@ def _save_last(run: _Run, parts: engine.Parts, state: engine.TrainState, epoch_d
     save_checkpoint(run.dir.last, parts.model, card, parts.optimizer, epoch_done, extra)
 
 
-def _fit(run: _Run, parts: engine.Parts, state: engine.TrainState, t0, started, progress, step_callback) -> None:
+def _fit(
+    run: _Run,
+    parts: engine.Parts,
+    state: engine.TrainState,
+    t0: float,
+    started: float,
+    progress: bool,
+    step_callback: engine.StepCallback | None,
+) -> None:
     """The epoch loop: train, validate, record, checkpoint; Ctrl-C saves and stops between steps."""
     from tqdm import tqdm
 

@@ -2,6 +2,11 @@
 manifest of every source file, its kept images, and one side of a split decoded into memory;
 and the check of outside images against a run's training data.
 
+:class:`PreparedFolder` holds a folder's two records, ``manifest.csv`` and ``prepare.json``,
+read once. Every function here takes either a folder path or a :class:`PreparedFolder`; a
+caller that asks several questions of one folder (a training run: its split, its groups, its
+prepared size) opens it once and passes it along.
+
 Splits are drawn in :mod:`brainmri.data.splits` and written as :mod:`brainmri.data.splitfile` files.
 """
 
@@ -9,10 +14,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -42,11 +48,58 @@ MANIFEST_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class PreparedFolder:
+    """A prepared folder with its records read once: ``manifest`` (every row of
+    ``manifest.csv``, every source file, kept or not) and ``info`` (``prepare.json``: settings
+    and counts; empty for a folder without one). Rows are shared: read them, do not change them."""
+
+    path: Path
+    manifest: tuple[Mapping[str, str], ...]
+    info: Mapping[str, Any]
+
+    @classmethod
+    def open(cls, prepared: Prepared) -> PreparedFolder:
+        """The folder's records (an already opened folder is returned as it is)."""
+        if isinstance(prepared, PreparedFolder):
+            return prepared
+        path = Path(prepared)
+        manifest = tuple(_read_manifest(path))
+        info_path = path / PREPARE_JSON
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        return cls(path, manifest, info)
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The settings prepare recorded in ``prepare.json``."""
+        if not self.info:
+            raise BrainMRIError(f"{self.path} has no {PREPARE_JSON}: not a finished prepared folder")
+        return self.info["settings"]
+
+    @property
+    def size(self) -> int | None:
+        """The image size prepare wrote (None for a folder without ``prepare.json``)."""
+        return int(self.settings["size"]) if self.info else None
+
+    @property
+    def source(self) -> Path:
+        """The source folder prepare read."""
+        return Path(self.settings["source"])
+
+
+#: A prepared folder: its path, or its records already read.
+Prepared: TypeAlias = "str | Path | PreparedFolder"
+
+
+def folder_path(prepared: Prepared) -> Path:
+    return prepared.path if isinstance(prepared, PreparedFolder) else Path(prepared)
+
+
 # --- what another folder shares with a run's training images ----------------------
 
 
 def training_overlap(
-    prepared: str | Path, split_file: str | Path, hashes: Sequence[tuple[str, str]], fold: int | None = None
+    prepared: Prepared, split_file: str | Path, hashes: Sequence[tuple[str, str]], fold: int | None = None
 ) -> list[dict[str, Any] | None]:
     """For each (pixel hash, phash) of an outside image, the source file of the run's training
     data it duplicates (exactly, or within prepare's phash threshold), else None.
@@ -56,14 +109,14 @@ def training_overlap(
     reference is every source file whose duplicate group lies on the training side of the
     split (``train`` or ``val``), including the duplicates that prepare removed.
     """
-    info = json.loads((Path(prepared) / PREPARE_JSON).read_text(encoding="utf-8"))
-    threshold = int(info["settings"]["phash_threshold"])
+    folder = PreparedFolder.open(prepared)
+    threshold = int(folder.settings["phash_threshold"])
     rows = read_split(split_file)
     training = select_split(rows, "train", fold) + ([] if "fold" in rows[0] else select_split(rows, "val"))
     # The split's group column may name patient units (--groups); the duplicate groups of its
     # rows are looked up by path (a prepared PNG, or the source file of a random split).
-    manifest = read_manifest(prepared)
-    source = Path(info["settings"]["source"])
+    manifest = folder.manifest
+    source = folder.source
     dup_of = {str(source / m["source_path"]): m["group"] for m in manifest if m["group"]}
     dup_of.update({m["output_path"]: m["group"] for m in manifest if m["output_path"]})
     training_groups = {dup_of.get(r["path"], r["group"]) for r in training}
@@ -88,8 +141,12 @@ def training_overlap(
 # --- reading a prepared folder -------------------------------------------------------
 
 
-def read_manifest(prepared: str | Path) -> list[dict[str, str]]:
-    """All rows of ``prepared/manifest.csv`` (every source file, kept or not)."""
+def read_manifest(prepared: Prepared) -> list[dict[str, str]]:
+    """All rows of ``prepared/manifest.csv`` (every source file, kept or not), as new dicts."""
+    return [dict(r) for r in PreparedFolder.open(prepared).manifest]
+
+
+def _read_manifest(prepared: Path) -> list[dict[str, str]]:
     path = Path(prepared) / MANIFEST
     if not Path(prepared).is_dir():
         raise BrainMRIError(f"prepared folder not found: {prepared} (run 'brainmri data prepare SRC OUT' first)")
@@ -104,7 +161,7 @@ def read_manifest(prepared: str | Path) -> list[dict[str, str]]:
 
 
 def kept_rows(
-    prepared: str | Path, groups: str | Path | None = None, groups_missing: str = "error"
+    prepared: Prepared, groups: str | Path | None = None, groups_missing: str = "error"
 ) -> list[dict[str, str]]:
     """The kept images of a prepared folder, sorted by path so that splits never depend on
     the order in which files were listed.
@@ -112,9 +169,10 @@ def kept_rows(
     ``group`` is what a split keeps on one side: the duplicate group, or, where patient groups
     are known (``groups``, or those prepare recorded), the union of duplicate and patient
     groups (:func:`brainmri.data.groups.split_units`)."""
-    manifest = read_manifest(prepared)
-    units = units_for(manifest, groups, groups_missing, str(prepared))
-    rows = [r for r in manifest if r["status"] == "kept"]
+    folder = PreparedFolder.open(prepared)
+    prepared = folder.path
+    units = units_for(folder.manifest, groups, groups_missing, str(prepared))
+    rows = [dict(r) for r in folder.manifest if r["status"] == "kept"]
     if not rows:
         raise BrainMRIError(f"{prepared}/{MANIFEST} lists no kept images")
     for r in rows:
@@ -127,16 +185,18 @@ def kept_rows(
     return sorted(rows, key=lambda r: r["output_path"])
 
 
-def has_patient_groups(prepared: str | Path) -> bool:
+def has_patient_groups(prepared: Prepared) -> bool:
     """Whether prepare recorded ``--groups`` for this folder (its manifest names patients)."""
-    return any(r.get(PATIENT_COLUMN) for r in read_manifest(prepared))
+    return any(r.get(PATIENT_COLUMN) for r in PreparedFolder.open(prepared).manifest)
 
 
 # --- splitting ----------------------------------------------------------------------
 
 
-def prepared_size(prepared: str | Path) -> int | None:
+def prepared_size(prepared: Prepared) -> int | None:
     """The image size recorded in ``prepare.json`` (None if the folder has none)."""
+    if isinstance(prepared, PreparedFolder):
+        return prepared.size
     path = Path(prepared) / PREPARE_JSON
     if not path.is_file():
         return None
@@ -144,7 +204,7 @@ def prepared_size(prepared: str | Path) -> int | None:
 
 
 def load_split(
-    prepared: str | Path,
+    prepared: Prepared,
     split_file: str | Path,
     side: str,
     fold: int | None = None,
@@ -156,7 +216,7 @@ def load_split(
     Prepared PNGs already have the prepared size, so they are resized (with the shared
     :func:`brainmri.io.preprocess.resize`) only when ``size`` asks for another one.
     """
-    prepared = Path(prepared)
+    given, prepared = prepared, folder_path(prepared)
     rows = select_split(read_split(split_file), side, fold)
     if not rows:
         raise BrainMRIError(f"the {side} side of {split_file} is empty")
@@ -164,7 +224,7 @@ def load_split(
         if r["label"] not in CLASSES:
             raise BrainMRIError(f"{split_file}: unknown label {r['label']!r} for {r['path']}")
 
-    via = prepared_size(prepared)
+    via = prepared_size(given)
 
     def load(rel: str) -> np.ndarray:
         # A relative path is a prepared PNG; an absolute one a source file that prepare set

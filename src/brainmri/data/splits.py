@@ -11,7 +11,6 @@ both sides. The files that prepare set aside are read from the source folder rec
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from brainmri.config import TrainConfig
 from brainmri.data import prepared as data
 from brainmri.data import splitfile
 from brainmri.data.groups import units_for
-from brainmri.data.prepared import MANIFEST, PREPARE_JSON, kept_rows
+from brainmri.data.prepared import MANIFEST, PREPARE_JSON, Prepared, PreparedFolder, kept_rows
 from brainmri.data.splitfile import write_split
 from brainmri.errors import BrainMRIError
 from brainmri.files import check_output
@@ -36,14 +35,13 @@ LEVELS = ("patient", "duplicate group", "image")
 READABLE = ("kept", "duplicate", "label_conflict")
 
 
-def all_readable_rows(prepared: str | Path) -> list[dict[str, str]]:
+def all_readable_rows(prepared: Prepared) -> list[dict[str, str]]:
     """Every readable source file of a prepared folder, as split rows: the prepared PNG of a
     kept image, the source file (absolute path) of one that prepare set aside."""
-    prepared = Path(prepared)
-    info = json.loads((prepared / data.PREPARE_JSON).read_text(encoding="utf-8"))
-    source = Path(info["settings"]["source"])
+    folder = PreparedFolder.open(prepared)
+    source = folder.source
     rows = []
-    for r in data.read_manifest(prepared):
+    for r in folder.manifest:
         if r["status"] not in READABLE:
             continue
         if r["status"] == "kept":
@@ -59,7 +57,7 @@ def all_readable_rows(prepared: str | Path) -> list[dict[str, str]]:
     return sorted(rows, key=lambda r: r["path"])
 
 
-def make_random_split(prepared: str | Path, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
+def make_random_split(prepared: Prepared, test_size: float = 0.2, seed: int = 42) -> list[dict[str, str]]:
     """The paper's split: stratified by label, image by image, over every readable file.
 
     The ``group`` column keeps each file's duplicate group, so that the leakage this split
@@ -81,19 +79,17 @@ def crossing_groups(rows: list[dict[str, str]]) -> int:
 
 
 def split_units(
-    prepared: str | Path, groups: str | Path | None = None, groups_missing: str = "error"
+    prepared: Prepared, groups: str | Path | None = None, groups_missing: str = "error"
 ) -> dict[str, str] | None:
     """The split unit (:func:`brainmri.data.groups.split_units`) of every readable file, keyed as
     split files name it: the prepared PNG of a kept image, the absolute source path of any
     readable one (as a ``random`` split lists it). None when no patient groups are known."""
-    prepared = Path(prepared)
-    manifest = data.read_manifest(prepared)
-    units = units_for(manifest, groups, groups_missing, str(prepared))
+    folder = PreparedFolder.open(prepared)
+    manifest = folder.manifest
+    units = units_for(manifest, groups, groups_missing, str(folder.path))
     if units is None:
         return None
-    info_path = prepared / data.PREPARE_JSON
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
-    source = info.get("settings", {}).get("source")
+    source = folder.info.get("settings", {}).get("source")
     out = {str(Path(source) / path): unit for path, unit in units.items()} if source else {}
     out.update({m["output_path"]: units[m["source_path"]] for m in manifest if m["status"] == "kept"})
     return out
@@ -118,21 +114,24 @@ def apply_units(rows: list[dict[str, str]], units: dict[str, str], where: str) -
     return out
 
 
-def split_level(config: TrainConfig, rows: list[dict[str, str]]) -> str:
+def split_level(config: TrainConfig, rows: list[dict[str, str]], prepared: Prepared | None = None) -> str:
     """What the run's split keeps on one side (one of :data:`LEVELS`): ``image`` for a random
     split, or a given split file whose duplicate groups cross sides; ``patient`` where patient
-    groups were used; ``duplicate group`` otherwise."""
+    groups were used; ``duplicate group`` otherwise. ``prepared``: the run's prepared folder, if
+    the caller has it open (else ``config.data``)."""
     if (not config.split and config.split_policy == "random") or crossing_groups(rows):
         return "image"
-    if config.groups or data.has_patient_groups(config.data):
+    if config.groups or data.has_patient_groups(prepared if prepared is not None else config.data):
         return "patient"
     return "duplicate group"
 
 
-def effective_split(config: TrainConfig) -> list[dict[str, str]]:
+def effective_split(config: TrainConfig, prepared: Prepared | None = None) -> list[dict[str, str]]:
     """The split rows a run uses, as a single split: a k-fold file resolved to its fold, a
     validation side carved from the training side when ``val_size`` > 0, the per-class limit
-    applied. A given split file is checked against the patient groups, if any are known."""
+    applied. A given split file is checked against the patient groups, if any are known.
+    ``prepared``: ``config.data`` if the caller has it open."""
+    folder = prepared if prepared is not None else config.data
     if config.split:
         rows = splitfile.read_split(config.split)
         if "fold" in rows[0]:
@@ -143,16 +142,16 @@ def effective_split(config: TrainConfig) -> list[dict[str, str]]:
                 for side in ("train", "test")
                 for r in splitfile.select_split(rows, side, config.fold)
             ]
-        units = split_units(config.data, config.groups, config.groups_missing)
+        units = split_units(folder, config.groups, config.groups_missing)
         if units is not None:
             rows = apply_units(rows, units, config.split)
     else:
         if config.fold is not None:
             raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
         if config.split_policy == "random":
-            rows = make_random_split(config.data, config.test_size, config.seed)
+            rows = make_random_split(folder, config.test_size, config.seed)
         else:
-            rows = make_split(config.data, config.test_size, config.seed, config.groups, config.groups_missing)
+            rows = make_split(folder, config.test_size, config.seed, config.groups, config.groups_missing)
     if config.val_size > 0:
         rows = carve_validation(rows, config.val_size, config.seed)
     else:
@@ -216,7 +215,7 @@ def pick_groups(rows: Sequence[dict[str, str]], fraction: float, seed: int) -> s
 
 
 def make_split(
-    prepared: str | Path,
+    prepared: Prepared,
     test_size: float = 0.2,
     seed: int = 42,
     groups: str | Path | None = None,
@@ -287,7 +286,7 @@ def check_folds(rows: Sequence[dict[str, str]], k: int, flag: str = "--k") -> No
 
 
 def make_kfold(
-    prepared: str | Path,
+    prepared: Prepared,
     k: int = 5,
     seed: int = 42,
     groups: str | Path | None = None,

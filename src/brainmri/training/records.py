@@ -19,6 +19,7 @@ import torch
 
 from brainmri import __version__
 from brainmri.config import TrainConfig
+from brainmri.data.prepared import PreparedFolder
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text
 from brainmri.labels import CLASSES
@@ -144,7 +145,10 @@ def validate_config(config: TrainConfig) -> None:
         split_units(config.data, config.groups, config.groups_missing)
 
 
-def card_fields(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_size, selects: bool) -> dict[str, Any]:
+def card_fields(
+    config: TrainConfig, run: RunDir, train_y: torch.Tensor, prepared: PreparedFolder, selects: bool
+) -> dict[str, Any]:
+    """The model card's fields that stay the same for the whole run."""
     from brainmri.data.splitfile import read_split
     from brainmri.data.splits import side_counts, split_level
 
@@ -159,7 +163,7 @@ def card_fields(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_si
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         finetune=config.finetune,
-        prepared_size=prep_size,
+        prepared_size=prepared.size,
         tta=config.tta,
         weights_record=weights_record(config.arch, config.weights),
         training_data={
@@ -177,7 +181,7 @@ def card_fields(config: TrainConfig, run: RunDir, train_y: torch.Tensor, prep_si
             or f"made by splits.effective_split(test_size={config.test_size}, seed={config.seed})",
             "policy": "given split file" if config.split else config.split_policy,
             # What no side shares: patient (with --groups), duplicate group, or image (random split).
-            "level": split_level(config, rows),
+            "level": split_level(config, rows, prepared),
             "groups": config.groups,
             "fold": config.fold,
             "seed": config.seed,

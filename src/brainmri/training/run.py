@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from brainmri.config import TrainConfig
+from brainmri.data.prepared import PreparedFolder
 from brainmri.errors import BrainMRIError
 from brainmri.files import FolderLock, read_json, write_json
 from brainmri.labels import CLASSES
@@ -138,12 +139,13 @@ def _resolve_config(
     overwrite: bool,
     resume: bool,
     lock: FolderLock,
-) -> tuple[TrainConfig, list[dict[str, str]] | None]:
-    """The run's settings (a resumed run's own), checked on rank 0, and its split rows. An
-    existing run folder is locked first: a second process resuming or overwriting it is refused."""
+) -> tuple[TrainConfig, list[dict[str, str]] | None, PreparedFolder | None]:
+    """The run's settings (a resumed run's own), checked on rank 0, its split rows, and its
+    prepared folder where it was opened to draw them. An existing run folder is locked first: a
+    second process resuming or overwriting it is refused."""
     from brainmri.data.splits import effective_split
 
-    error, rows = None, None
+    error, rows, folder = None, None, None
     if not resume:  # absolute paths in config.json, so the run can be resumed and audited from anywhere
         config = config.replace(**absolute_paths(config))
     if rank == 0:
@@ -156,14 +158,15 @@ def _resolve_config(
             validate_config(config)
             resolve_precision(config.precision, device)
             if not resume:
-                rows = effective_split(config)
+                folder = PreparedFolder.open(config.data)
+                rows = effective_split(config, folder)
                 _check_every_class_trains(rows, config)
         except BrainMRIError as exc:
             error = str(exc)
     engine.broadcast_error(error, world_size)
     if resume and rank != 0:  # rank 0 read it above, before checking it; the others read it now that it passed
         config = _saved_config(run, config)
-    return config, rows
+    return config, rows, folder
 
 
 def _check_every_class_trains(rows: list[dict[str, str]], config: TrainConfig) -> None:
@@ -198,10 +201,10 @@ def _start(
     lock: FolderLock,
 ) -> tuple[_Run, engine.Parts, engine.TrainState, float]:
     """Check, write the folder's records, load the data, build (or restore) the parts."""
-    from brainmri.data.prepared import load_split, prepared_size
+    from brainmri.data.prepared import load_split
     from brainmri.data.splitfile import write_split
 
-    config, rows = _resolve_config(config, run, rank, world_size, device, overwrite, resume, lock)
+    config, rows, folder = _resolve_config(config, run, rank, world_size, device, overwrite, resume, lock)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed + rank)  # weight init; dropout is re-seeded every step
     if config.deterministic:
@@ -233,19 +236,20 @@ def _start(
     log = RunLog(run.log if rank == 0 else None, echo=False)
 
     t0 = time.perf_counter()
-    train_x, train_y, _ = load_split(config.data, run.split, "train", size=config.image_size)
+    folder = folder or PreparedFolder.open(config.data)  # manifest and prepare.json: read once per process
+    train_x, train_y, _ = load_split(folder, run.split, "train", size=config.image_size)
     # The side watched each epoch: a validation side carved from training, which draws the
     # curves and chooses the best epoch. Without one (--val-size 0) nothing is validated during
     # training: the test side is looked at only by evaluation, once, at the end.
     selects = config.val_size > 0
     if selects:
-        val_x, val_y, _ = load_split(config.data, run.split, "val", size=config.image_size)
+        val_x, val_y, _ = load_split(folder, run.split, "val", size=config.image_size)
     else:
         val_x, val_y = train_x[:0], train_y[:0]
     if config.workers == 0:
         train_x, train_y = train_x.to(device), train_y.to(device)
     val_x, val_y = val_x.to(device), val_y.to(device)
-    card_base = card_fields(config, run, train_y, prepared_size(config.data), selects)
+    card_base = card_fields(config, run, train_y, folder, selects)
     r = _Run(run, config, device, precision, rank, world_size, log, train_x, train_y, val_x, val_y, selects, card_base)
     parts = engine.build_parts(model, config, train_y, precision, device, rank, world_size)
     state = engine.TrainState()

@@ -30,7 +30,6 @@ from brainmri.metrics.localisation import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTERNAL = ROOT.parent / "shared" / "datasets" / "brain-tumor-mri-external"
 
 
 # --- provenance ------------------------------------------------------------------------------
@@ -155,9 +154,8 @@ def test_external_breakdown_counts_the_worst_error():
     assert out["Br35H normals: specificity"]["value"] == pytest.approx(1 / 2)
 
 
-@pytest.mark.skipif(not EXTERNAL.is_dir(), reason="the shared external dataset is not beside the project")
-def test_the_external_folder_has_its_near_duplicate_groups():
-    groups = near_duplicate_groups(EXTERNAL)
+def test_the_external_folder_has_its_near_duplicate_groups(external):
+    groups = near_duplicate_groups(external)
     sizes = np.bincount(np.unique(list(groups.values()), return_inverse=True)[1])
     assert len(groups) == 850 and (sizes > 1).sum() == 60 and int((sizes - 1).sum()) == 85
 
@@ -188,11 +186,10 @@ def test_box_scores_on_made_maps():
     assert wide[3] - wide[1] == 20 and (wide[1] >= 30 or wide[3] <= 10)
 
 
-@pytest.mark.skipif(not EXTERNAL.is_dir(), reason="the shared external dataset is not beside the project")
-def test_the_shared_boxes_are_read_and_checked(tmp_path):
-    boxes = read_boxes(EXTERNAL / "boxes.csv")
+def test_the_shared_boxes_are_read_and_checked(external, tmp_path):
+    boxes = read_boxes(external / "boxes.csv")
     assert len(boxes) == 407 and sum(b.half == "select" for b in boxes) == 189
-    assert all((EXTERNAL / b.file).is_file() for b in boxes)
+    assert all((external / b.file).is_file() for b in boxes)
     bad = tmp_path / "bad.csv"
     bad.write_text("file,label,x_center,y_center,width,height,half\na.jpg,glioma,0.5,0.5,nan,0.1,select\n")
     with pytest.raises(BrainMRIError, match="fractions"):

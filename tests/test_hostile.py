@@ -289,6 +289,7 @@ def _interrupted_run(prepared: Path, run: Path) -> None:
         train(_config(prepared), run, progress=False, step_callback=stop)
 
 
+@pytest.mark.slow  # trains in three processes at once
 def test_a_second_writer_of_a_run_folder_is_refused(prepared32, tmp_path):
     """Two `train --resume` of one run used to both train to the end, write the same checkpoints
     and log every line twice. While one process trains, a second resume or overwrite is one line."""
@@ -336,6 +337,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # trains in a subprocess, then resumes it
 def test_sigterm_during_training_saves_a_resumable_checkpoint(prepared32, tmp_path):
     """SIGTERM (kill, timeout, a scheduler ending a job) used to end training with nothing saved
     or logged. Like Ctrl-C, it now ends the step, saves last.pt, logs one line, exits non-zero."""

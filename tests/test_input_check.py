@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import dicom_bytes
+from conftest import EXTERNAL, dicom_bytes, need_dataset
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -69,7 +69,7 @@ def test_cheap_checks_flag_made_images_and_pass_real_slices(sartaj):
     assert any("2 grey levels" in r for r in reasons["one-bit.dcm"])
     real = (
         sorted((sartaj / "Testing" / "glioma_tumor").iterdir())[:10]
-        + sorted((sartaj.parent / "brain-tumor-mri-external" / "notumor").iterdir())[:10]
+        + sorted((need_dataset(EXTERNAL, "external dataset") / "notumor").iterdir())[:10]
     )
     assert all(ic.source_reasons(read_image(f).array, read_image(f).chroma) == [] for f in real)
     # A real slice in false colour is not what a scanner gives: flagged, whatever the model.
@@ -268,7 +268,7 @@ def test_the_check_holds_for_a_weak_model(sartaj, tmp_path, capsys):
         (src / folder).mkdir(parents=True)
         for f in sorted((sartaj / "Training" / folder).iterdir())[:100]:
             (src / folder / f.name).symlink_to(f)
-    for folder in sorted((sartaj.parent / "brain-tumor-mri-external").iterdir()):
+    for folder in sorted(need_dataset(EXTERNAL, "external dataset").iterdir()):
         if folder.is_dir():
             (external / folder.name).mkdir(parents=True)
             for f in sorted(folder.iterdir())[:25]:
@@ -304,3 +304,27 @@ def test_the_check_holds_for_a_weak_model(sartaj, tmp_path, capsys):
     assert shares["made-up images"] >= 0.95, result["sets"]["made-up images"]
     assert shares["external MRI"] <= 0.05 and shares["held-out test side"] <= 0.05, shares
     assert "image statistics" in result["checks"], result["checks"]
+
+
+def test_calibrate_measure_counts_the_flagged_images_of_every_set(trained_run, small_raw, tmp_path, capsys):
+    """``brainmri calibrate RUN --measure EXTERNAL`` on a calibrated run: no second calibration,
+    then one row per set (non-MRI images, the run's test side, the external folder)."""
+    pytest.importorskip("skimage")
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("last.pt", "eval"))
+    external = tmp_path / "external"
+    external.mkdir()
+    for f in sorted((small_raw / "glioma_tumor").iterdir())[:6]:
+        shutil.copy(f, external / f.name)
+    before = (run / "checkpoints" / "best.pt").read_bytes()
+    assert main(["calibrate", str(run), "--measure", str(external)]) == 0
+    out = capsys.readouterr().out
+    assert "input check calibrated" not in out  # already calibrated: measured only
+    assert (run / "checkpoints" / "best.pt").read_bytes() == before
+    rows = {line[:24].strip(): line[24:].split() for line in out.splitlines()[3:] if line.strip()}
+    assert set(rows) == {"scikit-image samples", "made-up images", "held-out test side", "external MRI"}
+    assert rows["external MRI"][:2] == ["6", "0"]  # files, refused
+    for name, (files, refused, flagged, share, *_) in rows.items():
+        assert int(refused) + int(flagged) <= int(files), name
+        assert share == f"{int(flagged) / (int(files) - int(refused)):.1%}", name
+    assert int(rows["made-up images"][0]) == 43  # 5 kinds x 8, and the three degenerate ones

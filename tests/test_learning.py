@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from brainmri.config import TrainConfig
 from brainmri.data.prepare import prepare
 from brainmri.data.prepared import load_split
@@ -18,6 +20,7 @@ from brainmri.models.checkpoint import load_model
 from brainmri.training.run import train
 
 
+@pytest.mark.slow  # ten epochs: learning, not a tiny fixture
 def test_a_small_model_fits_real_training_images(small_raw, tmp_path):
     prepare(small_raw, tmp_path / "prepared", size=32, workers=1, progress=False)
     config = TrainConfig(

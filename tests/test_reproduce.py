@@ -31,9 +31,8 @@ def _table_rows(md: str, first_header: str) -> tuple[list[str], list[list[str]]]
 
 
 @pytest.mark.slow
-def test_reproduce_quick_end_to_end_and_resume(sartaj, tmp_path, capsys):
+def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capsys):
     out = tmp_path / "repro"
-    external = sartaj.parent / "brain-tumor-mri-external"
     args = ["reproduce", "--preset", "quick", "--data", str(sartaj), "--out", str(out), "--external", str(external)]
     assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()

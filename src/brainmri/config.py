@@ -14,6 +14,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,7 @@ class TrainConfig:
         return self
 
 
-def _range_text(meta: dict[str, Any]) -> str:
+def _range_text(meta: Mapping[str, Any]) -> str:
     lo = "above" if meta.get("open_low") else "at least"
     hi = "below" if meta.get("open_high") else "at most"
     return f"{lo} {meta['low']:g} and {hi} {meta['high']:g}"

@@ -74,13 +74,13 @@ def sample_sources(data: Path, n: int) -> list[dict[str, str]]:
     from brainmri.data.scan import scan
 
     by_label: dict[str, list[dict[str, str]]] = {}
-    for row in scan(data):
-        by_label.setdefault(row["label"], []).append(row)
+    for scanned in scan(data):
+        by_label.setdefault(scanned["label"], []).append(scanned)
     picked: list[dict[str, str]] = []
     queues = [iter(rows) for _, rows in sorted(by_label.items())]
     while len(picked) < n and queues:
         for q in list(queues):
-            row = next(q, None)
+            row: dict[str, str] | None = next(q, None)
             if row is None:
                 queues.remove(q)
             elif len(picked) < n:

@@ -213,7 +213,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         config,
-        archs=arch_list(args.archs),
+        archs=arch_list(args.archs) or (),  # --archs has a default: never None here
         cv=args.cv,
         seeds=args.seeds,
         boxes=args.boxes,

@@ -282,7 +282,7 @@ def run_audit(
                 "folders": sorted({r["folder"] for r in rs}),
             }
         )
-    result = {
+    result: dict[str, Any] = {
         "settings": {
             "sources": [d["path"] for d in datasets],
             "size": size,

@@ -65,9 +65,8 @@ def _download(url: str, path: Path, progress: bool) -> None:
         pooch.HTTPDownloader(progressbar=progress, timeout=30)(url, str(path), None)
     except requests.HTTPError as exc:
         response = exc.response
-        raise BrainMRIError(
-            f"cannot download {url}: HTTP {response.status_code} {response.reason}; check --url"
-        ) from None
+        status = f"HTTP {response.status_code} {response.reason}" if response is not None else "HTTP error"
+        raise BrainMRIError(f"cannot download {url}: {status}; check --url") from None
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
         raise BrainMRIError(f"download of {url} broke off ({type(exc).__name__}); run again") from None
     except (requests.ConnectionError, requests.Timeout) as exc:

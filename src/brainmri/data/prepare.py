@@ -133,7 +133,7 @@ def prepare(
         ]
         results = map_images(_prepare_one, tasks, workers, "prepare", progress)
         manifest = _deduplicate(rows, names, results, phash_threshold)
-        columns = MANIFEST_COLUMNS
+        columns: tuple[str, ...] = MANIFEST_COLUMNS
         if patients is not None:
             columns += (PATIENT_COLUMN,)
             for m in manifest:
@@ -151,7 +151,7 @@ def prepare(
             "label_map": mapping,
             "max_pixels": max_pixels,
         }
-        if patients is not None:
+        if patients is not None and groups:  # patients come from groups
             summary["settings"].update(groups=str(Path(groups).resolve()), groups_missing=groups_missing)
             summary["patient_groups"] = len({p for p in patients.values() if p})
         summary["seconds"] = round(time.perf_counter() - started, 2)

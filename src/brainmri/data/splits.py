@@ -98,7 +98,8 @@ def split_units(
 def apply_units(rows: list[dict[str, str]], units: dict[str, str], where: str) -> list[dict[str, str]]:
     """``rows`` of a given split file with each ``group`` replaced by its split unit, once it is
     checked that no unit (patient with its duplicates) has members on two sides."""
-    out, sides = [], {}
+    out: list[dict[str, str]] = []
+    sides: dict[str, set[str]] = {}
     for r in rows:
         unit = units.get(r["path"])
         if unit is None:
@@ -302,10 +303,10 @@ def make_kfold(
     rows = kept_rows(prepared, groups, groups_missing)
     check_folds(rows, k, flag)
     y = np.array([CLASSES.index(r["label"]) for r in rows])
-    groups = np.array([r["group"] for r in rows])
+    group_ids = np.array([r["group"] for r in rows])
     folds = np.empty(len(rows), dtype=np.int64)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fold, (_, test_idx) in enumerate(cv.split(np.zeros(len(rows)), y, groups)):
+    for fold, (_, test_idx) in enumerate(cv.split(np.zeros(len(rows)), y, group_ids)):
         folds[test_idx] = fold
     return [
         {"path": r["output_path"], "label": r["label"], "group": r["group"], "fold": str(int(f))}

@@ -105,7 +105,8 @@ def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.nda
     # runs may keep the k-fold file, which needs the fold.
     fold = _split_fold(split, config)
     images, labels, paths = load_split(prepared, split, "test", fold=fold, size=card["image_size"])
-    source = {"kind": "held-out", "prepared": str(prepared), "split": str(split), "fold": fold, "skipped": []}
+    source: dict[str, Any] = {"kind": "held-out", "prepared": str(prepared), "split": str(split), "fold": fold,
+                              "skipped": []}  # fmt: skip
     return images, labels.numpy(), paths, source
 
 
@@ -246,9 +247,9 @@ def evaluate_run(
     ckpt_path = RunDir(run_dir).best
     if not ckpt_path.is_file():
         raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
-    if data is not None:
-        name = plain_name(name or Path(data).resolve().name, "--name")
-    _check_outputs(RunDir(run_dir).eval_dir(name) if data is not None else run_dir, overwrite, named=data is not None)
+    eval_name = plain_name(name or Path(data).resolve().name, "--name") if data is not None else ""
+    named = data is not None
+    _check_outputs(RunDir(run_dir).eval_dir(eval_name) if named else run_dir, overwrite, named=named)
     from brainmri.models.checkpoint import load_model
 
     model, card = load_model(ckpt_path)
@@ -259,7 +260,7 @@ def evaluate_run(
     else:
         folder = Path(data)
         images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
-        out_dir = fig_dir = RunDir(run_dir).eval_dir(name)
+        out_dir = fig_dir = RunDir(run_dir).eval_dir(eval_name)
     flip = bool(card.get("tta")) if tta is None else tta
     warnings = None
     if data is None:
@@ -298,7 +299,7 @@ def evaluate_run(
         figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
         metrics["figures"] = {k: str(v) for k, v in figs.items()}
     atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
-    if boxes is not None:
+    if boxes is not None and data is not None:  # boxes without data was refused at the start
         metrics["localisation"] = _score_boxes(model, card, Path(data), Path(boxes), out_dir, device, n_bootstrap)
         atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     headline = card_metrics(metrics)

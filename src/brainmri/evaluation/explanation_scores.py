@@ -177,7 +177,7 @@ def occlusion_test(model, arrays, kept, flip: bool, device, n_bootstrap: int) ->
         "drop_box": _summary(drop_box, n_bootstrap),
         "drop_control": _summary(drop_ctrl, n_bootstrap),
         "difference": _summary(drop_box - drop_ctrl, n_bootstrap),
-        "flipped_by_box": int(np.sum(p_box < 0.5) - np.sum(base < 0.5)),
+        "flipped_by_box": int(np.sum(p_box < 0.5)) - int(np.sum(base < 0.5)),
     }
 
 
@@ -303,7 +303,7 @@ def localisation_sections(record: dict[str, Any], out_dir: Path, title: str = ""
         f"Occlusion: covering the box lowers the true class's probability by {_ci(occ['drop_box'])}, covering a "
         f"same-sized region clear of it by {_ci(occ['drop_control'])} (difference {_ci(occ['difference'])}).",
     ]
-    sections = [
+    sections: list[dict[str, Any]] = [
         {"heading": "Where the model looks" + (f": {title}" if title else ""), "text": text},
         {"heading": "Report half (the figures to quote)", "level": 3,
          "table": method_table(record["tables"]["report"])},

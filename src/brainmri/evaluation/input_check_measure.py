@@ -18,7 +18,7 @@ prediction), not as flagged.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,10 @@ def measure_input_check(
 
     predictor = Predictor(model, device=device)
     run_dir = Path(model) if Path(model).is_dir() else Path(model).parent.parent
-    sets = {"scikit-image samples": skimage_images(), "made-up images": made_up_images()}
+    sets: dict[str, Sequence[tuple[str, str | Path | bytes]]] = {
+        "scikit-image samples": skimage_images(),
+        "made-up images": made_up_images(),
+    }
     held = _held_out(run_dir)
     if held:
         sets["held-out test side"] = held

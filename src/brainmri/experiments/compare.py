@@ -356,13 +356,13 @@ def _check_inputs(
         )
     if cv:  # folds the data cannot fill: one line now, before OUT is made
         splits.check_folds(data_mod.kept_rows(prepared, config.groups, config.groups_missing), cv, "--cv")
-    externals = [Path(e) for e in externals]
-    for folder in externals:
+    folders = [Path(e) for e in externals]
+    for folder in folders:
         if not folder.is_dir():
             raise BrainMRIError(f"external folder not found: {folder}")
-    if len({external_name(e) for e in externals}) < len(externals):
+    if len({external_name(e) for e in folders}) < len(folders):
         raise BrainMRIError("two --external folders have the same name; their evaluations would collide")
-    return archs, externals
+    return archs, folders
 
 
 def _comparison_split(prepared: Path, out: Path, config: TrainConfig, cv: int | None) -> Path:
@@ -370,13 +370,13 @@ def _comparison_split(prepared: Path, out: Path, config: TrainConfig, cv: int | 
     the comparison folder so that a resumed comparison uses the same sides."""
     split = out / (f"folds_k{cv}.csv" if cv else SPLIT_CSV)
     if not split.is_file():
-        grouping = {"groups": config.groups, "groups_missing": config.groups_missing}
+        groups, missing = config.groups, config.groups_missing
         if cv:
-            rows = splits.make_kfold(prepared, cv, config.seed, **grouping, flag="--cv")
+            rows = splits.make_kfold(prepared, cv, config.seed, groups=groups, groups_missing=missing, flag="--cv")
         elif config.split_policy == "random":
             rows = make_random_split(prepared, config.test_size, config.seed)
         else:
-            rows = splits.make_split(prepared, config.test_size, config.seed, **grouping)
+            rows = splits.make_split(prepared, config.test_size, config.seed, groups=groups, groups_missing=missing)
         splitfile.write_split(rows, split)
     return split
 
@@ -413,7 +413,7 @@ def _summary(results: dict[str, dict[str, Any]], leakage: dict[str, int] | None)
                 "test_accuracy_sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
             }
             continue
-        m = res.get("metrics") or res.get("pooled")
+        m = res.get("metrics") or res["pooled"]
         entry = {"held_out": headline(m), "training_seconds": (m.get("run") or {}).get("training_seconds")}
         entry["external"] = {name: headline(e) for name, e in res.get("external", {}).items()}
         out["archs"][arch] = entry

@@ -113,7 +113,7 @@ def reproduce(
         preparation.prepare(source, prepared, size=PREPARE_SIZE, overwrite=prepared.exists(), progress=progress)
     config = config.replace(data=str(prepared.resolve()))
     meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
-    common = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
+    common: dict[str, Any] = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
     report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, boxes=boxes,
                      **common)  # fmt: skip
     if leakage:

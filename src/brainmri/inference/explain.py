@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ def target_layer(model: nn.Module, image_size: int) -> nn.Module:
     """
     backbone = getattr(model, "backbone", model)
     if hasattr(backbone, "layer4"):
-        return backbone.layer4[-1]
+        return cast(nn.Sequential, backbone.layer4)[-1]
     order: list[nn.Module] = []
 
     def remember(module: nn.Module, _inputs: tuple, output: object) -> None:
@@ -189,7 +190,7 @@ def panel(
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.4), dpi=100 if scale is None else scale)
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     axes[0].imshow(gray, cmap="gray", vmin=0, vmax=255)
     axes[0].set_title("input slice", fontsize=9)
@@ -199,5 +200,5 @@ def panel(
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.01, "Research software, not a medical device.", ha="center", fontsize=7, color="gray")
-    fig.canvas.draw()
-    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy())
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[:, :, :3].copy())

@@ -37,7 +37,7 @@ class _WithProbabilities(nn.Module):
 
     def __init__(self, model: nn.Module, scorer: nn.Module | None = None):
         super().__init__()
-        self.model = model
+        self.model: Any = model  # with a scorer, a Classifier (``features`` and ``head``)
         self.scorer = scorer
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -66,7 +66,7 @@ def to_onnx(
     wrapped = _WithProbabilities(model, scorer).eval()
     example = (torch.rand(2, 1, size, size, device=next(model.parameters()).device),)
     outputs = ["logits", "probabilities"] + ([ONNX_OUTPUT] if scorer is not None else [])
-    names = {"input_names": ["image"], "output_names": outputs, "opset_version": opset}
+    names: dict[str, Any] = {"input_names": ["image"], "output_names": outputs, "opset_version": opset}
     proto = None
     if dynamo:
         try:
@@ -78,6 +78,8 @@ def to_onnx(
                 dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}},
                 **names,
             )
+            if program is None:
+                raise RuntimeError("the exporter returned no program")
             proto = program.model_proto
         except Exception as exc:  # the new exporter fails on some models; the old one is the fallback
             warnings.warn(
@@ -104,7 +106,7 @@ def _legacy_export(wrapped: nn.Module, example: tuple, buf: io.BytesIO, names: d
     torch.onnx.export(
         wrapped,
         example,
-        buf,
+        buf,  # type: ignore[arg-type]  # the TorchScript exporter writes to a file object too
         dynamo=False,
         dynamic_axes={name: {0: "batch"} for name in ["image", *names["output_names"]]},
         **names,

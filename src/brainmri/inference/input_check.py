@@ -31,7 +31,7 @@ import datetime
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -94,6 +94,9 @@ class MahalanobisScore(nn.Module):
     ``transform`` (D, D) whitens with the shared precision matrix; ``centres`` (K, D) are the
     class means already transformed. Buffers, so the score travels inside an ONNX export.
     """
+
+    transform: torch.Tensor
+    centres: torch.Tensor
 
     def __init__(self, transform: torch.Tensor, centres: torch.Tensor):
         super().__init__()
@@ -341,7 +344,8 @@ class InputCheck:
         threshold = _threshold(entry)
         image = _image_score(entry)
         status = f"{_status(image)} (threshold {threshold:.1f})"
-        return cls(threshold, MahalanobisScore(transform, centres), status, image)
+        score = MahalanobisScore(cast(torch.Tensor, transform), cast(torch.Tensor, centres))  # checked in `fits`
+        return cls(threshold, score, status, image)
 
     @classmethod
     def for_onnx(cls, proto: Any, card: dict[str, Any]) -> InputCheck:

@@ -240,7 +240,7 @@ class Predictor:
         self, rows: list[Prediction], arrays: list[np.ndarray | None], reasons: list[list[str]]
     ) -> list[Prediction]:
         good = [i for i, a in enumerate(arrays) if a is not None]
-        probs, warnings = self.predict_checked([arrays[i] for i in good], [reasons[i] for i in good])
+        probs, warnings = self.predict_checked([a for a in arrays if a is not None], [reasons[i] for i in good])
         for i, p, warning in zip(good, probs, warnings, strict=True):
             rows[i].probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
             rows[i].label = self.classes[int(np.argmax(p))]
@@ -330,7 +330,7 @@ def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
     for r in rows:  # names and messages quoted when unprintable: a newline must not split a row
         frame = [r.frame_note or "-"] if framed else []
         if r.ok:
-            probs = [f"{r.probabilities[c]:.4f}" for c in classes]
+            probs = [f"{(r.probabilities or {})[c]:.4f}" for c in classes]
             warning = [f"WARNING: {r.input_warning}"] if r.input_warning else []
             lines.append([shown(r.name), r.label or "", *probs, *frame, *warning])
         else:
@@ -354,7 +354,7 @@ def write_predictions(path: str | Path, rows: Sequence[Prediction], classes: Seq
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["file", "predicted", *classes, "error", "input_warning", "frame", "frames"])
         for r in rows:
-            probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.ok else ["" for _ in classes]
+            probs = [f"{(r.probabilities or {})[c]:.6f}" for c in classes] if r.ok else ["" for _ in classes]
             frame = [r.frame, r.frames] if r.frame is not None else ["", ""]
             writer.writerow([r.name, r.label or "", *probs, r.error or "", r.input_warning or "", *frame])
         atomic_write_text(path, buf.getvalue())

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import (  # noqa: F401 -- importing a plugin registers its format with Image.open
@@ -136,7 +137,8 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, int, float]
 
     try:
         syntax = check_structure(data, max_pixels).transfer_syntax
-        ds = pydicom.dcmread(io.BytesIO(data), specific_tags=[tag_for_keyword(k) for k in DICOM_KEYWORDS])
+        tags = [tag for k in DICOM_KEYWORDS if (tag := tag_for_keyword(k)) is not None]  # every keyword is known
+        ds = pydicom.dcmread(io.BytesIO(data), specific_tags=tags)
         if "Rows" not in ds or "Columns" not in ds:
             raise Refused("DICOM without an image (no Rows and Columns: a report, plan or waveform?)")
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -216,7 +218,7 @@ def chroma(img: Image.Image) -> float:
     if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return 0.0
     try:
-        small = np.asarray(img.convert("RGB").resize((64, 64), Image.BILINEAR), dtype=np.int16)
+        small = np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.int16)
     except (OSError, ValueError):
         return 0.0
     return float((small.max(axis=2) - small.min(axis=2)).mean() / 255.0)
@@ -247,7 +249,8 @@ def _open_pil(data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
     if img.format == "TIFF":
-        tile = img.tag_v2.get(322, 0), img.tag_v2.get(323, 0)  # TileWidth, TileLength
+        tags = cast(TiffImagePlugin.TiffImageFile, img).tag_v2
+        tile = tags.get(322, 0), tags.get(323, 0)  # TileWidth, TileLength
         if (
             isinstance(tile[0], int)
             and isinstance(tile[1], int)

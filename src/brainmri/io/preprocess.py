@@ -30,7 +30,7 @@ def resize(gray: np.ndarray, size: int) -> np.ndarray:
     """
     if gray.shape == (size, size):
         return gray
-    return np.asarray(Image.fromarray(gray).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def to_array(

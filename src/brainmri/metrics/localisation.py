@@ -89,7 +89,8 @@ def read_boxes(path: str | Path) -> list[Box]:
             raise BrainMRIError(f"{path}, line {i}: box coordinates must be fractions of the image in 0..1")
         if r["half"] not in HALVES:
             raise BrainMRIError(f"{path}, line {i}: half must be {' or '.join(HALVES)}, got {r['half']!r}")
-        boxes.append(Box(r["file"], r["label"], *values, r["half"]))
+        x_center, y_center, width, height = values
+        boxes.append(Box(r["file"], r["label"], x_center, y_center, width, height, r["half"]))
     if not boxes:
         raise BrainMRIError(f"box file {path} has no rows")
     return boxes

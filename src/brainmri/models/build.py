@@ -38,6 +38,9 @@ class InputAdapter(nn.Module):
     forget or duplicate it.
     """
 
+    mean: torch.Tensor  # buffers (1, 3, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -95,8 +98,9 @@ def _strip_last_linear(model: nn.Module) -> int:
             return block.in_features
         if isinstance(block, nn.Sequential):
             for idx in range(len(block) - 1, -1, -1):
-                if isinstance(block[idx], nn.Linear):
-                    width = block[idx].in_features
+                layer = block[idx]
+                if isinstance(layer, nn.Linear):
+                    width = layer.in_features
                     block[idx] = nn.Identity()
                     # Dropout after the removed Linear would be dead weight: drop trailing layers.
                     for later in range(len(block) - 1, idx, -1):

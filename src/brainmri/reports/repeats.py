@@ -156,8 +156,8 @@ def repeats_sections(
             _pm([m["macro"]["f1"] for m in ms]),
             _pm([m.get("ece") for m in ms]),
         ]
-        for name in externals:
-            row.append(_pm([r["external"][name]["accuracy"] for r in runs if name in r.get("external", {})]))
+        for ext in externals:
+            row.append(_pm([r["external"][ext]["accuracy"] for r in runs if ext in r.get("external", {})]))
         row.append(_pm([(m.get("run") or {}).get("training_seconds") for m in ms], 0))
         row.append(", ".join(f"{m['accuracy']:.3f}" for m in ms))
         rows.append(row)

@@ -186,7 +186,7 @@ class GuardedH11Protocol(H11Protocol):
         self.timer: Any = None
         self.seen_cycle: Any = None
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.peer = self.client[0] if self.client else "unknown"
         self.refusal = self.guard.admit(self)

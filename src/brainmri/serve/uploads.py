@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 #: Small form fields (``overlay=1``) are all we accept besides files.
 MAX_FIELD_BYTES = 1024
@@ -45,9 +48,9 @@ class _Parts:
         self.fields: dict[str, str] = {}
         self.part: dict[str, Any] = {}
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         names = ("part_begin", "header_field", "header_value", "header_end", "headers_finished", "part_data")
-        return {f"on_{n}": getattr(self, n) for n in (*names, "part_end")}
+        return cast("MultipartCallbacks", {f"on_{n}": getattr(self, n) for n in (*names, "part_end")})
 
     def part_begin(self) -> None:
         self.part = {"headers": {}, "field": b"", "value": b"", "upload": None, "data": bytearray()}

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +153,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def graceful_interrupt():
+def graceful_interrupt() -> Iterator[dict[str, Any]]:
     """Turn the first Ctrl-C or SIGTERM into a flag checked between steps, so that the state
     saved on interrupt is never half an optimiser step; a second one acts at once (Ctrl-C:
     KeyboardInterrupt, SIGTERM: the process ends). ``flag["signal"]`` names the signal."""

@@ -25,7 +25,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     """Trainable parameters in two groups: weight decay on weights of convolutions and linear
     layers, none on norm layers and biases (decaying a BatchNorm scale only fights the
     normalisation it undoes)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,7 @@ def _start(
             run.path.mkdir(parents=True, exist_ok=True)
             lock.acquire(run.path, _busy(run))  # the new folder (the old one's lock goes with it)
             created.append(run.path)
+            assert rows is not None  # rank 0 drew them in _resolve_config (a new run)
             write_split(rows, run.split)
             write_json(run.config, config.to_dict())
         env = environment_info(device, precision, world_size)
@@ -326,8 +328,8 @@ def _fit(
                     raise
                 bar.close()
                 _end_epoch(run, parts, state, epoch, totals, session_start, writer)
-                stop = engine.stop_agreed(interrupt["stop"], 0, 0, run.device, run.world_size)
-                if epoch < config.epochs and stop:
+                stop_now = engine.stop_agreed(interrupt["stop"], 0, 0, run.device, run.world_size)
+                if epoch < config.epochs and stop_now:
                     log(f"{_stopped_by(interrupt)} after epoch {epoch}; saved last.pt, continue with --resume")
                     raise KeyboardInterrupt
     finally:
@@ -372,7 +374,7 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
         for buffer in parts.evaluated.buffers():
             dist.broadcast(buffer, src=0)
     val_start = time.perf_counter()
-    val = {"loss": None, "accuracy": None}
+    val: Mapping[str, float | None] = {"loss": None, "accuracy": None}
     if run.selects and (epoch % config.val_every == 0 or epoch == config.epochs):
         val = engine.validate(
             parts.evaluated, run.val_x, run.val_y, config, run.precision, run.device, run.world_size, run.rank

@@ -51,10 +51,10 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     code that only needs *a* model (loading, export, serving), not a trained one."""
     import torch
 
-    from brainmri.card import make_card
-    from brainmri.checkpoint import save_checkpoint
     from brainmri.labels import CLASSES
-    from brainmri.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from brainmri.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from brainmri.models.card import make_card
+    from brainmri.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_model("resnet18", weights="none")
@@ -70,8 +70,8 @@ def trained_run(small_raw: Path, tmp_path_factory) -> Path:
     images per class) for tests of code that needs a trained run: evaluation, prediction,
     serving. Returns ``runs/<name>``; the prepared data is its config's ``data``."""
     from brainmri.config import TrainConfig
-    from brainmri.preparation import prepare
-    from brainmri.train import train
+    from brainmri.data.prepare import prepare
+    from brainmri.training.run import train
 
     base = tmp_path_factory.mktemp("trained_run")
     prepare(small_raw, base / "prepared", size=64, workers=1, progress=False)
@@ -97,7 +97,7 @@ def model_path(trained_run: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(model_path: Path):
-    from brainmri.predict import Predictor
+    from brainmri.inference.predictor import Predictor
 
     return Predictor(model_path)
 

@@ -13,10 +13,10 @@ import pytest
 from conftest import real_images
 from PIL import Image
 
-from brainmri import audit as audit_mod
-from brainmri import preparation
-from brainmri.auditreport import audit
-from brainmri.cli import main
+from brainmri.cli.command import main
+from brainmri.data import audit as audit_mod
+from brainmri.data import prepare as preparation
+from brainmri.data.audit_report import audit
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -155,7 +155,7 @@ def test_the_audit_writes_json_markdown_and_a_self_contained_html(audited):
 
 def test_the_audit_hashes_as_prepare_does(sources, tmp_path):
     """The same groups as prepare's manifest on the same folder: one hashing code, one grouping."""
-    from brainmri import data
+    from brainmri.data import prepared as data
 
     a = sources[0]
     preparation.prepare(a, tmp_path / "prep", size=256, workers=1, progress=False)

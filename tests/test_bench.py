@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from brainmri.cli import main
+from brainmri.cli.command import main
 
 
 def _positive(value: object) -> bool:

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from brainmri import splitfile
-from brainmri.checklist import checklist_sections, status_counts
-from brainmri.checklist_items import CLAIM_2024, GUIDELINES, TRIPOD_AI, main_number
-from brainmri.checklist_records import NOT_APPLICABLE, NOT_AVAILABLE, REPORTED, STATUSES
 from brainmri.config import TrainConfig
-from brainmri.evaluate import evaluate_run
-from brainmri.experiments import leakage_counts, run_record
+from brainmri.data import splitfile
+from brainmri.data.splits import split_level
+from brainmri.evaluation.evaluate import evaluate_run
+from brainmri.experiments.compare import leakage_counts, run_record
 from brainmri.files import read_json
-from brainmri.report import render_report
+from brainmri.render.document import render_report
+from brainmri.reports.checklist.items import CLAIM_2024, GUIDELINES, TRIPOD_AI, main_number
+from brainmri.reports.checklist.records import NOT_APPLICABLE, NOT_AVAILABLE, REPORTED, STATUSES
+from brainmri.reports.checklist.tables import checklist_sections, status_counts
 from brainmri.rundir import RunDir
-from brainmri.splits import split_level
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,11 @@ import pytest
 from conftest import dicom_bytes, real_images
 from PIL import Image
 
-from brainmri import data, dataset, hashing, preparation, splitfile, splits
-from brainmri.cli import main
+from brainmri.cli.command import main
+from brainmri.data import hashing, splitfile, splits
+from brainmri.data import prepare as preparation
+from brainmri.data import prepared as data
+from brainmri.data import scan as dataset
 from brainmri.errors import BrainMRIError
 from brainmri.labels import CLASSES
 
@@ -339,7 +342,7 @@ def _patient_sides(rows, prepared: Path, groups: dict[str, str], key: str = "sid
 
 def test_split_with_groups_keeps_every_patient_and_duplicate_group_on_one_side(patients):
     from brainmri.config import TrainConfig
-    from brainmri.splits import effective_split, split_level
+    from brainmri.data.splits import effective_split, split_level
 
     _, prepared, csv_path, groups = patients
     crossed = False
@@ -366,7 +369,7 @@ def test_split_with_groups_keeps_every_patient_and_duplicate_group_on_one_side(p
 
 def test_a_given_split_file_is_checked_against_the_groups(patients, tmp_path):
     from brainmri.config import TrainConfig
-    from brainmri.splits import effective_split
+    from brainmri.data.splits import effective_split
 
     _, prepared, csv_path, groups = patients
     seed = next(
@@ -438,7 +441,7 @@ def test_groups_csv_errors_are_one_line_and_write_nothing(patients, tmp_path, ca
 
 def test_split_units_need_no_prepare_json(patients, tmp_path):
     """A hand-made prepared folder (a manifest, no prepare.json) can still be split by patient."""
-    from brainmri.splits import split_units
+    from brainmri.data.splits import split_units
 
     _, prepared, csv_path, groups = patients
     bare = tmp_path / "bare"

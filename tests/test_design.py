@@ -1,6 +1,6 @@
-"""The package's shape, checked from its source: the layers of docs/design.md, no import
-cycles, and the few reaches that must never happen. Imports inside functions count too:
-a lazy import is still a dependency."""
+"""The package's shape, checked from its source: the layers of docs/design.md at package
+level, no import cycles, and the few reaches that must never happen. Imports inside functions
+count too: a lazy import is still a dependency."""
 
 from __future__ import annotations
 
@@ -15,31 +15,74 @@ import brainmri
 
 PACKAGE = Path(brainmri.__file__).parent
 
-#: The layers of docs/design.md; a module imports only from its own layer and those below.
-LAYERS = {
-    1: "errors labels config files rundir card netutil provenance terminal",
-    2: "images dicomcheck preprocess paths models checkpoint runtime inference augment explain metrics paired "
-    "hashing groups dataset data preparation splitfile splits input_check image_stats export calibration localisation "
-    "leakage_splits external_analysis",
-    3: "sampling optim engine run_records train",
-}
-LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names.split()}
+#: The layers of docs/design.md, bottom up. ``base`` is the modules at the top of the package
+#: (errors, labels, config ...). A package imports only from packages of a lower layer: two
+#: packages of one layer never import each other.
+LAYERS = [
+    "base",
+    "io render models metrics",
+    "data",
+    "inference",
+    "training evaluation serve",
+    "reports bench",
+    "experiments",
+    "cli",
+]
+LAYER_OF = {name: layer for layer, names in enumerate(LAYERS) for name in names.split()}
+
+#: The front door (``brainmri/__init__.py``) and ``python -m brainmri`` sit above every layer.
+ENTRY = {"", "__main__"}
+
+
+def _name(path: Path) -> str:
+    """``data/prepared.py`` -> ``data.prepared``; a package's ``__init__.py`` -> the package."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
 
 
 def _modules() -> dict[str, set[str]]:
-    """Each module of the package -> the package modules it imports, anywhere in its body."""
-    names = {p.stem for p in PACKAGE.glob("*.py")}
+    """Each module of the package (dotted, below ``brainmri``) -> the package modules it
+    imports, anywhere in its body."""
+    paths = {_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
-    for path in PACKAGE.glob("*.py"):
-        found: set[str] = set()
+
+    def resolve(dotted: str) -> str | None:
+        while dotted not in paths and "." in dotted:
+            dotted = dotted.rpartition(".")[0]
+        return dotted if dotted in paths else None
+
+    for name, path in paths.items():
+        found: set[str | None] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "brainmri":
-                parts = node.module.split(".")
-                found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+                base = node.module.removeprefix("brainmri").lstrip(".")
+                # ``from brainmri.data import prepared``: a module; ``from brainmri.data.prepared import kept_rows``:
+                # a name, whose module is the nearest one up.
+                found |= {resolve(f"{base}.{a.name}" if base else a.name) for a in node.names}
             elif isinstance(node, ast.Import):
-                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("brainmri.")}
-        graph[path.stem] = {m for m in found if m in names and m != path.stem}
+                ours = [a.name for a in node.names if a.name.startswith("brainmri.")]
+                found |= {resolve(name.removeprefix("brainmri.")) for name in ours}
+        graph[name] = {m for m in found if m and m != name}
     return graph
+
+
+def package_of(module: str) -> str:
+    """``data.prepared`` -> ``data``; a module at the top of the package -> ``base``."""
+    head = module.split(".")[0]
+    return head if (PACKAGE / head).is_dir() else "base"
+
+
+def _packages() -> dict[str, set[str]]:
+    """Each package -> the other packages its modules import."""
+    graph: dict[str, set[str]] = {}
+    for module, imports in _modules().items():
+        if module in ENTRY:
+            continue
+        pkg = package_of(module)
+        graph.setdefault(pkg, set()).update(package_of(m) for m in imports if m not in ENTRY)
+    return {pkg: deps - {pkg} for pkg, deps in graph.items()}
 
 
 def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -56,37 +99,51 @@ def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_the_import_graph_is_read():
     graph = _modules()
     # A graph reader that found nothing would pass every rule below.
-    assert "engine" in graph["train"] and "inference" in graph["evaluate"] and "cli" in graph["__main__"]
+    assert "training.loop" in graph["training.run"] and "inference.forward" in graph["evaluation.evaluate"]
+    assert "cli.command" in graph["__main__"] and "data.prepared" in graph["data.splits"]
+    assert {"inference", "data", "io"} <= _packages()["training"]
 
 
 def test_no_import_cycles():
     graph = _modules()
     cycles = sorted(m for m in graph if m in _reach(graph, m))
     assert cycles == []
+    packages = _packages()
+    assert sorted(p for p in packages if p in _reach(packages, p)) == []
 
 
-def test_every_module_has_a_layer_and_imports_only_downwards():
-    graph = _modules()
-    layer = {m: LAYER_OF.get(m, 4) for m in graph}
-    upward = [(m, d) for m in graph for d in graph[m] if layer[d] > layer[m]]
-    assert upward == []
-    assert set(LAYER_OF) <= set(graph), f"LAYERS names modules that do not exist: {set(LAYER_OF) - set(graph)}"
+def test_every_package_has_a_layer_and_imports_only_downwards():
+    packages = _packages()
+    assert set(packages) == set(LAYER_OF), "a package without a layer, or a layer naming no package"
+    sideways_or_up = sorted((p, d) for p, deps in packages.items() for d in deps if LAYER_OF[d] >= LAYER_OF[p])
+    assert sideways_or_up == []
+
+
+def test_the_base_is_small():
+    """The top of the package holds only the base every package may use; the rest sits in
+    subpackages named for their job."""
+    base = sorted(m for m in _modules() if package_of(m) == "base" and m not in ENTRY)
+    assert base == sorted("config errors files labels netutil provenance rundir runtime terminal".split())
 
 
 @pytest.mark.parametrize(
-    ("module", "never"),
+    ("package", "never"),
     [
-        ("serve", "train"),
+        ("serve", "training"),
         ("data", "models"),
-        ("data", "checkpoint"),
-        ("predict", "serve"),
-        ("train", "cli"),
-        ("evaluate", "cli"),
-        ("loadtest", "serve"),
+        ("inference", "serve"),
+        ("inference", "training"),
+        ("evaluation", "training"),
+        ("training", "cli"),
+        ("evaluation", "cli"),
     ],
 )
-def test_forbidden_reaches(module, never):
-    assert never not in _reach(_modules(), module)
+def test_forbidden_reaches(package, never):
+    assert never not in _reach(_packages(), package)
+
+
+def test_the_load_test_never_reaches_the_server():
+    assert not {m for m in _reach(_modules(), "bench.loadtest") if package_of(m) == "serve"}
 
 
 def _run(code: str) -> str:
@@ -95,15 +152,15 @@ def _run(code: str) -> str:
 
 
 def test_loadtest_is_a_pure_client():
-    loaded = _run("import sys, brainmri.loadtest; print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'"
-                  " or m in ('brainmri.serve', 'starlette', 'uvicorn')))")  # fmt: skip
+    loaded = _run("import sys, brainmri.bench.loadtest; print(sorted(m for m in sys.modules if m.split('.')[0] in"
+                  " ('fastapi', 'starlette', 'uvicorn') or m.startswith('brainmri.serve')))")  # fmt: skip
     assert loaded == "[]"
 
 
 def test_importing_report_leaves_the_matplotlib_backend_alone():
     code = (
-        "import matplotlib; matplotlib.use('svg'); import brainmri.report, brainmri.figures, brainmri.gallery;"
-        " print(matplotlib.get_backend())"
+        "import matplotlib; matplotlib.use('svg'); import brainmri.render.document, brainmri.render.figures,"
+        " brainmri.evaluation.gallery; print(matplotlib.get_backend())"
     )
     assert _run(code) == "svg"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from brainmri.metrics import (
+from brainmri.metrics.classification import (
     _accuracy_macro_f1,
     bootstrap_ci,
     calibration_bins,
@@ -128,7 +128,7 @@ def test_bad_shapes_are_user_errors():
     import torch
 
     from brainmri.errors import BrainMRIError
-    from brainmri.evaluate import predict_proba
+    from brainmri.evaluation.evaluate import predict_proba
 
     with pytest.raises(BrainMRIError, match="shape"):
         compute_metrics([0, 1], np.zeros((3, 4)), CLASSES4)
@@ -159,10 +159,10 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
 
     from PIL import Image
 
-    from brainmri.checkpoint import read_checkpoint
-    from brainmri.data import read_manifest
-    from brainmri.evaluate import evaluate_run, format_table, read_history, read_predictions
-    from brainmri.figures import FIGURES
+    from brainmri.data.prepared import read_manifest
+    from brainmri.evaluation.evaluate import evaluate_run, format_table, read_history, read_predictions
+    from brainmri.models.checkpoint import read_checkpoint
+    from brainmri.render.figures import FIGURES
 
     run = _copy_run(trained_run, tmp_path / "run")
     m = evaluate_run(run, n_bootstrap=100)
@@ -228,7 +228,7 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
-    from brainmri.cli import main
+    from brainmri.cli.command import main
 
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -239,7 +239,7 @@ def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
 def test_evaluate_cli_on_unknown_folder_names_says_how_to_map(trained_run, tmp_path, capsys):
     import json
 
-    from brainmri.cli import main
+    from brainmri.cli.command import main
 
     run = _copy_run(trained_run, tmp_path / "run")
     (tmp_path / "ext" / "tumour_x").mkdir(parents=True)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from brainmri import paired, provenance
-from brainmri.calibration import apply_temperature, brier, fit_temperature, nll
+from brainmri import provenance
 from brainmri.errors import BrainMRIError
-from brainmri.external_analysis import breakdown, near_duplicate_groups
-from brainmri.localisation import (
+from brainmri.evaluation.external import breakdown, near_duplicate_groups
+from brainmri.metrics import paired
+from brainmri.metrics.calibration import apply_temperature, brier, fit_temperature, nll
+from brainmri.metrics.localisation import (
     Box,
     centre_prior,
     control_rect,
@@ -207,8 +208,8 @@ def test_the_shared_boxes_are_read_and_checked(tmp_path):
 def test_crops_zoom_in_and_stay_inside_the_image():
     import torch
 
-    from brainmri.augment import augment_batch
     from brainmri.config import TrainConfig
+    from brainmri.training.augment import augment_batch
 
     ramp = torch.linspace(20, 250, 64).round().to(torch.uint8).repeat(64, 1)  # value = column
     batch = ramp.expand(64, 1, 64, 64).contiguous()
@@ -224,12 +225,12 @@ def test_crops_zoom_in_and_stay_inside_the_image():
 
 
 def test_a_run_with_a_validation_side_stores_its_temperature(trained_run, tmp_path):
-    from brainmri.calibration import apply_temperature
-    from brainmri.checkpoint import read_checkpoint
     from brainmri.config import TrainConfig
-    from brainmri.inference import probabilities
-    from brainmri.predict import Predictor
-    from brainmri.train import train
+    from brainmri.inference.forward import probabilities
+    from brainmri.inference.predictor import Predictor
+    from brainmri.metrics.calibration import apply_temperature
+    from brainmri.models.checkpoint import read_checkpoint
+    from brainmri.training.run import train
 
     prepared = json.loads((trained_run / "config.json").read_text())["data"]
     config = TrainConfig(data=prepared, arch="resnet18", weights="none", epochs=1, batch_size=8, image_size=32,

@@ -10,10 +10,10 @@ import torch
 from conftest import FOLDERS, real_images
 from PIL import Image
 
-from brainmri.cli import main
-from brainmri.explain import grad_cam, target_layer
-from brainmri.models import build_model
-from brainmri.preprocess import stack, to_array, to_input
+from brainmri.cli.command import main
+from brainmri.inference.explain import grad_cam, target_layer
+from brainmri.io.preprocess import stack, to_array, to_input
+from brainmri.models.build import build_model
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,8 @@ def test_one_pass_maps_equal_the_library_method_by_method():
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from brainmri.explain import Explainer, saliency_many, stage_layer
-    from brainmri.models import build_model
+    from brainmri.inference.explain import Explainer, saliency_many, stage_layer
+    from brainmri.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", "none").eval()
@@ -128,7 +128,7 @@ def test_one_pass_maps_equal_the_library_method_by_method():
 
 def test_explainer_names_round_trip_and_bad_ones_are_one_line():
     from brainmri.errors import BrainMRIError
-    from brainmri.explain import Explainer
+    from brainmri.inference.explain import Explainer
 
     for text in ("gradcam@layer4", "layercam@layer3 x2", "gradcam++@layer2"):
         assert Explainer.parse(text).name == text
@@ -146,11 +146,11 @@ def test_explanations_are_scored_against_boxes(model_path, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from brainmri.checkpoint import load_model
-    from brainmri.explain import Explainer, saliency_many
-    from brainmri.explanation_scores import score_explanations
-    from brainmri.localisation import peak
-    from brainmri.preprocess import stack, to_input
+    from brainmri.evaluation.explanation_scores import score_explanations
+    from brainmri.inference.explain import Explainer, saliency_many
+    from brainmri.io.preprocess import stack, to_input
+    from brainmri.metrics.localisation import peak
+    from brainmri.models.checkpoint import load_model
 
     model, card = load_model(model_path)
     rng = np.random.default_rng(0)

@@ -11,12 +11,12 @@ import onnx
 import pytest
 from conftest import FOLDERS, real_images
 
-from brainmri.card import NOTICE
-from brainmri.checkpoint import read_checkpoint
-from brainmri.cli import main
-from brainmri.export import CARD_KEY, load_onnx
-from brainmri.predict import Predictor
-from brainmri.preprocess import to_array
+from brainmri.cli.command import main
+from brainmri.inference.export import CARD_KEY, load_onnx
+from brainmri.inference.predictor import Predictor
+from brainmri.io.preprocess import to_array
+from brainmri.models.card import NOTICE
+from brainmri.models.checkpoint import read_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_torch_and_onnxruntime_agree_on_real_images(model_path, onnx_path, real_
     single = np.concatenate([onnx_pred.predict_arrays([a]) for a in arrays[:3]])  # dynamic batch: 1
     assert np.abs(single - expected[:3]).max() < 1e-4
     # The graph's own softmax output agrees with the logits path.
-    from brainmri.preprocess import stack, to_input
+    from brainmri.io.preprocess import stack, to_input
 
     probs = onnx_pred.session.run(["probabilities"], {"image": to_input(stack(arrays)).numpy()})[0]
     assert np.abs(probs - expected).max() < 1e-4
@@ -158,7 +158,7 @@ def test_damaged_cards_and_mismatched_graphs_are_one_clear_line(model_path, onnx
 
 
 def test_int8_quantisation_reports_and_keeps_agreement(onnx_path, sartaj, real_files, tmp_path, capsys):
-    from brainmri.export import load_calibration, quantize_int8
+    from brainmri.inference.export import load_calibration, quantize_int8
 
     size = load_onnx(onnx_path)[1]["image_size"]
     calibration = load_calibration([str(sartaj / "Training" / f) for f in FOLDERS], size, limit=24)

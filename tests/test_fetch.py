@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import real_images
 
-from brainmri.cli import main
+from brainmri.cli.command import main
+from brainmri.data.fetch import MARKER, ensure_dataset, fetch
 from brainmri.errors import BrainMRIError
-from brainmri.fetch import MARKER, ensure_dataset, fetch
 
 TOP = "Brain-Tumor-Classification-DataSet-master"
 

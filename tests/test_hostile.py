@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import real_images, run_measured
 
-from brainmri.cli import main
+from brainmri.cli.command import main
 
 
 def _cli(capsys, *argv: str | Path) -> tuple[int, str, str]:
@@ -98,7 +98,7 @@ def test_special_files_in_a_dataset_are_reported_and_skipped(small_raw, tmp_path
 
 SLOW_PREPARE = """
 import sys, time
-from brainmri import preparation
+from brainmri.data import prepare as preparation
 
 def stalled(task):  # a worker busy for good, as on a huge or slow file
     time.sleep(3600)
@@ -206,7 +206,7 @@ def test_a_model_card_cannot_write_escape_codes_to_the_terminal(tiny_checkpoint,
     in the card's text and in file names, and each card entry stays on its line."""
     import torch
 
-    from brainmri.checkpoint import read_checkpoint
+    from brainmri.models.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(tiny_checkpoint)
     clean_lines = len(_cli(capsys, "info", tiny_checkpoint)[1].splitlines())
@@ -241,7 +241,7 @@ def test_weights_are_checked_against_the_architecture_before_it_is_built(tiny_ch
     shapes are now compared on the meta device first; refusing costs what predicting costs."""
     import torch
 
-    from brainmri.checkpoint import read_checkpoint
+    from brainmri.models.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(tiny_checkpoint)
     ckpt["card"]["arch"] = "vit_h_14"
@@ -262,7 +262,7 @@ def test_weights_are_checked_against_the_architecture_before_it_is_built(tiny_ch
 
 @pytest.fixture(scope="module")
 def prepared32(small_raw, tmp_path_factory) -> Path:
-    from brainmri.preparation import prepare
+    from brainmri.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("hostile") / "prepared"
     prepare(small_raw, out, size=32, workers=1, progress=False)
@@ -279,7 +279,7 @@ def _config(prepared: Path, **changes):
 
 def _interrupted_run(prepared: Path, run: Path) -> None:
     """A run stopped after its first step (last.pt saved): something to resume."""
-    from brainmri.train import train
+    from brainmri.training.run import train
 
     def stop(epoch: int, step: int) -> None:
         if (epoch, step) == (1, 1):
@@ -292,7 +292,7 @@ def _interrupted_run(prepared: Path, run: Path) -> None:
 def test_a_second_writer_of_a_run_folder_is_refused(prepared32, tmp_path):
     """Two `train --resume` of one run used to both train to the end, write the same checkpoints
     and log every line twice. While one process trains, a second resume or overwrite is one line."""
-    from brainmri.train import train
+    from brainmri.training.run import train
 
     runs = tmp_path / "runs"
     _interrupted_run(prepared32, runs / "r")
@@ -319,10 +319,10 @@ def test_a_second_writer_of_a_run_folder_is_refused(prepared32, tmp_path):
 
 SIGTERM_TRAIN = """
 import os, signal, sys
-import brainmri.engine
-from brainmri.cli import main
+import brainmri.training.loop
+from brainmri.cli.command import main
 
-real_step, calls = brainmri.engine.train_step, []
+real_step, calls = brainmri.training.loop.train_step, []
 
 def step_then_term(*args, **kwargs):
     out = real_step(*args, **kwargs)
@@ -331,7 +331,7 @@ def step_then_term(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
     return out
 
-brainmri.engine.train_step = step_then_term
+brainmri.training.loop.train_step = step_then_term
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -340,7 +340,7 @@ def test_sigterm_during_training_saves_a_resumable_checkpoint(prepared32, tmp_pa
     """SIGTERM (kill, timeout, a scheduler ending a job) used to end training with nothing saved
     or logged. Like Ctrl-C, it now ends the step, saves last.pt, logs one line, exits non-zero."""
     import brainmri
-    from brainmri.checkpoint import read_checkpoint
+    from brainmri.models.checkpoint import read_checkpoint
 
     runs = tmp_path / "runs"
     argv = ["train", "--data", prepared32, "--arch", "resnet18", "--weights", "none", "--epochs", "2",
@@ -388,7 +388,8 @@ def test_an_empty_class_folder_is_said_and_training_without_a_class_refused(smal
 
 def test_file_names_that_are_not_utf8_are_recorded_escaped(small_raw, tmp_path, capsys):
     """A Latin-1 file name (b'caf\\xe9') used to end prepare in a UnicodeEncodeError traceback."""
-    from brainmri import data, splits
+    from brainmri.data import prepared as data
+    from brainmri.data import splits
 
     src = tmp_path / "src"
     shutil.copytree(small_raw, src)

@@ -14,7 +14,7 @@ from conftest import dicom_bytes, real_images
 from PIL import Image
 
 from brainmri.errors import BrainMRIError
-from brainmri.images import ImageError, read_gray, read_gray_info
+from brainmri.io.images import ImageError, read_gray, read_gray_info
 from brainmri.labels import ALIASES, CLASSES, canonical_label, parse_label_map
 
 
@@ -238,7 +238,7 @@ def _peak_python_bytes(fn) -> int:
 
 
 def test_deflated_dicom_is_read_and_a_bomb_refused_before_it_inflates(real_gray, tiny_checkpoint):
-    from brainmri.predict import Predictor
+    from brainmri.inference.predictor import Predictor
 
     pixels = real_gray.astype(np.uint16) * 8
     plain = read_gray(dicom_file(pixels, "1.2.840.10008.1.2.1"))

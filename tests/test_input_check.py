@@ -17,13 +17,13 @@ from conftest import dicom_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from brainmri import input_check as ic
-from brainmri.checkpoint import read_checkpoint
-from brainmri.cli import main
-from brainmri.data import read_manifest
-from brainmri.images import read_gray, read_image
-from brainmri.predict import Predictor
-from brainmri.splitfile import read_split, select_split
+from brainmri.cli.command import main
+from brainmri.data.prepared import read_manifest
+from brainmri.data.splitfile import read_split, select_split
+from brainmri.inference import input_check as ic
+from brainmri.inference.predictor import Predictor
+from brainmri.io.images import read_gray, read_image
+from brainmri.models.checkpoint import read_checkpoint
 
 
 def png(array: np.ndarray) -> bytes:
@@ -154,7 +154,7 @@ def test_predict_flags_made_images_not_real_slices(trained_run, made_dir, tmp_pa
 
 
 def test_api_flags_made_images_not_real_slices(model_path, trained_run):
-    from brainmri.serve import create_app
+    from brainmri.serve.app import create_app
 
     real = run_slices(trained_run, "test")[:2]
     files = [("files", (n, d, "application/octet-stream")) for n, d in made_images().items()]
@@ -170,7 +170,7 @@ def test_api_flags_made_images_not_real_slices(model_path, trained_run):
 
 
 def test_onnx_export_carries_the_score(trained_run, made_dir, tmp_path):
-    from brainmri.export import export_model, load_onnx
+    from brainmri.inference.export import export_model, load_onnx
 
     out = export_model(trained_run, tmp_path / "m.onnx")
     proto, card = load_onnx(out)
@@ -179,7 +179,7 @@ def test_onnx_export_carries_the_score(trained_run, made_dir, tmp_path):
     assert onnx_p.input_check.extra == ic.ONNX_OUTPUT
     sources = sorted(made_dir.iterdir()) + run_slices(trained_run, "test")[:3]
     arrays, reasons = zip(*[torch_p.load(s) for s in sources], strict=True)
-    from brainmri.preprocess import stack
+    from brainmri.io.preprocess import stack
 
     _, w_torch, s_torch = torch_p.input_check.classify(torch_p.model, stack(arrays), list(reasons))
     _, w_onnx, s_onnx = onnx_p.input_check.classify(onnx_p.session, stack(arrays), list(reasons))
@@ -233,7 +233,7 @@ def test_calibrate_an_existing_run(trained_run, made_dir, tmp_path, capsys):
 
 
 def test_evaluate_data_counts_flagged_images(trained_run, tmp_path):
-    from brainmri.evaluate import evaluate_run
+    from brainmri.evaluation.evaluate import evaluate_run
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("last.pt", "eval"))
@@ -261,7 +261,7 @@ def test_the_check_holds_for_a_weak_model(sartaj, tmp_path, capsys):
     photograph of an astronaut passed). Colour and the slice's own statistics (the
     model-independent part) make it hold for a ResNet-18 trained for one epoch from scratch: at
     least 95% of both flagged, at most 5% of MRI slices from the external set."""
-    from brainmri.input_check_measure import measure_input_check
+    from brainmri.evaluation.input_check_measure import measure_input_check
 
     src, external = tmp_path / "src", tmp_path / "external"
     for folder in ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"):

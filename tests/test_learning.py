@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 
-from brainmri.checkpoint import load_model
 from brainmri.config import TrainConfig
-from brainmri.data import load_split
-from brainmri.inference import score
-from brainmri.preparation import prepare
-from brainmri.train import train
+from brainmri.data.prepare import prepare
+from brainmri.data.prepared import load_split
+from brainmri.inference.forward import score
+from brainmri.models.checkpoint import load_model
+from brainmri.training.run import train
 
 
 def test_a_small_model_fits_real_training_images(small_raw, tmp_path):

@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from brainmri.errors import BrainMRIError
-from brainmri.models import build_model, count_parameters, weights_cache_path
+from brainmri.models.build import build_model, count_parameters, weights_cache_path
 
 
 def _head_layers(model: nn.Module) -> list[str]:
@@ -58,7 +58,7 @@ def test_imagenet_weights_load_from_the_torch_hub_cache(torch_home):
     # The card records the exact weights: torchvision's enum and the SHA-256 of the file loaded.
     import hashlib
 
-    from brainmri.models import weights_record
+    from brainmri.models.build import weights_record
 
     record = weights_record("resnet50", "imagenet")
     assert record["enum"] == "ResNet50_Weights.IMAGENET1K_V2" and record["file"] == str(path)
@@ -134,7 +134,7 @@ def test_unknown_architecture_is_a_user_error():
 
 
 def test_frozen_batchnorm_keeps_its_running_statistics():
-    from brainmri.models import train_mode
+    from brainmri.models.build import train_mode
 
     x = torch.rand(4, 1, 64, 64)
     for mode, frozen_stats_move in (("full", True), ("last", False), ("head", False)):

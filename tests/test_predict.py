@@ -16,13 +16,13 @@ import torch
 from conftest import FOLDERS, dicom_bytes, real_images
 from PIL import Image
 
-from brainmri.card import make_card
-from brainmri.checkpoint import load_model, read_checkpoint, save_checkpoint
-from brainmri.cli import main
-from brainmri.images import read_gray
-from brainmri.paths import expand_paths
-from brainmri.predict import Predictor, predict_paths
-from brainmri.preprocess import to_array
+from brainmri.cli.command import main
+from brainmri.inference.predictor import Predictor, predict_paths
+from brainmri.io.images import read_gray
+from brainmri.io.paths import expand_paths
+from brainmri.io.preprocess import to_array
+from brainmri.models.card import make_card
+from brainmri.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +224,9 @@ def test_predict_sources_bytes(predictor, real_files):
 def test_inference_resizes_through_the_prepared_size_exactly_as_training_did(tiny_checkpoint, small_raw, tmp_path):
     """A model trained at 64 px from data prepared at 128 px saw original -> 128 -> 64; a
     one-step resize would differ by a few grey levels. The predictor reproduces the two steps."""
-    from brainmri.data import load_split, read_manifest
-    from brainmri.preparation import prepare
-    from brainmri.splits import split
+    from brainmri.data.prepare import prepare
+    from brainmri.data.prepared import load_split, read_manifest
+    from brainmri.data.splits import split
 
     prepared = tmp_path / "prepared"
     prepare(small_raw, prepared, size=128, workers=1, progress=False)

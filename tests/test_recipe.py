@@ -15,13 +15,16 @@ import pytest
 import torch
 from PIL import Image
 
-from brainmri import data, optim, preparation, splitfile
-from brainmri.checkpoint import read_checkpoint
-from brainmri.cli import main
+from brainmri.cli.command import main
 from brainmri.config import TrainConfig
+from brainmri.data import prepare as preparation
+from brainmri.data import prepared as data
+from brainmri.data import splitfile
+from brainmri.data.splits import crossing_groups, effective_split
 from brainmri.errors import BrainMRIError
-from brainmri.splits import crossing_groups, effective_split
-from brainmri.train import train
+from brainmri.models.checkpoint import read_checkpoint
+from brainmri.training import optim
+from brainmri.training.run import train
 
 
 def _lrs(config: TrainConfig, total: int) -> list[float]:
@@ -204,7 +207,7 @@ def test_the_config_files_hold_the_presets_settings():
     """configs/scratch.yaml and configs/quick.yaml are what `reproduce --preset` trains with."""
     import yaml
 
-    from brainmri.reproduce import PRESETS, preset_config
+    from brainmri.experiments.reproduce import PRESETS, preset_config
 
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("scratch", "quick"):

@@ -8,10 +8,10 @@ import re
 import numpy as np
 from PIL import Image
 
-from brainmri.figures import FIGURES, make_figures
 from brainmri.labels import CLASSES
-from brainmri.metrics import compute_metrics
-from brainmri.report import render_report
+from brainmri.metrics.classification import compute_metrics
+from brainmri.render.document import render_report
+from brainmri.render.figures import FIGURES, make_figures
 
 
 def _predictions(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ def test_report_markdown_links_and_html_embeds_every_figure(tmp_path):
 
 def test_report_says_where_a_run_departs_from_the_paper():
     from brainmri.config import TrainConfig
-    from brainmri.paper import paper_comparability as _paper_comparability
+    from brainmri.reports.paper import paper_comparability as _paper_comparability
 
     paper = TrainConfig().to_dict()
     bullets = _paper_comparability(paper, None, {"kept": 2702})

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from brainmri.cli import main
-from brainmri.comparison_report import METRIC_COLUMNS
-from brainmri.figures import FIGURES
-from brainmri.paper import PUBLISHED
-from brainmri.reproduce import PRESETS
+from brainmri.cli.command import main
+from brainmri.experiments.reproduce import PRESETS
+from brainmri.render.figures import FIGURES
+from brainmri.reports.comparison import METRIC_COLUMNS
+from brainmri.reports.paper import PUBLISHED
 
 ARCHS = ("resnet50", "resnet101", "resnet152")
 

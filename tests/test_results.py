@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from brainmri.results_tables import table
+from brainmri.experiments.tables import table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import FOLDERS, real_images
 
-from brainmri import data, preparation, splitfile, splits
-from brainmri.cli import main
+from brainmri.cli.command import main
+from brainmri.data import prepare as preparation
+from brainmri.data import prepared as data
+from brainmri.data import splitfile, splits
 from brainmri.errors import BrainMRIError
 
 
@@ -86,11 +88,13 @@ def test_split_replaces_only_with_overwrite_and_never_the_prepared_records(own_p
 
 
 def test_predict_checks_its_outputs_before_any_image(tiny_checkpoint, slices, tmp_path, capsys, monkeypatch):
-    import brainmri.predict
+    import brainmri.inference.predictor
 
     calls = []
-    real_iter = brainmri.predict.iter_predictions
-    monkeypatch.setattr(brainmri.predict, "iter_predictions", lambda *a, **k: calls.append(1) or real_iter(*a, **k))
+    real_iter = brainmri.inference.predictor.iter_predictions
+    monkeypatch.setattr(
+        brainmri.inference.predictor, "iter_predictions", lambda *a, **k: calls.append(1) or real_iter(*a, **k)
+    )
     existing = tmp_path / "results.csv"
     existing.write_text("earlier results")
     targets = [(["--output", existing], "already exists"), (["--output", tmp_path / "dir.csv"], "is a folder")]
@@ -130,7 +134,7 @@ def test_export_replaces_an_existing_file_only_with_overwrite(tiny_checkpoint, s
     _one_line_error(code, err, "fresh.int8.onnx already exists")
     assert not fresh.exists() and (tmp_path / "fresh.int8.onnx").read_bytes() == b"an earlier int8 export"
     assert _cli(capsys, "export", tiny_checkpoint, "-o", out, "--overwrite", "--legacy", "--opset", "17")[0] == 0
-    from brainmri.export import load_onnx
+    from brainmri.inference.export import load_onnx
 
     assert load_onnx(out)[1]["arch"] == "resnet18"
 
@@ -146,7 +150,7 @@ def fake_run(tiny_checkpoint, prepared, tmp_path) -> Path:
 
 
 def test_evaluate_keeps_an_earlier_evaluation_unless_overwrite(fake_run, slices, tmp_path, capsys):
-    from brainmri.evaluate import evaluate_run
+    from brainmri.evaluation.evaluate import evaluate_run
 
     ext = tmp_path / "hospital"
     for folder, f in zip(FOLDERS, slices, strict=True):
@@ -205,7 +209,7 @@ def test_train_fold_without_split_and_a_split_that_is_not_utf8(prepared, fake_ru
 def test_thread_counts_are_bounded_by_the_machine(tiny_checkpoint, slices, capsys):
     import torch
 
-    from brainmri.predict import Predictor
+    from brainmri.inference.predictor import Predictor
     from brainmri.runtime import usable_cpus
 
     limit = usable_cpus()
@@ -250,7 +254,7 @@ def test_bad_values_are_one_line(argv, message, tiny_checkpoint, small_raw, tmp_
 
 def test_the_upload_limit_is_bounded_by_the_file_limit(capsys):
     """--max-mb is checked when parsed (no server starts): at most 256 MB, what predict reads."""
-    from brainmri.cli import build_parser
+    from brainmri.cli.command import build_parser
 
     assert build_parser().parse_args(["serve", "m.pt", "--max-mb", "256"]).max_mb == 256
     for value in ("256.5", "1e6", "1e308"):

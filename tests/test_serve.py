@@ -27,15 +27,15 @@ from PIL import Image
 from starlette.requests import Request
 from test_images import deflated_dicom
 
-from brainmri import cli
+from brainmri.bench.loadtest import encode_multipart
+from brainmri.bench.loadtest import run as loadtest_run
+from brainmri.cli import command as cli
 from brainmri.errors import BrainMRIError
-from brainmri.images import read_gray
-from brainmri.loadtest import encode_multipart
-from brainmri.loadtest import run as loadtest_run
-from brainmri.preprocess import to_array
-from brainmri.serve import check_bind, create_app, running
-from brainmri.serve_guard import Limits
-from brainmri.uploads import ApiError, read_uploads
+from brainmri.io.images import read_gray
+from brainmri.io.preprocess import to_array
+from brainmri.serve.app import check_bind, create_app, running
+from brainmri.serve.guard import Limits
+from brainmri.serve.uploads import ApiError, read_uploads
 
 
 @pytest.fixture(scope="module")
@@ -487,7 +487,7 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
 def test_request_heads_are_limited_to_16_kb_however_they_arrive(app):
     """docs/serve.md promised 16 kB heads while 70 kB heads sent at once were accepted (h11
     limits only a head still incomplete). The bound is now exact, in one piece or trickled."""
-    from brainmri.serve_guard import MAX_HEAD_BYTES
+    from brainmri.serve.guard import MAX_HEAD_BYTES
 
     def head(size: int) -> bytes:
         start, end = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: ", b"\r\n\r\n"

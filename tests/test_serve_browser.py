@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, real_images
 
-from brainmri.serve import create_app, running
+from brainmri.serve.app import create_app, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -14,20 +14,21 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from brainmri import data, splits
-from brainmri.augment import affine_matrices, make_augmenter, sample_params
-from brainmri.checkpoint import load_model, read_checkpoint
-from brainmri.cli import build_parser, main
-from brainmri.cli_args import train_config_from_args
+from brainmri.cli.args import train_config_from_args
+from brainmri.cli.command import build_parser, main
 from brainmri.config import TrainConfig
-from brainmri.data import load_split
+from brainmri.data import prepared as data
+from brainmri.data import splits
+from brainmri.data.prepared import load_split
 from brainmri.errors import BrainMRIError
-from brainmri.inference import score
+from brainmri.inference.forward import score
 from brainmri.labels import CLASSES
-from brainmri.run_records import HISTORY_COLUMNS
+from brainmri.models.checkpoint import load_model, read_checkpoint
 from brainmri.runtime import resolve_precision
-from brainmri.sampling import class_weights, epoch_order
-from brainmri.train import train
+from brainmri.training.augment import affine_matrices, make_augmenter, sample_params
+from brainmri.training.records import HISTORY_COLUMNS
+from brainmri.training.run import train
+from brainmri.training.sampling import class_weights, epoch_order
 
 
 def read_history(run: Path) -> list[dict[str, str]]:
@@ -116,7 +117,7 @@ def test_interrupted_run_resumes_to_the_same_history_as_an_uninterrupted_one(pre
 
 def test_an_interrupt_inside_a_step_keeps_the_last_whole_state(prepared, tmp_path, monkeypatch):
     """A second Ctrl-C can land inside the optimiser step; saving then would store half an update."""
-    import brainmri.engine as train_module
+    import brainmri.training.loop as train_module
 
     real_step, calls = train_module.train_step, []
 
@@ -232,7 +233,7 @@ def test_a_comparison_split_by_patient_states_it_in_its_report(prepared, tmp_pat
 
 
 def test_limit_per_class_takes_a_seeded_random_subset_of_each_class_and_side(prepared):
-    from brainmri.splits import effective_split as _effective_split
+    from brainmri.data.splits import effective_split as _effective_split
 
     full = _effective_split(tiny_config(prepared, limit_per_class=None))
     limited = _effective_split(tiny_config(prepared, limit_per_class=4))
@@ -332,7 +333,7 @@ def test_compare_refuses_bad_settings_before_recording_them(prepared, tmp_path, 
 
 
 def test_a_comparison_resumes_only_on_the_same_data_and_restarts_if_nothing_ran(prepared, tmp_path):
-    from brainmri.experiments import COMPARISON_JSON, _check_settings, _settings
+    from brainmri.experiments.compare import COMPARISON_JSON, _check_settings, _settings
 
     settings = _settings(prepared, TrainConfig(), None, 0.2)
     other_data = {**settings, "prepared_manifest_sha256": "0" * 64}  # same folder, prepared from other data

@@ -1,7 +1,7 @@
 """brainmri: train, evaluate and deploy ResNet classifiers for brain tumours on MRI slices.
 
-The Python API lives in the submodules (``brainmri.data``, ``brainmri.train``,
-``brainmri.evaluate``, ``brainmri.predict`` ...); the ``brainmri`` command is a thin
+The Python API lives in the subpackages (``brainmri.data``, ``brainmri.training``,
+``brainmri.evaluation``, ``brainmri.inference`` ...); the ``brainmri`` command is a thin
 layer over them.
 """
 

@@ -1,5 +1,5 @@
 import sys
 
-from brainmri.cli import main
+from brainmri.cli.command import main
 
 sys.exit(main())

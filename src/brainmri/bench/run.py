@@ -1,0 +1,337 @@
+"""``brainmri bench``: how fast training, data loading, preparation and inference run here,
+side by side with a naive baseline and with this machine's measured matmul peak.
+
+This module holds the whole run (:func:`run_bench`), the issue's targets, the table and the
+JSON; the measuring is in :mod:`brainmri.bench.measure` (memory, matmul peak, FLOPs),
+:mod:`brainmri.bench.training` (training and data pipelines, ours against the naive
+torchvision baseline) and :mod:`brainmri.bench.inference` (``Predictor`` on torch, ONNX, int8).
+Nothing here asserts a speed; the numbers go to a table and a JSON file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from brainmri.bench.inference import inference_summary
+from brainmri.bench.measure import flops_per_image, machine_info, matmul_max_size, matmul_peak, matmul_table
+from brainmri.bench.training import compare_data_pipelines, compare_training, copy_sample, sample_sources
+from brainmri.errors import BrainMRIError
+
+#: Where the shared dataset sits relative to a checkout (``--data`` overrides it).
+DEFAULT_DATA = Path("..") / "shared" / "datasets" / "brain-tumor-mri-sartaj"
+#: Images in one epoch of ``brainmri train`` on the prepared shared dataset with the paper's
+#: settings (2,162 training images, the smaller classes oversampled to the largest: 4 x 685),
+#: for the estimate of the paper's 10-epoch run from the measured throughput.
+PAPER_TRAIN_IMAGES = 2740
+PAPER_EPOCHS = 10
+#: The issue's targets on the 2-core CPU machine.
+TARGETS = {"train_speedup": 2.5, "data_over_model": 5.0, "latency_p50_ms": 50.0, "gpu_paper_run_seconds": 60.0}
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def default_settings(device: torch.device, quick: bool) -> dict[str, Any]:
+    """Step counts sized so that the full CPU bench takes minutes, not hours, on 2 cores."""
+    gpu = device.type == "cuda"
+    if quick:
+        return {
+            "archs": ["resnet50"],
+            "batch_size": 32 if gpu else 4,
+            "warmup": 3 if gpu else 1,
+            "steps": 5 if gpu else 2,
+            "latency_runs": 20 if gpu else 5,
+            "batch_runs": 3 if gpu else 1,
+        }
+    return {
+        "archs": ["resnet50", "resnet101", "resnet152"],
+        "batch_size": 32 if gpu else 8,
+        "warmup": 10 if gpu else 1,
+        "steps": 40 if gpu else 4,
+        "latency_runs": 100 if gpu else 30,
+        "batch_runs": 10 if gpu else 2,
+    }
+
+
+def resolve_data(data: str | Path | None) -> Path:
+    """The bench's folder of real slices: ``data``, or the shared dataset beside the checkout."""
+    path = Path(data) if data else DEFAULT_DATA
+    if not path.is_dir():
+        if data:
+            raise BrainMRIError(f"bench data folder not found: {path}")
+        raise BrainMRIError(
+            f"no bench data: {DEFAULT_DATA} does not exist; pass --data with a folder of class sub-folders "
+            "of real slices (e.g. the Sartaj brain-tumor-mri dataset)"
+        )
+    return path
+
+
+def bench_settings(
+    device: torch.device,
+    quick: bool,
+    archs: Sequence[str] | None,
+    image_size: int,
+    batch_size: int | None,
+    warmup: int | None,
+    steps: int | None,
+    baseline_workers: int | None,
+    infer_arch: str,
+) -> dict[str, Any]:
+    """:func:`default_settings` with the caller's choices, each checked: one clear error per bad one."""
+    from brainmri.models.build import PAPER_ARCHS, available_archs
+
+    settings = default_settings(device, quick)
+    archs = list(archs) if archs else settings["archs"]
+    for arch in [*archs, infer_arch]:
+        if arch not in available_archs():
+            raise BrainMRIError(f"unknown architecture {arch!r}; e.g. {', '.join(PAPER_ARCHS)}")
+    for name, value in (("batch_size", batch_size), ("warmup", warmup), ("steps", steps)):
+        if value is not None:
+            if value < 1:  # the first step's end is where timing starts
+                raise BrainMRIError(f"--{name.replace('_', '-')} must be at least 1")
+            settings[name] = value
+    if baseline_workers is None:
+        # The textbook loop uses DataLoader workers; on a small CPU-only machine they would only
+        # take cores from the model, so the baseline decodes in the main process there.
+        baseline_workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    if baseline_workers < 0:
+        raise BrainMRIError("--baseline-workers must be >= 0")
+    if image_size < 32:
+        raise BrainMRIError(f"--image-size must be at least 32, got {image_size}")
+    settings.update(archs=archs, image_size=image_size, baseline_workers=baseline_workers, infer_arch=infer_arch)
+    return settings
+
+
+class _Laps:
+    """Seconds each part of the bench took, rounded to 10 ms: the JSON's ``seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 2)
+        self._last = now
+
+
+# --- the whole bench --------------------------------------------------------------------------
+
+
+def run_bench(
+    data: str | Path | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    archs: Sequence[str] | None = None,
+    image_size: int = 256,
+    batch_size: int | None = None,
+    warmup: int | None = None,
+    steps: int | None = None,
+    baseline_workers: int | None = None,
+    infer_arch: str = "resnet50",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure everything and return the results (the JSON written by ``brainmri bench``)."""
+    from brainmri.runtime import resolve_device
+
+    say = log or (lambda message: None)
+    data = resolve_data(data)
+    dev = resolve_device(device)
+    settings = bench_settings(dev, quick, archs, image_size, batch_size, warmup, steps, baseline_workers, infer_arch)
+    result: dict[str, Any] = {"bench_version": 1, "quick": quick, "machine": machine_info(dev), "settings": settings}
+    lap = _Laps()
+    with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as tmp:
+        _measure(Path(tmp), data, dev, result, say, lap)
+    result["seconds"] = lap.seconds
+    with contextlib.suppress(OSError):
+        result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    result["targets"] = check_targets(result)
+    return result
+
+
+def _measure(
+    work: Path, data: Path, dev: torch.device, result: dict[str, Any], say: Callable[[str], None], lap: _Laps
+) -> None:
+    """Every measurement, in order, into ``result``; ``work`` holds the sample and the runs."""
+    from brainmri.data.prepare import prepare
+
+    settings, quick = result["settings"], result["quick"]
+    # Enough images that one epoch holds all timed steps after deduplication and the 10 % test side.
+    needed = int((settings["warmup"] + settings["steps"] + 1) * settings["batch_size"] / 0.9 * 1.3) + 8
+    rows = sample_sources(data, needed)
+    if len(rows) < 8:
+        raise BrainMRIError(f"{data} holds only {len(rows)} images; the bench needs at least 8")
+    raw = work / "raw"
+    files = copy_sample(data, rows, raw)
+    settings["sample_images"] = len(rows)
+
+    say("matmul peak ...")
+    result["matmul"] = matmul_table(dev)
+    lap("matmul")
+
+    say(f"brainmri data prepare on {len(rows)} images ...")
+    prepared = work / "prepared"
+    start = time.perf_counter()
+    summary = prepare(raw, prepared, size=settings["image_size"], progress=False)
+    seconds = time.perf_counter() - start
+    result["prepare"] = {"images": len(rows), "seconds": seconds, "ips": len(rows) / seconds}
+    settings["prepared_kept"] = summary["kept"]
+    lap("prepare")
+
+    say("data pipelines alone ...")
+    result["data_pipeline"] = compare_data_pipelines(prepared, raw, dev, settings, quick)
+    lap("data_pipeline")
+
+    result["train"] = {}
+    for arch in settings["archs"]:
+        result["train"][arch], recipe = compare_training(prepared, raw, work, arch, dev, settings, say)
+        settings.update(recipe)
+        gc.collect()
+        lap(f"train_{arch}")
+    _training_summary(result, dev)
+
+    say(f"inference ({settings['infer_arch']}, torch and onnx) ...")
+    result["inference"] = inference_summary(work, files, dev, settings, quick, result["matmul"]["fp32_gflops"])
+    lap("inference")
+
+
+def _training_summary(result: dict[str, Any], dev: torch.device) -> None:
+    """What the training throughput means: the FLOP rate against the matmul peak of the precision
+    it trained in, the data pipeline's margin over the model, the peak memory and the estimate
+    of the paper's run."""
+    settings, archs, mm = result["settings"], result["settings"]["archs"], result["matmul"]
+    head = "resnet50" if "resnet50" in archs else archs[0]
+    ips = result["train"][head]["ours_ips"]
+    flops = flops_per_image(head, settings["image_size"], backward=True)
+    achieved = flops * ips / 1e9
+    peak_used = settings["precision"]
+    if peak_used == "fp16":  # fp16 with gradient scaling (GPUs without native bf16)
+        mm["fp16_gflops"] = matmul_peak(dev, torch.float16, matmul_max_size(dev))["gflops"]
+    result["flops"] = {
+        "arch": head,
+        "train_gflop_per_image": flops / 1e9,
+        "achieved_gflops": achieved,
+        "fraction_of_peak": achieved / mm[f"{peak_used}_gflops"],
+        "fraction_of_fp32_peak": achieved / mm["fp32_gflops"],
+        "fraction_of_bf16_peak": achieved / mm["bf16_gflops"],
+        "peak_used": peak_used,
+    }
+    result["data_pipeline"]["model_ips"] = ips
+    result["data_pipeline"]["data_over_model"] = result["data_pipeline"]["ours_ips"] / ips
+    result["peak_rss_mb"] = max(v["ours_peak_rss_mb"] for v in result["train"].values())
+    result["paper_run_estimate_seconds"] = PAPER_EPOCHS * PAPER_TRAIN_IMAGES / ips
+    # The paper's run is ResNet-50 at 256 px; other settings give an estimate, not the target.
+    result["paper_run_estimate_comparable"] = head == "resnet50" and settings["image_size"] == 256
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets, each with the measured value and whether it was met."""
+    out: dict[str, dict[str, Any]] = {}
+    if "resnet50" in result["train"]:
+        value = result["train"]["resnet50"]["ratio"]
+        out["train_speedup_resnet50"] = {
+            "value": value,
+            "target": f">= {TARGETS['train_speedup']}",
+            "met": value >= TARGETS["train_speedup"],
+        }
+    value = result["data_pipeline"]["data_over_model"]
+    out["data_over_model"] = {
+        "value": value,
+        "target": f">= {TARGETS['data_over_model']}",
+        "met": value >= TARGETS["data_over_model"],
+    }
+    if result["inference"]["arch"] == "resnet50":
+        backends = [b for b in ("torch", "onnx", "onnx_int8") if b in result["inference"]]
+        best = min(backends, key=lambda b: result["inference"][b]["latency_ms_p50"])
+        value = result["inference"][best]["latency_ms_p50"]
+        out["latency_p50_ms_resnet50"] = {
+            "value": value,
+            "target": f"<= {TARGETS['latency_p50_ms']}",
+            "met": value <= TARGETS["latency_p50_ms"],
+            "backend": best,
+        }
+    if result["machine"]["device"].startswith("cuda") and result.get("paper_run_estimate_comparable"):
+        value = result["paper_run_estimate_seconds"]
+        out["paper_run_seconds"] = {
+            "value": value,
+            "target": f"< {TARGETS['gpu_paper_run_seconds']}",
+            "met": value < TARGETS["gpu_paper_run_seconds"],
+        }
+    return out
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The results as plain-text tables for the terminal and the README."""
+    m, s = result["machine"], result["settings"]
+    lines = [
+        f"brainmri bench{' --quick' if result['quick'] else ''}: {m['device_name']} ({m['device']}, "
+        f"{m['cores']} cores, torch {m['torch']}), {s['image_size']} px, batch {s['batch_size']}, "
+        f"{s['warmup']} warm-up + {s['steps']} timed steps, precision {s.get('precision')}, "
+        f"channels_last {s.get('channels_last')}",
+        "",
+        f"{'training (img/s)':<20}{'ours':>10}{'baseline':>10}{'ratio':>8}{'peak RSS MB':>13}",
+    ]
+    for arch, r in result["train"].items():
+        lines.append(
+            f"{arch:<20}{r['ours_ips']:>10.2f}{r['baseline_ips']:>10.2f}{r['ratio']:>7.2f}x{r['ours_peak_rss_mb']:>13.0f}"
+        )
+    d, mm, f = result["data_pipeline"], result["matmul"], result["flops"]
+    lines += [
+        "",
+        f"data pipeline alone: ours {d['ours_ips']:.1f} img/s, baseline {d['baseline_ips']:.1f} img/s; "
+        f"ours is {d['data_over_model']:.1f}x the model's {d['model_ips']:.2f} img/s",
+        f"matmul peak: fp32 {mm['fp32_gflops']:.1f} GFLOP/s (n={mm['fp32_size']}), "
+        f"bf16 {mm['bf16_gflops']:.2f} GFLOP/s (n={mm['bf16_size']})",
+        f"{f['arch']} training: {f['train_gflop_per_image']:.1f} GFLOP/image (forward+backward), "
+        f"{f['achieved_gflops']:.1f} GFLOP/s achieved = {100 * f['fraction_of_peak']:.1f}% of the "
+        f"{f['peak_used']} matmul peak",
+        f"prepare: {result['prepare']['ips']:.1f} img/s ({result['prepare']['images']} images)",
+        f"estimated paper run ({PAPER_EPOCHS} epochs x {PAPER_TRAIN_IMAGES} images): "
+        f"{result['paper_run_estimate_seconds']:.0f} s"
+        + (
+            ""
+            if result.get("paper_run_estimate_comparable")
+            else f" (at {s['image_size']} px with {f['arch']}: not the paper's setting)"
+        ),
+        "",
+        f"{'inference ' + result['inference']['arch']:<24}{'p50 ms':>9}{'p95 ms':>9}{'batch-32 img/s':>16}",
+    ]
+    for backend in ("torch", "onnx", "onnx_int8"):
+        if backend not in result["inference"]:
+            continue
+        r = result["inference"][backend]
+        lines.append(f"{backend:<24}{r['latency_ms_p50']:>9.1f}{r['latency_ms_p95']:>9.1f}{r['batch32_ips']:>16.1f}")
+    i = result["inference"]
+    lines.append(
+        f"(forward pass {i['forward_gflop_per_image']:.1f} GFLOP/image = {i['ms_at_fp32_matmul_peak']:.0f} ms "
+        "at the measured fp32 matmul peak)"
+    )
+    lines += ["", "targets:"]
+    for name, t in result["targets"].items():
+        lines.append(
+            f"  {name:<28}{t['value']:>10.2f}  target {t['target']:<8} {'met' if t['met'] else 'MISSED'}"
+            + (f" ({t['backend']})" if "backend" in t else "")
+        )
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> Path:
+    """Write the results as indented JSON, atomically (a crash leaves no half-written file)."""
+    from brainmri.files import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path

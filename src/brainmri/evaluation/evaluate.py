@@ -1,0 +1,484 @@
+"""Evaluation of a trained run: the paper's metrics plus the statistics it lacked.
+
+:func:`evaluate_run` loads a run's best checkpoint, predicts its held-out split (or any
+labelled folder) through the one inference path (:mod:`brainmri.inference.forward`, fp32, with the
+flip averaging the card asks for), computes :func:`brainmri.metrics.classification.compute_metrics`, and
+writes ``metrics.json``, ``predictions.csv`` and the figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainmri.errors import BrainMRIError
+from brainmri.files import atomic_write_text, plain_name, shown
+from brainmri.inference.forward import probabilities
+from brainmri.inference.input_check import source_reasons
+from brainmri.io.images import ImageError, read_image
+from brainmri.io.preprocess import stack, to_array
+from brainmri.metrics.classification import compute_metrics
+from brainmri.models.checkpoint import read_checkpoint, update_card
+from brainmri.rundir import METRICS_JSON, PREDICTIONS_CSV, RunDir
+from brainmri.runtime import resolve_device
+
+# --- evaluating a run ----------------------------------------------------------------
+
+
+def predict_proba(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    device: str = "auto",
+    flip: bool = False,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Softmax probabilities for uint8 images (N, 1, H, W), batch by batch, on ``device``."""
+    dev = resolve_device(device)
+    return probabilities(model.to(dev), images, batch_size=batch_size, flip=flip, precision=precision, device=dev)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """``history.csv`` as a list of dicts of floats (empty if the run has none)."""
+    path = RunDir(run_dir).history
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BrainMRIError(f"{path} is not valid JSON: {exc}") from None
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """What the report says about training: losses averaged over epochs and training time."""
+    run_dir = Path(run_dir)
+    history = read_history(run_dir)
+    summary = _read_json(RunDir(run_dir).summary)
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in history if key in r]
+        return float(np.mean(values)) if values else summary.get(f"avg_{key}")
+
+    last = history[-1] if history else {}
+    return {
+        "epochs": len(history) or summary.get("epochs"),
+        "selection": summary.get("selection"),
+        "best_epoch": summary.get("best_epoch"),
+        "best_val_acc": summary.get("best_val_acc"),
+        "avg_train_loss": mean("train_loss"),
+        "avg_val_loss": mean("val_loss"),
+        "final_train_acc": last.get("train_acc"),
+        "final_val_acc": last.get("val_acc"),
+        "training_seconds": summary.get("total_seconds"),
+        "finished": summary.get("finished"),
+    }
+
+
+def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
+    from brainmri.data.prepared import load_split
+
+    config = _read_json(RunDir(run_dir).config)
+    prepared = config.get("data")
+    split = RunDir(run_dir).split
+    if not prepared or not Path(prepared).is_dir():
+        raise BrainMRIError(
+            f"the prepared data of run {run_dir} ({prepared or 'not recorded'}) is not there; "
+            "evaluate on a labelled folder instead with --data DIR"
+        )
+    if not split.is_file():
+        raise BrainMRIError(f"run {run_dir} has no split.csv; evaluate on a labelled folder with --data DIR")
+    # training/run.py resolves k-fold files into a single train/test split.csv; older or hand-made
+    # runs may keep the k-fold file, which needs the fold.
+    fold = _split_fold(split, config)
+    images, labels, paths = load_split(prepared, split, "test", fold=fold, size=card["image_size"])
+    source = {"kind": "held-out", "prepared": str(prepared), "split": str(split), "fold": fold, "skipped": []}
+    return images, labels.numpy(), paths, source
+
+
+def _folder(
+    folder: Path,
+    card: dict[str, Any],
+    label_map: str | dict[str, str] | None,
+    run_dir: Path,
+    keep_overlap: bool = False,
+) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
+    """Any labelled folder, read with the same label aliases and preprocessing as training.
+
+    Images that duplicate the run's training data are reported and, unless ``keep_overlap``,
+    left out: they would make an external score look better than it is.
+    """
+    from brainmri.data.hashing import image_hashes
+    from brainmri.data.prepared import PREPARE_JSON, prepared_size, training_overlap
+    from brainmri.data.scan import scan
+
+    classes = list(card["classes"])
+    config = _read_json(RunDir(run_dir).config)
+    prepared = Path(config.get("data") or "")
+    split = RunDir(run_dir).split
+    check = bool(config.get("data")) and (prepared / PREPARE_JSON).is_file() and split.is_file()
+    prep_size = prepared_size(prepared) if check else None
+    arrays, labels, paths, hashes, skipped, reasons = [], [], [], [], [], []
+    for row in scan(folder, label_map):
+        if row["label"] not in classes:
+            skipped.append({"path": row["source_path"], "reason": f"label {row['label']} not known to the model"})
+            continue
+        try:
+            decoded = read_image(folder / row["source_path"])
+        except ImageError as exc:
+            skipped.append({"path": row["source_path"], "reason": str(exc)})
+            continue
+        gray = decoded.array
+        arrays.append(to_array(gray, card["image_size"], via=card.get("prepared_size")))
+        reasons.append(source_reasons(gray, decoded.chroma))
+        if prep_size is not None:
+            hashes.append(image_hashes(to_array(gray, prep_size)))
+        labels.append(classes.index(row["label"]))
+        paths.append(row["source_path"])
+    overlap: list[dict[str, Any]] = []
+    if check and paths:
+        matches = training_overlap(prepared, split, hashes, fold=_split_fold(split, config))
+        overlap = [{"path": p, **m} for p, m in zip(paths, matches, strict=True) if m is not None]
+        if overlap and not keep_overlap:
+            drop = {o["path"] for o in overlap}
+            keep = [i for i, p in enumerate(paths) if p not in drop]
+            arrays, labels, paths = [arrays[i] for i in keep], [labels[i] for i in keep], [paths[i] for i in keep]
+            reasons = [reasons[i] for i in keep]
+    if not arrays:
+        reason = f"{len(skipped)} skipped" + (f", {len(overlap)} duplicating the training data" if overlap else "")
+        raise BrainMRIError(f"no readable images of known classes in {folder} ({reason})")
+    source = {
+        "kind": "folder",
+        "path": str(folder),
+        "skipped": skipped,
+        "overlap_check": "done"
+        if check
+        else f"not done: the run's prepared data ({prepared or 'not recorded'}) or split.csv is missing",
+        "training_overlap": overlap,
+        "training_overlap_excluded": bool(overlap) and not keep_overlap,
+        "input_reasons": reasons,  # taken out by evaluate_run
+    }
+    return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source
+
+
+def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
+    """The run's fold when its split.csv is a k-fold file (older runs); None for a single split.
+    Read with :func:`brainmri.data.splitfile.read_split`, so that a damaged file is one clear error."""
+    from brainmri.data.splitfile import read_split
+
+    return config.get("fold") if "fold" in read_split(split)[0] else None
+
+
+def write_predictions(
+    path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes, warnings=None
+) -> None:
+    """One row per image, so figures and error analysis can be redone without the model; with
+    ``warnings`` (``evaluate --data``) a last column ``input_warning`` (:mod:`brainmri.inference.input_check`)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], *(["input_warning"] * bool(warnings))])
+    for i, (p, t, row) in enumerate(zip(paths, y_true, proba, strict=True)):
+        extra = [warnings[i] or ""] if warnings else []
+        writer.writerow([p, classes[int(t)], classes[int(row.argmax())], *[f"{v:.6g}" for v in row], *extra])
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """(y_true, proba, paths, classes) from a ``predictions.csv``."""
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        rows = list(reader)
+    cols = [i for i, h in enumerate(header) if i >= 3 and h.startswith("p_")]
+    classes = [header[i][2:] for i in cols]
+    y_true = np.array([classes.index(r[1]) for r in rows], dtype=np.int64)
+    proba = np.array([[float(r[i]) for i in cols] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
+    return y_true, proba, [r[0] for r in rows], classes
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    label_map: str | dict[str, str] | None = None,
+    name: str | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    figures: bool = True,
+    keep_overlap: bool = False,
+    tta: bool | None = None,
+    overwrite: bool = False,
+    boxes: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``
+    (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
+
+    Writes ``metrics.json``, ``predictions.csv`` and figures into the run folder (held-out
+    split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, stores
+    the headline metrics in the checkpoint's model card, and returns the metrics. Earlier
+    outputs are replaced only with ``overwrite`` (checked before any work).
+
+    ``boxes`` (with ``data``): a CSV of tumour boxes in that folder; the explanations are then
+    scored against them (:mod:`brainmri.evaluation.explanation_scores`, into ``eval/<name>/localisation/``)
+    and the chosen explanation method, with its score, goes into the model card.
+    """
+    if boxes is not None and data is None:
+        raise BrainMRIError("--boxes scores explanations on a labelled folder: give it with --data DIR")
+    if boxes is not None and not Path(boxes).is_file():
+        raise BrainMRIError(f"box file not found: {boxes}")
+    from brainmri.render.figures import make_figures
+
+    run_dir = Path(run_dir)
+    ckpt_path = RunDir(run_dir).best
+    if not ckpt_path.is_file():
+        raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
+    if data is not None:
+        name = plain_name(name or Path(data).resolve().name, "--name")
+    _check_outputs(RunDir(run_dir).eval_dir(name) if data is not None else run_dir, overwrite, named=data is not None)
+    from brainmri.models.checkpoint import load_model
+
+    model, card = load_model(ckpt_path)
+    classes = list(card["classes"])
+    if data is None:
+        images, y_true, paths, source = _held_out(run_dir, card)
+        out_dir, fig_dir = run_dir, RunDir(run_dir).figures
+    else:
+        folder = Path(data)
+        images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
+        out_dir = fig_dir = RunDir(run_dir).eval_dir(name)
+    flip = bool(card.get("tta")) if tta is None else tta
+    warnings = None
+    if data is None:
+        proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
+    else:
+        reasons = source.pop("input_reasons")
+        proba, warnings, check = check_images(ckpt_path, model, images, reasons, batch_size, device, flip)
+    metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
+    metrics["source"] = source
+    metrics["inference"] = {"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size}
+    from brainmri.provenance import provenance
+
+    metrics["provenance"] = provenance()  # the code that evaluated, which may be newer than the run's
+    if warnings is not None:
+        metrics["input_check"] = {**check, "flagged": sum(w is not None for w in warnings), "of": len(warnings)}
+    metrics["run"] = {
+        "path": str(run_dir),
+        "arch": card["arch"],
+        "weights": card.get("weights"),
+        "image_size": card["image_size"],
+        **run_summary(run_dir),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
+    if data is None:
+        _write_val_predictions(run_dir, model, card, batch_size, device, flip)
+    temperature = run_temperature(run_dir, card)
+    if temperature is not None:
+        from brainmri.metrics.calibration import calibration_scores
+
+        metrics["temperature_scaling"] = {
+            **calibration_scores(proba, y_true, temperature["value"], n_bootstrap=n_bootstrap, seed=seed),
+            "fitted_on": temperature["fitted_on"],
+        }
+    if figures:
+        figs = make_figures(fig_dir, metrics, y_true, proba, read_history(run_dir), title=card["arch"])
+        metrics["figures"] = {k: str(v) for k, v in figs.items()}
+    atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
+    if boxes is not None:
+        metrics["localisation"] = _score_boxes(model, card, Path(data), Path(boxes), out_dir, device, n_bootstrap)
+        atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
+    headline = card_metrics(metrics)
+    card_all = dict(read_checkpoint(ckpt_path)["card"].get("metrics") or {})
+    if data is None:
+        card_all.update(headline)
+    else:
+        card_all.setdefault("external", {})[name] = headline
+    update_card(ckpt_path, metrics=card_all)
+    if "localisation" in metrics:
+        update_card(ckpt_path, explanation=metrics["localisation"])
+    return metrics
+
+
+def _score_boxes(model, card, folder: Path, boxes: Path, out_dir: Path, device: str, n_bootstrap: int) -> dict:
+    """Explanations scored against the boxes; returns the headline and puts the chosen method
+    with its report-half score into the card (what predict and the web app then draw)."""
+    from brainmri.evaluation.explanation_scores import TOLERANCE, score_explanations
+
+    record = score_explanations(model, card, folder, boxes, out_dir / "localisation",
+                                device=resolve_device(device), n_bootstrap=n_bootstrap, title=card["arch"])  # fmt: skip
+    rep = record["chosen_on_report"]
+    return {
+        "chosen": record["chosen"],
+        "tolerance": TOLERANCE,
+        "pointing_game_report_half": rep[f"pointing_{TOLERANCE:g}"],
+        "energy_report_half": rep["energy"],
+        "boxes": str(boxes),
+        "folder": "localisation",
+    }
+
+
+def run_temperature(run_dir: str | Path, card: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The run's temperature: the card's (fitted at the end of training), or one fitted now on
+    its ``val_predictions.csv`` (runs trained before training fitted it); None without a
+    validation side. Never fitted on the test side or an external folder."""
+    if card and card.get("temperature"):
+        fitted = (card.get("calibration") or {}).get("fitted_on", "the run's validation side")
+        return {"value": float(card["temperature"]), "fitted_on": fitted}
+    path = RunDir(run_dir).val_predictions
+    if not path.is_file():
+        return None
+    from brainmri.metrics.calibration import fit_temperature
+
+    y, proba, paths, _ = read_predictions(path)
+    return {"value": fit_temperature(proba, y), "fitted_on": f"val_predictions.csv ({len(paths)} validation images)"}
+
+
+def _write_val_predictions(run_dir: Path, model, card: dict[str, Any], batch_size: int, device: str, flip: bool):
+    """Probabilities on the run's validation side, if it has one: what a calibration (fitted on
+    data carved from training, never on the test side) is fitted on, recomputable later."""
+    from brainmri.data.prepared import load_split
+    from brainmri.data.splitfile import read_split
+
+    run = RunDir(run_dir)
+    if not run.split.is_file() or "side" not in read_split(run.split)[0]:
+        return
+    if not any(r["side"] == "val" for r in read_split(run.split)):
+        return
+    config = _read_json(run.config)
+    images, labels, paths = load_split(config["data"], run.split, "val", size=card["image_size"])
+    proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
+    write_predictions(run.val_predictions, paths, labels.numpy(), proba, list(card["classes"]))
+
+
+def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:
+    """A finished evaluation into ``out_dir`` is replaced only with ``overwrite``. Its
+    ``metrics.json`` is written last, so without it the evaluation was interrupted and is redone
+    (as ``compare`` and ``reproduce`` do when they resume)."""
+    if (out_dir / METRICS_JSON).exists() and not overwrite:
+        raise BrainMRIError(
+            f"{shown(out_dir)} already holds an evaluation (metrics.json); pass --overwrite to replace it"
+            + (", or choose another --name" if named else "")
+        )
+
+
+def check_images(ckpt_path: Path, model, images, reasons, batch_size: int, device: str, flip: bool = False):
+    """Probabilities and input warnings (one forward pass) for ``evaluate --data``, and what was checked."""
+    from brainmri.inference.input_check import InputCheck
+
+    check, dev = InputCheck.from_checkpoint(read_checkpoint(ckpt_path)), resolve_device(device)
+    proba, warnings, _ = check.classify(model.to(dev), images, reasons, batch_size=batch_size, device=dev, flip=flip)
+    return proba, warnings, {"checks": check.status, "threshold": check.threshold}
+
+
+def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a model card carries."""
+    return {
+        "n": metrics["n"],
+        "accuracy": metrics["accuracy"],
+        "accuracy_ci95": metrics["ci"]["accuracy"],
+        "macro_precision": metrics["macro"]["precision"],
+        "macro_recall": metrics["macro"]["recall"],
+        "macro_f1": metrics["macro"]["f1"],
+        "macro_f1_ci95": metrics["ci"]["macro_f1"],
+        "roc_auc_macro": metrics["roc_auc_macro"],
+        "ece": metrics["ece"],
+        "evaluated_on": metrics["source"].get("path") or metrics["source"].get("split"),
+    }
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The metrics as plain-text tables for the terminal."""
+    classes = metrics["classes"]
+    width = max(len(c) for c in [*classes, "weighted avg"]) + 2
+    head = f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'specif.':>10}{'roc_auc':>10}{'support':>9}"
+    lines = [head]
+    for c in classes:
+        pc = metrics["per_class"][c]
+        lines.append(
+            f"{c:<{width}}{_f(pc['precision']):>10}{_f(pc['recall']):>10}{_f(pc['f1']):>10}"
+            f"{_f(pc['specificity']):>10}{_f(pc['roc_auc']):>10}{pc['support']:>9d}"
+        )
+    for avg in ("macro", "weighted"):
+        a = metrics[avg]
+        auc = _f(metrics["roc_auc_macro"]) if avg == "macro" else ""
+        lines.append(
+            f"{avg + ' avg':<{width}}{_f(a['precision']):>10}{_f(a['recall']):>10}{_f(a['f1']):>10}"
+            f"{'':>10}{auc:>10}{metrics['n']:>9d}"
+        )
+    ci = metrics["ci"]
+    level = int(round(ci["level"] * 100))
+
+    def interval(key: str) -> str:
+        return f" ({level}% CI {_f(ci[key][0])}-{_f(ci[key][1])})" if ci.get(key) else ""
+
+    lines += [
+        "",
+        f"accuracy            {_f(metrics['accuracy'], 4)}{interval('accuracy')}",
+        f"loss (cross-entropy) {_f(metrics.get('loss'), 4)}",
+        f"macro F1            {_f(metrics['macro']['f1'])}{interval('macro_f1')}",
+        f"ECE (15 bins)       {_f(metrics['ece'])}",
+    ]
+    run = metrics.get("run", {})
+    if run:
+        secs = run.get("training_seconds")
+        lines += [
+            f"avg training loss   {_f(run.get('avg_train_loss'))}",
+            f"avg validation loss {_f(run.get('avg_val_loss'))}",
+            f"training time       {'-' if secs is None else f'{secs:.1f} s'}",
+        ]
+    cm = metrics["confusion_matrix"]
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    short = [c.removesuffix("_tumor")[:10] for c in classes]
+    lines.append(f"{'':<{width}}" + "".join(f"{s:>11}" for s in short))
+    for c, row in zip(classes, cm, strict=True):
+        lines.append(f"{c:<{width}}" + "".join(f"{v:>11d}" for v in row))
+    loc = metrics.get("localisation")
+    if loc:
+        pg, en = loc["pointing_game_report_half"], loc["energy_report_half"]
+        lines += [
+            "",
+            f"explanations: {loc['chosen']} chosen on the boxes' select half; on the report half its maximum falls "
+            f"in the tumour box (grown {loc['tolerance']:g}) for {_f(pg['mean'])} of slices (95% CI {_f(pg['low'])}-"
+            f"{_f(pg['high'])}), energy inside the box {_f(en['mean'])}; details in localisation/localisation.md",
+        ]
+    check = metrics.get("input_check")
+    if check:
+        lines += [
+            "",
+            f"{check['flagged']} of {check['of']} image(s) not like the training images "
+            f"(input_warning in predictions.csv; checks: {check['checks']})",
+        ]
+    source = metrics.get("source", {})
+    skipped = source.get("skipped") or []
+    if skipped:
+        lines += ["", f"{len(skipped)} file(s) skipped:"] + [f"  {s['path']}: {s['reason']}" for s in skipped[:20]]
+    overlap = source.get("training_overlap") or []
+    if overlap:
+        how = "left out" if source.get("training_overlap_excluded") else "KEPT (--keep-overlap): scores are inflated"
+        lines += ["", f"{len(overlap)} image(s) duplicate the run's training data, {how}:"] + [
+            f"  {o['path']} = {o['matches']}" + ("" if o["exact"] else f" (phash distance {o['phash_distance']})")
+            for o in overlap[:20]
+        ]
+        if len(overlap) > 20:
+            lines.append(f"  ... {len(overlap) - 20} more in metrics.json")
+    elif source.get("overlap_check", "done") != "done":
+        lines += ["", f"overlap with the training data {source['overlap_check']}"]
+    return "\n".join(lines)

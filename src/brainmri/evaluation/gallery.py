@@ -1,0 +1,112 @@
+"""The failure gallery: every misclassified held-out image of a run, with its true and
+predicted label, the probability the model gave its (wrong) answer, and the Grad-CAM
+overlay of that answer. Readers of a report look rather than read.
+
+The list comes from the run's ``predictions.csv`` (what ``evaluate`` wrote), so the
+gallery shows exactly the images the metrics counted as errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainmri.files import atomic_write_text
+from brainmri.rundir import RunDir
+
+#: The grid shows at most this many images, the most confident mistakes first;
+#: ``failures.csv`` always lists them all.
+MAX_TILES = 60
+COLUMNS = 6
+FAILURES_PNG = "failures.png"
+FAILURES_CSV = "failures.csv"
+
+
+def misclassified(predictions: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``predictions.csv`` whose prediction is wrong, most confident first."""
+    with Path(predictions).open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    wrong = []
+    for r in rows:
+        if r["label"] != r["predicted"]:
+            p = float(r[f"p_{r['predicted']}"])
+            wrong.append({"path": r["path"], "label": r["label"], "predicted": r["predicted"], "probability": p})
+    return sorted(wrong, key=lambda r: (-r["probability"], r["path"]))
+
+
+def _write_list(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["path", "label", "predicted", "probability"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**r, "probability": f"{r['probability']:.6f}"} for r in rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _heatmaps(run: RunDir, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(slice, map overlay of the predicted class) for each row, at the model's size (the
+    explanation method the card names, else the default)."""
+    import torch
+
+    from brainmri.data.prepared import load_split
+    from brainmri.files import read_json
+    from brainmri.inference.explain import DEFAULT_EXPLAINER, Explainer, overlay, saliency
+    from brainmri.io.preprocess import to_input
+    from brainmri.models.checkpoint import load_model
+
+    model, card = load_model(run.best)
+    config = read_json(run.config, {})
+    images, _, paths = load_split(config["data"], run.split, "test", size=card["image_size"])
+    index = {p: i for i, p in enumerate(paths)}
+    chosen = (card.get("explanation") or {}).get("chosen")
+    explainer = Explainer.parse(chosen) if chosen else DEFAULT_EXPLAINER
+    classes = list(card["classes"])
+    out = []
+    for r in rows:
+        gray = images[index[r["path"]], 0].numpy()
+        x = to_input(torch.from_numpy(gray)[None, None])
+        heat = saliency(model, x, [classes.index(r["predicted"])], explainer)[0]
+        out.append((gray, overlay(gray, heat)))
+    return out
+
+
+def _short(name: str) -> str:
+    return name.removesuffix("_tumor").replace("_", " ")
+
+
+def draw_grid(tiles: list[tuple[np.ndarray, np.ndarray]], rows: list[dict[str, Any]], title: str, path: Path) -> Path:
+    """A grid of overlays, each captioned with the true label, the prediction and its probability."""
+    from brainmri.render.figures import _save, figure
+
+    n_rows = max(1, -(-len(tiles) // COLUMNS))
+    fig = figure(figsize=(COLUMNS * 1.9, n_rows * 2.2 + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n_rows, COLUMNS)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (_, over), r in zip(axes, tiles, rows, strict=False):
+        ax.imshow(over)
+        ax.set_title(f"true {_short(r['label'])}\npred {_short(r['predicted'])} ({r['probability']:.2f})", fontsize=7.5)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def failure_gallery(run_dir: str | Path, title: str = "") -> dict[str, Any]:
+    """Write ``figures/failures.png`` (the grid) and ``figures/failures.csv`` (every
+    misclassified held-out image) for an evaluated run; returns what it drew."""
+    run = RunDir(run_dir)
+    rows = misclassified(run.predictions)
+    run.figures.mkdir(parents=True, exist_ok=True)
+    _write_list(run.figures / FAILURES_CSV, rows)
+    shown = rows[:MAX_TILES]
+    result: dict[str, Any] = {"misclassified": len(rows), "shown": len(shown), "csv": str(run.figures / FAILURES_CSV)}
+    if not shown:
+        return {**result, "figure": None}
+    tiles = _heatmaps(run, shown)
+    more = f"; the {len(shown)} most confident shown, all in {FAILURES_CSV}" if len(rows) > len(shown) else ""
+    heading = f"{title}: " if title else ""
+    caption = f"{heading}{len(rows)} misclassified held-out images (Grad-CAM of the predicted class){more}"
+    path = draw_grid(tiles, shown, caption, run.figures / FAILURES_PNG)
+    return {**result, "figure": str(path)}

@@ -1,0 +1,3 @@
+"""Whole studies: comparing architectures, reproducing the paper, the leakage study, and the
+README's result tables.
+"""

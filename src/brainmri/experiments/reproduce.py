@@ -1,0 +1,149 @@
+"""``brainmri reproduce``: the paper's experiment in one command, from a dataset folder (or the
+download) to the report, with the presets paper, scratch and quick."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from brainmri.config import TrainConfig
+from brainmri.data import prepare as preparation
+from brainmri.data import prepared as data_mod
+from brainmri.errors import BrainMRIError
+from brainmri.experiments.compare import COMPARISON_JSON, Log, compare, leakage_counts, load_results
+from brainmri.files import read_json
+from brainmri.models.build import PAPER_ARCHS
+from brainmri.reports.comparison import write_comparison_report
+from brainmri.rundir import SPLIT_CSV, RunDir
+
+#: Presets of ``brainmri reproduce`` (TrainConfig fields; the rest keep their defaults).
+#: ``paper`` repeats the published settings (ImageNet weights). ``scratch`` trains from
+#: scratch with the recipe chosen on a validation side carved from training (see
+#: docs/training.md, the ablation); ``configs/scratch.yaml`` holds the same settings for
+#: ``train`` and ``compare``. ``quick`` is that recipe at a small size, a few-minute CI run.
+SCRATCH_RECIPE: dict[str, Any] = {
+    "weights": "none",
+    "optimizer": "adamw",
+    "weight_decay": 0.05,
+    "schedule": "onecycle",
+    "lr": 2e-3,
+    "warmup": 0.2,
+    "label_smoothing": 0.1,
+    "hflip": True,
+    "tta": True,
+    "ema": 0.998,
+}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A validation side carved from training draws the curves and picks the epoch (the paper drew
+    # them on its test side): the one departure from the published settings.
+    "paper": {"image_size": 256, "epochs": 10, "weights": "imagenet", "batch_size": 32, "val_size": 0.1},
+    "scratch": {**SCRATCH_RECIPE, "image_size": 128, "epochs": 40, "val_size": 0.1, "val_every": 2},
+    "quick": {**SCRATCH_RECIPE, "image_size": 64, "epochs": 8, "limit_per_class": 200, "val_size": 0.1, "val_every": 4},
+}
+
+
+#: Size at which ``reproduce`` prepares data (the paper's); presets train at their own size.
+PREPARE_SIZE = 256
+
+
+def _prepared_matches(prepared: Path, source: Path, size: int) -> bool:
+    info_path = prepared / data_mod.PREPARE_JSON
+    if not info_path.is_file():
+        return False
+    settings = json.loads(info_path.read_text(encoding="utf-8")).get("settings", {})
+    return settings.get("source") == str(source.resolve()) and int(settings.get("size", -1)) == size
+
+
+def preset_config(preset: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a ``reproduce`` preset, with ``overrides`` (None: keep the preset's)."""
+    if preset not in PRESETS:
+        raise BrainMRIError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_dict(values)
+
+
+def reproduce(
+    data: str | Path | None = None,
+    preset: str = "paper",
+    out: str | Path = "reproduce",
+    archs: Sequence[str] | None = None,
+    cv: int | None = None,
+    n_bootstrap: int = 1000,
+    progress: bool = True,
+    log: Log = print,
+    externals: Sequence[str | Path] = (),
+    seeds: int | None = None,
+    boxes: str | Path | None = None,
+    leakage: bool = False,
+    leakage_archs: Sequence[str] | None = None,
+    leakage_seeds: int | None = None,
+    **overrides: Any,
+) -> Path:
+    """Fetch (or use ``data``), prepare, and compare with a preset's settings; returns the
+    HTML report.
+
+    Data are always prepared as the paper did (256 px), so duplicate detection does not
+    depend on the preset; training resizes from there. ``out/prepared-256/`` is reused when
+    it was made from the same source; the comparison lives in ``out/<preset>/`` and resumes
+    when rerun. ``overrides`` are TrainConfig fields (epochs, image_size, weights, seed,
+    device, ...). With ``leakage``, the controlled leakage study (:mod:`brainmri.experiments.leakage`) runs
+    the first of ``leakage_archs`` (default: the first architecture) on its two arms at
+    ``leakage_seeds`` seeds (default: ``seeds``, else 3) in ``out/<preset>-leakage/``, and the
+    report gains its section.
+    """
+    from brainmri.data.fetch import ensure_dataset
+    from brainmri.experiments.leakage import leakage_sections, run_leakage_study
+
+    config = preset_config(preset, **overrides)
+    if leakage and cv:
+        raise BrainMRIError("the leakage study compares single 80/20 splits; it does not combine with --cv")
+    out = Path(out)
+    started = time.perf_counter()
+    source = ensure_dataset(data)
+    prepared = out / f"prepared-{PREPARE_SIZE}"
+    if _prepared_matches(prepared, source, PREPARE_SIZE):
+        log(f"using prepared data in {prepared}")
+    else:
+        log(f"preparing {source} at {PREPARE_SIZE} px into {prepared}")
+        preparation.prepare(source, prepared, size=PREPARE_SIZE, overwrite=prepared.exists(), progress=progress)
+    config = config.replace(data=str(prepared.resolve()))
+    meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
+    common = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
+    report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, boxes=boxes,
+                     **common)  # fmt: skip
+    if leakage:
+        arch = list(leakage_archs or archs or PAPER_ARCHS)[0]
+        study = run_leakage_study(prepared, out / f"{preset}-leakage", config.replace(arch=arch),
+                                  seeds=leakage_seeds or seeds or 3, externals=externals, n_bootstrap=n_bootstrap,
+                                  progress=progress, log=log)  # fmt: skip
+        sections = leakage_sections(study)
+        sections[0]["text"].append(f"Details: ../{preset}-leakage/leakage.md.")
+        report = rewrite_report(out / preset, meta, extra=sections)
+    log(f"reproduce finished in {time.perf_counter() - started:.0f} s")
+    return report
+
+
+def rewrite_report(out: Path, meta: dict[str, Any], extra: Sequence[dict] = ()) -> Path:
+    """Rebuild a finished comparison's report from its runs' records (no training, no model
+    except for the failure gallery's Grad-CAM, which is reused when already drawn)."""
+    from brainmri.evaluation.gallery import FAILURES_CSV, FAILURES_PNG, MAX_TILES
+
+    record = read_json(out / COMPARISON_JSON, {})
+    results = load_results(out)
+    for arch, res in results.items():
+        if "runs" in res:
+            continue
+        run = RunDir(out / "runs" / arch)
+        if (run.figures / FAILURES_CSV).is_file():
+            n = sum(1 for _ in (run.figures / FAILURES_CSV).open(encoding="utf-8")) - 1
+            png = run.figures / FAILURES_PNG
+            res["gallery"] = {"misclassified": n, "shown": min(n, MAX_TILES), "csv": str(run.figures / FAILURES_CSV),
+                              "figure": str(png) if png.is_file() else None}  # fmt: skip
+    leakage = leakage_counts(out / record.get("split", SPLIT_CSV))
+    _, html_path = write_comparison_report(out, results, cv=None, meta=meta, leakage=leakage, extra=extra)
+    return html_path

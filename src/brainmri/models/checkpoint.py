@@ -1,0 +1,142 @@
+"""Checkpoints that carry their own model card, written atomically.
+
+A checkpoint is a plain dict loadable with ``torch.load(weights_only=True)`` (no pickled
+code runs when a user opens a model someone sent them):
+
+``{"format": "brainmri-checkpoint", "version": 1, "card": {...}, "model_state": {...},
+"optimizer_state": {...} | None, "epoch": int, "extra": {...}}``
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from brainmri.errors import BrainMRIError
+from brainmri.files import FileRefused, atomic_write_bytes, brief, check_regular
+from brainmri.models.card import check_card
+from brainmri.rundir import BEST_PT, RunDir
+
+FORMAT = "brainmri-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    card: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save model weights, model card and (for resuming) optimiser state atomically."""
+    import io
+
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "card": card,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": int(epoch),
+        "extra": extra or {},
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict, refusing anything that is not one of ours."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (RunDir(path).best, path / BEST_PT):
+            if candidate.exists():
+                path = candidate
+                break
+        else:
+            raise BrainMRIError(f"{path} is a folder without checkpoints/best.pt")
+    if not path.exists():
+        raise BrainMRIError(f"model file not found: {path}")
+    try:
+        check_regular(path)  # a FIFO would hang torch.load, a device feed it without end
+    except FileRefused as exc:
+        raise BrainMRIError(f"{path}: {exc}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes about old pickle protocols: not ours to show
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise BrainMRIError(f"{path} is not a brainmri checkpoint (cannot be read as one)") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise BrainMRIError(f"{path} is not a brainmri checkpoint (no brainmri model card inside)")
+    version = obj.get("version", 0)
+    if not isinstance(version, int):
+        raise BrainMRIError(f"{path}: damaged checkpoint (format version {version!r})")
+    if version > VERSION:
+        raise BrainMRIError(f"{path} was written by a newer brainmri (format {version}); upgrade brainmri")
+    check_card(obj.get("card"), path)
+    if not isinstance(obj.get("model_state"), dict):
+        raise BrainMRIError(f"{path}: damaged checkpoint (no model weights)")
+    return obj
+
+
+def update_card(path: str | Path, **fields: Any) -> None:
+    """Replace fields of a checkpoint's model card (e.g. ``metrics`` after evaluation),
+    rewriting the file atomically and leaving weights and optimiser state untouched."""
+    import io
+
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    ckpt["card"] = {**ckpt["card"], **fields}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, Any]) -> None:
+    """Compare the weights' names and shapes with the architecture the card names, built on
+    PyTorch's ``meta`` device (shapes only, no memory), before the model is built for real: a
+    small file that names a huge architecture (``vit_h_14``, 2.5 GB of parameters) must cost
+    nothing to refuse."""
+    from brainmri.models.build import build_model
+
+    with torch.device("meta"):
+        skeleton = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in state.items() if isinstance(t, torch.Tensor)}
+    missing = [name for name in expected if name not in given]
+    unexpected = [name for name in state if name not in expected or not isinstance(state[name], torch.Tensor)]
+    reshaped = [name for name in expected if name in given and given[name] != expected[name]]
+    if missing or unexpected or reshaped:
+        example = next(iter(missing or unexpected or reshaped))
+        raise BrainMRIError(
+            f"{path}: weights do not match architecture {card['arch']!r} named in its model card "
+            f"({len(missing)} of {len(expected)} tensors missing, {len(reshaped)} of another shape, "
+            f"{len(unexpected)} unexpected; e.g. {brief(str(example))})"
+        )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model described by a checkpoint's card and load its weights (eval mode);
+    the weights are checked against the architecture first (:func:`check_weights_fit`)."""
+    from brainmri.models.build import build_model
+
+    ckpt = read_checkpoint(path)
+    card = ckpt["card"]
+    check_weights_fit(path, card, ckpt["model_state"])
+    model = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError:
+        raise BrainMRIError(
+            f"{path}: weights do not match architecture {card['arch']!r} named in its model card"
+        ) from None
+    model.eval().to(device)
+    return model, card

@@ -1,0 +1,3 @@
+"""The reporting checklists (CLAIM 2024 and TRIPOD+AI) a comparison report answers, item by
+item.
+"""

@@ -1,0 +1,452 @@
+"""Training as in the paper (Adam 1e-4, cross-entropy, 10 epochs, batch 32, 256 px) or with a
+recipe that learns from scratch (AdamW, OneCycle, label smoothing, flips, weight averaging),
+resumable, and the same command under ``torchrun`` for several processes.
+
+This module sets up the run folder (:class:`brainmri.rundir.RunDir`), decodes the images
+once into uint8 tensors (on the GPU when there is one), and drives :mod:`brainmri.training.loop`
+epoch by epoch: train, validate, record, checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from brainmri.config import TrainConfig
+from brainmri.errors import BrainMRIError
+from brainmri.files import FolderLock, read_json, write_json
+from brainmri.labels import CLASSES
+from brainmri.models.build import build_model, count_parameters
+from brainmri.models.card import make_card
+from brainmri.models.checkpoint import read_checkpoint, save_checkpoint
+from brainmri.provenance import keep_diff
+from brainmri.rundir import RunDir
+from brainmri.runtime import resolve_device, resolve_precision
+from brainmri.training import loop as engine
+from brainmri.training import sampling
+from brainmri.training.records import (
+    RunLog,
+    absolute_paths,
+    best_metrics,
+    card_fields,
+    check_run_dir,
+    environment_info,
+    recipe_text,
+    summary_record,
+    validate_config,
+    write_history,
+)
+
+# --- records ------------------------------------------------------------------------------
+
+
+# --- checks before anything is written ---------------------------------------------------------
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """One training run's fixed context: folder, settings, device, data."""
+
+    dir: RunDir
+    config: TrainConfig
+    device: torch.device
+    precision: str
+    rank: int
+    world_size: int
+    log: RunLog
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    selects: bool
+    card_base: dict[str, Any]
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    step_callback: engine.StepCallback | None = None,
+) -> Path:
+    """Train ``config`` into ``run_dir`` and return it; see :mod:`brainmri.rundir` for the folder.
+
+    ``resume`` continues from ``checkpoints/last.pt`` with the run's saved config (only the
+    device and workers may change). ``step_callback(epoch, step)`` runs after every step;
+    raising KeyboardInterrupt there behaves like Ctrl-C (tests use it).
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    rank, world_size = engine.dist_env()
+    device = resolve_device(config.device)
+    own_group = world_size > 1 and not dist.is_initialized()
+    if own_group:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if world_size > 1:  # a default run name holds the time: rank 0's wins
+        box = [str(run_dir)]
+        dist.broadcast_object_list(box, src=0)
+        run_dir = Path(box[0])
+    deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    created: list[Path] = []  # the run folder, once this call has written it
+    lock = FolderLock()  # rank 0 holds the run folder while it writes there
+    try:
+        run, parts, state, t0 = _start(
+            config, RunDir(run_dir), device, rank, world_size, overwrite, resume, created, lock
+        )
+        _fit(run, parts, state, t0, started, progress, step_callback)
+        return run_dir
+    except BaseException:
+        # A run that stopped before its first checkpoint (unreadable data, say) has nothing to
+        # resume; left behind, its folder would only block the retry.
+        if created and not RunDir(run_dir).last.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+        torch.use_deterministic_algorithms(deterministic)  # leave the process as we found it
+        torch.backends.cudnn.benchmark = benchmark
+        if own_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _busy(run: RunDir) -> str:
+    return (
+        f"run folder {run.path} is in use by another brainmri process (training or resuming it); "
+        "wait for it to end, or stop it first"
+    )
+
+
+def _resolve_config(config, run: RunDir, rank, world_size, device, overwrite, resume, lock: FolderLock):
+    """The run's settings (a resumed run's own), checked on rank 0, and its split rows. An
+    existing run folder is locked first: a second process resuming or overwriting it is refused."""
+    from brainmri.data.splits import effective_split
+
+    error, rows = None, None
+    if not resume:  # absolute paths in config.json, so the run can be resumed and audited from anywhere
+        config = config.replace(**absolute_paths(config))
+    if rank == 0:
+        try:
+            if run.path.is_dir():
+                lock.acquire(run.path, _busy(run))
+            check_run_dir(run, overwrite, resume)
+            if resume:
+                config = _saved_config(run, config)
+            validate_config(config)
+            resolve_precision(config.precision, device)
+            if not resume:
+                rows = effective_split(config)
+                _check_every_class_trains(rows, config)
+        except BrainMRIError as exc:
+            error = str(exc)
+    engine.broadcast_error(error, world_size)
+    if resume:
+        config = _saved_config(run, config)
+    return config, rows
+
+
+def _check_every_class_trains(rows: list[dict[str, str]], config: TrainConfig) -> None:
+    """The model has an output for every class of :data:`CLASSES`; one with no training image
+    would be an output that never learns, and a model that silently cannot predict it."""
+    counts = {c: 0 for c in CLASSES}
+    for r in rows:
+        if r["side"] == "train" and r["label"] in counts:
+            counts[r["label"]] += 1
+    missing = [c for c, n in counts.items() if n == 0]
+    if missing:
+        raise BrainMRIError(
+            f"no training images of {', '.join(missing)} in {config.data} (the model needs every class: "
+            f"{', '.join(CLASSES)}); add images of {'it' if len(missing) == 1 else 'them'} and prepare again"
+        )
+
+
+def _saved_config(run: RunDir, given: TrainConfig) -> TrainConfig:
+    saved = TrainConfig.from_dict(json.loads(run.config.read_text(encoding="utf-8")))
+    return saved.replace(device=given.device, workers=given.workers)
+
+
+def _start(config, run: RunDir, device, rank, world_size, overwrite, resume, created, lock: FolderLock):
+    """Check, write the folder's records, load the data, build (or restore) the parts."""
+    from brainmri.data.prepared import load_split, prepared_size
+    from brainmri.data.splitfile import write_split
+
+    config, rows = _resolve_config(config, run, rank, world_size, device, overwrite, resume, lock)
+    precision = resolve_precision(config.precision, device)
+    torch.manual_seed(config.seed + rank)  # weight init; dropout is re-seeded every step
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    # The model before anything is written: missing weights must not leave a run folder behind.
+    model = build_model(
+        config.arch, config.weights, len(CLASSES), config.finetune, zero_init_residual=config.zero_init_residual
+    ).to(device)
+    if rank == 0:
+        if not resume:
+            if overwrite and run.path.exists():
+                shutil.rmtree(run.path)  # replaced only now that the new run has passed every check
+            run.path.mkdir(parents=True, exist_ok=True)
+            lock.acquire(run.path, _busy(run))  # the new folder (the old one's lock goes with it)
+            created.append(run.path)
+            write_split(rows, run.split)
+            write_json(run.config, config.to_dict())
+        env = environment_info(device, precision, world_size)
+        keep_diff(run.path, env["code"])
+        if resume and run.environment.is_file():  # keep the first session's record
+            first = read_json(run.environment, {})
+            env = {**first, "resumed": [*first.get("resumed", []), env]}
+        write_json(run.environment, env)
+    engine.broadcast_error(None, world_size)  # every rank waits until split.csv exists
+    log = RunLog(run.log if rank == 0 else None, echo=False)
+
+    t0 = time.perf_counter()
+    train_x, train_y, _ = load_split(config.data, run.split, "train", size=config.image_size)
+    # The side watched each epoch: a validation side carved from training, which draws the
+    # curves and chooses the best epoch. Without one (--val-size 0) nothing is validated during
+    # training: the test side is looked at only by evaluation, once, at the end.
+    selects = config.val_size > 0
+    if selects:
+        val_x, val_y, _ = load_split(config.data, run.split, "val", size=config.image_size)
+    else:
+        val_x, val_y = train_x[:0], train_y[:0]
+    if config.workers == 0:
+        train_x, train_y = train_x.to(device), train_y.to(device)
+    val_x, val_y = val_x.to(device), val_y.to(device)
+    card_base = card_fields(config, run, train_y, prepared_size(config.data), selects)
+    r = _Run(run, config, device, precision, rank, world_size, log, train_x, train_y, val_x, val_y, selects, card_base)
+    parts = engine.build_parts(model, config, train_y, precision, device, rank, world_size)
+    state = engine.TrainState()
+    if resume:
+        ckpt = read_checkpoint(run.last)
+        state = engine.restore(parts, ckpt, rank == 0)
+    return r, parts, state, t0
+
+
+def _save_last(run: _Run, parts: engine.Parts, state: engine.TrainState, epoch_done: int, session_start: float):
+    if not run.main:
+        return
+    card = make_card(**run.card_base, metrics=best_metrics(state.best, run.selects))
+    extra = {
+        **state.to_extra(),
+        "rng": {"torch": torch.get_rng_state()},
+        "scheduler": parts.scheduler.state_dict(),
+        "ema": parts.ema.state_dict() if parts.ema is not None else None,
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+        "total_seconds": state.spent + time.perf_counter() - session_start,
+    }
+    save_checkpoint(run.dir.last, parts.model, card, parts.optimizer, epoch_done, extra)
+
+
+def _fit(run: _Run, parts: engine.Parts, state: engine.TrainState, t0, started, progress, step_callback) -> None:
+    """The epoch loop: train, validate, record, checkpoint; Ctrl-C saves and stops between steps."""
+    from tqdm import tqdm
+
+    config, log = run.config, run.log
+    log.echo = progress and run.main
+    _log_start(run, parts, state, t0)
+    session_start = started
+    writer = None
+    if config.tensorboard and run.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run.dir.tensorboard))
+    n_steps = sampling.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
+    try:
+        with engine.graceful_interrupt() as interrupt:
+            for epoch in range(state.epoch + 1, config.epochs + 1):
+                bar = tqdm(
+                    total=n_steps,
+                    initial=state.step,
+                    desc=f"epoch {epoch}/{config.epochs}",
+                    unit="batch",
+                    disable=not (progress and run.main),
+                    dynamic_ncols=True,
+                    leave=False,
+                )
+                try:
+                    totals = engine.train_one_epoch(
+                        parts, state, run.train_x, run.train_y, epoch, config, run.device,
+                        rank=run.rank, world_size=run.world_size, interrupt=interrupt,
+                        step_callback=step_callback, bar=bar,
+                    )  # fmt: skip
+                except engine.Interrupted as stop:
+                    bar.close()
+                    how = _stopped_by(interrupt)
+                    if stop.partial is None:  # a second Ctrl-C inside a step, or one rank alone
+                        log(f"{how} inside epoch {epoch}, step {stop.step + 1}; kept the last saved state")
+                        raise
+                    state.step, state.running = stop.step, stop.partial
+                    _save_last(run, parts, state, epoch - 1, session_start)
+                    log(f"{how} in epoch {epoch} after step {stop.step}; saved last.pt, continue with --resume")
+                    raise
+                bar.close()
+                _end_epoch(run, parts, state, epoch, totals, session_start, writer)
+                stop = engine.stop_agreed(interrupt["stop"], 0, 0, run.device, run.world_size)
+                if epoch < config.epochs and stop:
+                    log(f"{_stopped_by(interrupt)} after epoch {epoch}; saved last.pt, continue with --resume")
+                    raise KeyboardInterrupt
+    finally:
+        if writer is not None:
+            writer.close()
+    _finish(run, state, session_start)
+
+
+def _stopped_by(interrupt: dict[str, Any]) -> str:
+    """``interrupted`` (Ctrl-C, or a step callback in tests) or ``stopped by SIGTERM``."""
+    return "stopped by SIGTERM" if interrupt.get("signal") == "SIGTERM" else "interrupted"
+
+
+def _log_start(run: _Run, parts: engine.Parts, state: engine.TrainState, t0: float) -> None:
+    config = run.config
+    counts = sampling.class_counts(run.train_y)
+    run.log(
+        f"data: {len(run.train_y)} training and {len(run.val_y)} validation images of {config.image_size} px "
+        f"({', '.join(f'{c} {n}' for c, n in zip(CLASSES, counts, strict=True))}) "
+        f"loaded in {time.perf_counter() - t0:.1f}s; "
+        + (
+            f"the best epoch is chosen on {len(run.val_y)} validation images carved from training"
+            if run.selects
+            else "the last epoch is kept (no validation side: --val-size 0; the test side is not looked at)"
+        )
+    )
+    if state.epoch or state.step:
+        run.log(f"resumed {run.dir.path} at epoch {state.epoch + 1}, step {state.step}")
+        return
+    run.log(
+        f"training {config.arch} ({count_parameters(parts.model, True):,} of {count_parameters(parts.model):,} "
+        f"parameters trainable, weights {config.weights}, finetune {config.finetune}) on {run.device}, "
+        f"precision {run.precision}; {recipe_text(config)}"
+        + (f", {run.world_size} processes" if run.world_size > 1 else "")
+    )
+
+
+def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, session_start, writer) -> None:
+    """Validate, append the history row, keep the best model, save last.pt."""
+    config = run.config
+    if run.world_size > 1:  # rank 0's BatchNorm statistics are the ones saved: validate with them
+        for buffer in parts.evaluated.buffers():
+            dist.broadcast(buffer, src=0)
+    val_start = time.perf_counter()
+    val = {"loss": None, "accuracy": None}
+    if run.selects and (epoch % config.val_every == 0 or epoch == config.epochs):
+        val = engine.validate(
+            parts.evaluated, run.val_x, run.val_y, config, run.precision, run.device, run.world_size, run.rank
+        )
+    seen = max(totals["seen"], 1)
+    row = {
+        "epoch": epoch,
+        "train_loss": totals["loss"] / seen,
+        "train_acc": totals["correct"] / seen,
+        "val_loss": val["loss"],
+        "val_acc": val["accuracy"],
+        "lr": totals["lr"],
+        "seconds": totals["train_seconds"] + time.perf_counter() - val_start,
+        "images_per_second": totals["seen"] / max(totals["train_seconds"], 1e-9),
+    }
+    state.history.append(row)
+    state.epoch, state.step, state.running = epoch, 0, None
+    best = state.best
+    validated = row["val_acc"] is not None
+    improved = not run.selects or (
+        validated
+        and (
+            row["val_acc"] > best["val_acc"]
+            or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+        )
+    )
+    if improved:
+        state.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "train_acc", "train_loss")}
+    if run.main:
+        if improved:
+            card = make_card(**run.card_base, metrics=best_metrics(state.best, run.selects))
+            save_checkpoint(run.dir.best, parts.evaluated, card, None, epoch)
+        _save_last(run, parts, state, epoch, session_start)
+        write_history(run.dir.history, state.history)
+        if writer is not None:
+            for key in ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "images_per_second"):
+                if row[key] is not None:
+                    writer.add_scalar(key.replace("_", "/", 1) if "_" in key else key, row[key], epoch)
+            writer.flush()
+    scores = f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} " if validated else ""
+    run.log(
+        f"epoch {epoch}/{config.epochs} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
+        f"{scores}lr {row['lr']:.3g} "
+        f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s" + (" (best)" if run.selects and improved else "")
+    )
+
+
+def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
+    history, best = state.history, state.best
+    total = state.spent + time.perf_counter() - session_start
+    if not run.main:
+        return
+    summary = {
+        **summary_record(history, best, run.selects, total),
+        "arch": run.config.arch,
+        "device": str(run.device),
+        "precision": run.precision,
+        "eval_precision": run.config.eval_precision,
+        "world_size": run.world_size,
+    }
+    summary["input_check"] = _calibrate(run)
+    summary["temperature"] = _fit_temperature(run)
+    write_json(run.dir.summary, summary)
+    chosen = f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}" if run.selects else "kept the last epoch"
+    run.log(f"finished: {chosen}, {total:.1f}s in total; run folder {run.dir.path}")
+
+
+def _calibrate(run: _Run) -> str:
+    """Calibrate the input check on the kept model (a failure is logged: 'brainmri calibrate RUN' can redo it)."""
+    from brainmri.inference.input_check import calibrate_input_check
+
+    try:
+        entry = calibrate_input_check(run.dir.path, device=run.device, overwrite=True)
+    except BrainMRIError as exc:
+        run.log(f"input check not calibrated: {exc}; run 'brainmri calibrate {run.dir.path}' to do it")
+        return f"not calibrated: {exc}"
+    run.log(
+        f"input check calibrated on {entry['calibrated_on']['images']} training images: "
+        f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g}), "
+        f"image statistics threshold {entry['image_statistics']['threshold']:.2f}"
+    )
+    return f"calibrated, threshold {entry['threshold']:.4g}"
+
+
+def _fit_temperature(run: _Run) -> float | None:
+    """Fit temperature scaling on the validation side (never the test side) with the kept
+    model, and store it in that model's card; None without a validation side."""
+    from brainmri.inference.forward import probabilities
+    from brainmri.metrics.calibration import fit_temperature, nll
+    from brainmri.models.checkpoint import load_model, update_card
+
+    if not run.selects or len(run.val_y) == 0:
+        return None
+    model, card = load_model(run.dir.best, device=run.device)
+    proba = probabilities(model, run.val_x, flip=bool(card.get("tta")), device=run.device)
+    labels = run.val_y.cpu().numpy()
+    temperature = fit_temperature(proba, labels)
+    fit = {"fitted_on": f"val side of split.csv, {len(labels)} images carved from training", "temperature": temperature,
+           "val_nll_before": nll(proba, labels)}  # fmt: skip
+    update_card(run.dir.best, temperature=temperature, calibration=fit)
+    run.log(f"temperature scaling fitted on {len(labels)} validation images: T = {temperature:.3f}")
+    return temperature

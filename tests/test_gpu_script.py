@@ -1,0 +1,35 @@
+"""scripts/gpu_check.sh stays runnable: without a GPU it runs its reduced mode on the CPU and
+writes every step's log and a summary under one folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_in_its_reduced_mode(small_raw, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script would run its full mode (minutes on a GPU, not a test)")
+    out = tmp_path / "check"
+    env = {**os.environ, "DATA": str(small_raw), "MODE": "reduced", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    failed = {s["step"]: (out / f"{s['step']}.log").read_text()[-2000:] for s in summary["steps"] if s["exit"]}
+    assert done.returncode == 0 and failed == {}, failed
+    assert [s["step"] for s in summary["steps"]] == [
+        "environment", "tests", "bench", "prepare", "train", "evaluate", "evaluate-external", "torchrun",
+    ]  # fmt: skip
+    assert summary["mode"] == "reduced" and summary["device"] == "cpu" and summary["torchrun_finished"]
+    assert 0 <= summary["test_accuracy"] <= 1 and 0 <= summary["external_accuracy"] <= 1
+    assert json.loads((out / "bench.json").read_text())

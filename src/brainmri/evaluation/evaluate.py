@@ -116,8 +116,10 @@ def _folder(
     label_map: str | dict[str, str] | None,
     run_dir: Path,
     keep_overlap: bool = False,
-) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
-    """Any labelled folder, read with the same label aliases and preprocessing as training.
+) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any], list[list[str]]]:
+    """Any labelled folder, read with the same label aliases and preprocessing as training:
+    images, labels, paths, the ``source`` record, and the input check's reasons about each
+    source image (before resizing).
 
     Images that duplicate the run's training data are reported and, unless ``keep_overlap``,
     left out: they would make an external score look better than it is.
@@ -170,9 +172,8 @@ def _folder(
         else f"not done: the run's prepared data ({prepared or 'not recorded'}) or split.csv is missing",
         "training_overlap": overlap,
         "training_overlap_excluded": bool(overlap) and not keep_overlap,
-        "input_reasons": reasons,  # taken out by evaluate_run
     }
-    return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source
+    return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source, reasons
 
 
 def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
@@ -259,14 +260,13 @@ def evaluate_run(
         out_dir, fig_dir = run_dir, RunDir(run_dir).figures
     else:
         folder = Path(data)
-        images, y_true, paths, source = _folder(folder, card, label_map, run_dir, keep_overlap)
+        images, y_true, paths, source, reasons = _folder(folder, card, label_map, run_dir, keep_overlap)
         out_dir = fig_dir = RunDir(run_dir).eval_dir(eval_name)
     flip = bool(card.get("tta")) if tta is None else tta
     warnings = None
     if data is None:
         proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
     else:
-        reasons = source.pop("input_reasons")
         proba, warnings, check = check_images(ckpt_path, model, images, reasons, batch_size, device, flip)
     metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
     metrics["source"] = source

@@ -29,7 +29,7 @@ import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -48,6 +48,9 @@ from brainmri.io.images import MAX_FILE_BYTES, ImageError
 from brainmri.netutil import LOOPBACK_NAMES, is_loopback
 from brainmri.serve.guard import Limits, cross_origin_reason, server_config
 from brainmri.serve.uploads import ApiError, Upload, read_uploads
+
+if TYPE_CHECKING:  # the app loads the model (and torch) only when it is created
+    from brainmri.inference.predictor import Predictor
 
 log = logging.getLogger("brainmri.serve")
 
@@ -92,12 +95,12 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
+def predict_uploads(predictor: Predictor, uploads: list[Upload], overlay: bool) -> list[dict[str, Any]]:
     """Decode, classify and (optionally) explain a batch; a bad file fails alone. An image
     unlike the training images keeps its prediction and gets ``input_warning`` (else null).
     ``frame`` and ``frames`` say which frame of a multi-frame file was classified (else null)."""
-    results: list[dict[str, Any]] = []
-    arrays: list[np.ndarray] = []
+    results: list[dict[str, Any]] = []  # the JSON rows, one per upload
+    decoded: list[tuple[dict[str, Any], np.ndarray]] = []  # the row of each decoded upload, and its slice
     reasons: list[list[str]] = []
     for up in uploads:
         try:
@@ -105,14 +108,12 @@ def predict_uploads(predictor: Any, uploads: list[Upload], overlay: bool) -> lis
         except ImageError as exc:
             results.append({"name": up.name, "ok": False, "error": str(exc)})
             continue
-        arrays.append(arr)
-        reasons.append(why)
         used, count = frame if frame else (None, None)
-        results.append({"name": up.name, "ok": True, "_array": arr, "frame": used, "frames": count})
-    probs, warnings = predictor.predict_checked(arrays, reasons)
-    good = [r for r in results if r["ok"]]
-    for res, p, warning in zip(good, probs, warnings, strict=True):
-        arr = res.pop("_array")
+        results.append({"name": up.name, "ok": True, "frame": used, "frames": count})
+        decoded.append((results[-1], arr))
+        reasons.append(why)
+    probs, warnings = predictor.predict_checked([arr for _, arr in decoded], reasons)
+    for (res, arr), p, warning in zip(decoded, probs, warnings, strict=True):
         best = int(np.argmax(p))
         res["label"] = predictor.classes[best]
         res["probability"] = float(p[best])
@@ -244,7 +245,14 @@ def _add_page_and_docs(app: FastAPI) -> None:
         )
 
 
-def _add_api(app: FastAPI, predictor: Any, executor: ThreadPoolExecutor, token, max_bytes: int, max_files: int) -> None:
+def _add_api(
+    app: FastAPI,
+    predictor: Predictor,
+    executor: ThreadPoolExecutor,
+    token: str | None,
+    max_bytes: int,
+    max_files: int,
+) -> None:
     """``/health``, ``/api/model`` and ``/api/predict``; the API needs the token when one is set."""
 
     bearer = HTTPBearer(auto_error=False)

@@ -211,9 +211,9 @@ def test_crops_zoom_in_and_stay_inside_the_image():
     ramp = torch.linspace(20, 250, 64).round().to(torch.uint8).repeat(64, 1)  # value = column
     batch = ramp.expand(64, 1, 64, 64).contiguous()
     still = TrainConfig(rotation=0.0, shift=0.0, zoom=0.0, shear=0.0)
-    plain = augment_batch(batch, still, torch.Generator().manual_seed(0))
+    plain = augment_batch(batch, still.augment_section(), torch.Generator().manual_seed(0))
     assert torch.allclose(plain, batch.float() / 255, atol=1e-5)  # no augmentation: the image itself
-    out = augment_batch(batch, still.replace(crop=0.5), torch.Generator().manual_seed(0))
+    out = augment_batch(batch, still.replace(crop=0.5).augment_section(), torch.Generator().manual_seed(0))
     inner = out[:, 0, 2:-2, 2:-2]  # away from the resampled edge pixels
     assert (inner > 15 / 255).all()  # never padded with black: the crop stays inside the image
     spans = (out[:, 0].amax(dim=(1, 2)) - out[:, 0].amin(dim=(1, 2))) * 255

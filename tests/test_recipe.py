@@ -29,8 +29,8 @@ from brainmri.training.run import train
 
 def _lrs(config: TrainConfig, total: int) -> list[float]:
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
-    optimizer = optim.build_optimizer(model, config)
-    scheduler = optim.build_scheduler(optimizer, config, total)
+    optimizer = optim.build_optimizer(model, config.optim_section())
+    scheduler = optim.build_scheduler(optimizer, config.optim_section(), total)
     out = []
     for _ in range(total):
         out.append(optimizer.param_groups[0]["lr"])
@@ -73,7 +73,7 @@ def test_onecycle_warms_up_to_the_peak_then_anneals_as_torch_defines_it():
 def test_weight_decay_skips_norm_layers_and_biases():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(4, 3))
     for name in ("adam", "adamw", "sgd"):
-        optimizer = optim.build_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.05))
+        optimizer = optim.build_optimizer(model, TrainConfig(optimizer=name, weight_decay=0.05).optim_section())
         decayed, plain = optimizer.param_groups
         assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
         assert {tuple(p.shape) for p in decayed["params"]} == {(2, 1, 3, 3), (3, 4)}

@@ -382,7 +382,7 @@ def test_batch_augmentation_matches_torchvision_affine_per_image():
     config = TrainConfig(hflip=True)
     torch.manual_seed(0)
     batch = torch.rand(6, 1, 40, 32)
-    params = sample_params(6, config, (40, 32), torch.Generator().manual_seed(2))
+    params = sample_params(6, config.augment_section(), (40, 32), torch.Generator().manual_seed(2))
     theta = affine_matrices(params, (40, 32))
     grid = torch.nn.functional.affine_grid(theta, [6, 1, 40, 32], align_corners=False)
     ours = torch.nn.functional.grid_sample(batch, grid, align_corners=False)
@@ -402,16 +402,16 @@ def test_batch_augmentation_matches_torchvision_affine_per_image():
 
 def test_augmenter_on_uint8_batches():
     images = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
-    plain = make_augmenter(TrainConfig(augment=False))(images)
+    plain = make_augmenter(TrainConfig(augment=False).augment_section())(images)
     assert plain.dtype == torch.float32 and torch.equal(plain, images.float() / 255)
-    augment = make_augmenter(TrainConfig())
+    augment = make_augmenter(TrainConfig().augment_section())
     a = augment(images, generator=torch.Generator().manual_seed(1))
     b = augment(images, generator=torch.Generator().manual_seed(1))
     c = augment(images, generator=torch.Generator().manual_seed(2))
     assert a.shape == images.shape and torch.equal(a, b) and not torch.equal(a, c)
     assert 0.0 <= a.min() and a.max() <= 1.0
     with pytest.raises(BrainMRIError, match="zoom"):
-        make_augmenter(TrainConfig(zoom=1.5))
+        make_augmenter(TrainConfig(zoom=1.5).augment_section())
 
 
 def test_missing_imagenet_weights_fail_before_a_run_folder_is_written(prepared, tmp_path, monkeypatch):

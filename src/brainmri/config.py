@@ -41,6 +41,40 @@ GROUPS_MISSING = ("error", "singleton")
 DEFAULT_WARMUP = {"constant": 0.0, "cosine": 0.0, "onecycle": 0.3}
 
 
+@dataclass(frozen=True)
+class OptimSettings:
+    """What the optimiser and its schedule read of a config (:mod:`brainmri.training.optim`)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    schedule: str
+    warmup: float  # the fraction in use: the given one or the schedule's default
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What each epoch's order and batches read (:mod:`brainmri.training.sampling`)."""
+
+    batch_size: int
+    balance: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """What batch augmentation reads (:mod:`brainmri.training.augment`)."""
+
+    augment: bool
+    rotation: float
+    shift: float
+    zoom: float
+    shear: float
+    hflip: bool
+    crop: float
+
+
 def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None, **extra: Any) -> Any:
     """A field with its CLI help, choices and range in its metadata.
 
@@ -187,6 +221,23 @@ class TrainConfig:
     def effective_warmup(self) -> float:
         """The warm-up fraction in use: the given one, or the schedule's default."""
         return DEFAULT_WARMUP[self.schedule] if self.warmup is None else self.warmup
+
+    # Sections: each part of training receives only the settings it reads.
+
+    def optim_section(self) -> OptimSettings:
+        return OptimSettings(
+            self.optimizer, self.lr, self.weight_decay, self.momentum, self.schedule, self.effective_warmup
+        )
+
+    def sampling_section(self) -> SamplingSettings:
+        return SamplingSettings(self.batch_size, self.balance, self.seed)
+
+    def augment_section(self) -> AugmentSettings:
+        """Checked first when augmenting: the warp is defined only within the fields' ranges,
+        and a NaN would silently train a NaN model."""
+        if self.augment:
+            self.check()
+        return AugmentSettings(self.augment, self.rotation, self.shift, self.zoom, self.shear, self.hflip, self.crop)
 
     def check(self) -> TrainConfig:
         """Every setting against its choices and range, with the flag's name in the message;

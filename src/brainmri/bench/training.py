@@ -166,7 +166,7 @@ def time_our_data(prepared: Path, device: torch.device, image_size: int, batch_s
         split_file = write_split(make_split(prepared, 0.1, config.seed), Path(tmp) / SPLIT_CSV)
         images, _, _ = load_split(prepared, split_file, "train", size=image_size)
     images = images.to(device)
-    augment = make_augmenter(config)
+    augment = make_augmenter(config.augment_section())
     gen = torch.Generator().manual_seed(0)
 
     def one() -> None:

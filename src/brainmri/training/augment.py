@@ -19,13 +19,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from brainmri.config import TrainConfig
+from brainmri.config import AugmentSettings
 from brainmri.io.preprocess import to_input
 
 Augmenter = Callable[..., torch.Tensor]
 
 
-def sample_params(n: int, config: TrainConfig, size: tuple[int, int], generator: torch.Generator | None = None) -> dict:
+def sample_params(
+    n: int, config: AugmentSettings, size: tuple[int, int], generator: torch.Generator | None = None
+) -> dict:
     """Draw per-image affine parameters, like ``v2.RandomAffine(degrees, translate, scale, shear)``.
 
     ``size`` is (height, width); translations are in pixels, angles in degrees.
@@ -86,7 +88,9 @@ def affine_matrices(params: dict, size: tuple[int, int]) -> torch.Tensor:
     return theta.float()
 
 
-def augment_batch(batch: torch.Tensor, config: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(
+    batch: torch.Tensor, config: AugmentSettings, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """uint8 or float (N, 1, H, W) -> augmented float32 in [0, 1] on the batch's device.
 
     Pixels that come from outside the image are black (the MRI background).
@@ -98,12 +102,12 @@ def augment_batch(batch: torch.Tensor, config: TrainConfig, generator: torch.Gen
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def make_augmenter(config: TrainConfig) -> Augmenter:
+def make_augmenter(config: AugmentSettings) -> Augmenter:
     """The training-time batch transform: ``f(uint8 batch, generator=None) -> float [0, 1]``.
 
-    With ``config.augment`` false it only converts, as at inference.
+    With ``config.augment`` false it only converts, as at inference. The settings come checked
+    (:meth:`brainmri.config.TrainConfig.augment_section`).
     """
     if not config.augment:
         return lambda batch, generator=None: to_input(batch)
-    config.check()  # ranges in which the warp is defined: NaN would silently train a NaN model
     return lambda batch, generator=None: augment_batch(batch, config, generator)

@@ -236,7 +236,7 @@ def train_one_epoch(
 
     Raises :class:`Interrupted` on Ctrl-C (or a callback's KeyboardInterrupt) between steps.
     """
-    index_batches = epoch_batches(labels, config, epoch, rank, world_size)
+    index_batches = epoch_batches(labels, config.sampling_section(), epoch, rank, world_size)
     keys = [(config.seed, epoch, s, rank) for s in range(len(index_batches))]
     running = state.running if state.running is not None and state.step > 0 else None
     running = running or {"loss": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
@@ -335,8 +335,8 @@ def build_parts(
     whole run, loss (label smoothing, class weights), augmentation, autocast, weight average."""
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config)
-    total = config.epochs * steps_per_epoch(train_y, config, rank, world_size)
+    optimizer = build_optimizer(model, config.optim_section())
+    total = config.epochs * steps_per_epoch(train_y, config.sampling_section(), rank, world_size)
     weight = class_weights(train_y).to(device) if config.balance == "class_weights" else None
     net: nn.Module = model
     if world_size > 1:
@@ -345,9 +345,9 @@ def build_parts(
         model=model,
         net=net,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config, total),
+        scheduler=build_scheduler(optimizer, config.optim_section(), total),
         criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing),
-        augment=make_augmenter(config),
+        augment=make_augmenter(config.augment_section()),
         autocast=autocast(precision, device),
         scaler=make_scaler(precision, device),
         ema=build_ema(model, config.ema),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from brainmri.config import TrainConfig
+from brainmri.config import OptimSettings
 from brainmri.errors import BrainMRIError
 
 #: A OneCycle/warm-up schedule starts at lr / WARMUP_DIVISOR (torch's OneCycleLR default).
@@ -33,7 +33,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: OptimSettings) -> torch.optim.Optimizer:
     groups = parameter_groups(model, config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
@@ -58,7 +58,7 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup: float) -> floa
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimSettings, total_steps: int):
     """A scheduler stepped after every batch. OneCycle is torch's (cosine warm-up from lr/25
     to lr over ``warmup`` of the steps, then cosine annealing to lr/25e4); the others are
     :func:`lr_factor`."""
@@ -67,12 +67,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
             optimizer,
             max_lr=config.lr,
             total_steps=total_steps,
-            pct_start=config.effective_warmup,
+            pct_start=config.warmup,
             anneal_strategy="cos",
             cycle_momentum=False,
             div_factor=WARMUP_DIVISOR,
         )
-    schedule, warmup = config.schedule, config.effective_warmup
+    schedule, warmup = config.schedule, config.warmup
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total_steps, warmup))
 
 

@@ -297,7 +297,7 @@ def _fit(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run.dir.tensorboard))
-    n_steps = sampling.steps_per_epoch(run.train_y, config, run.rank, run.world_size)
+    n_steps = sampling.steps_per_epoch(run.train_y, config.sampling_section(), run.rank, run.world_size)
     try:
         with engine.graceful_interrupt() as interrupt:
             for epoch in range(state.epoch + 1, config.epochs + 1):

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from brainmri.config import TrainConfig
+from brainmri.config import SamplingSettings
 from brainmri.labels import CLASSES
 
 
@@ -70,7 +70,7 @@ def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return out
 
 
-def epoch_batches(labels: torch.Tensor, config: TrainConfig, epoch: int, rank: int, world_size: int):
+def epoch_batches(labels: torch.Tensor, config: SamplingSettings, epoch: int, rank: int, world_size: int):
     """This rank's batches of indices for ``epoch``: the same number in every epoch."""
     order = epoch_order(labels, config.balance, config.seed, epoch)
     shard = order[rank::world_size][: len(order) // world_size]
@@ -91,6 +91,6 @@ class AugmentedBatches(torch.utils.data.Dataset):
         return self.augment(self.images[idx], generator=generator(*self.keys[i])), self.labels[idx]
 
 
-def steps_per_epoch(labels: torch.Tensor, config: TrainConfig, rank: int = 0, world_size: int = 1) -> int:
+def steps_per_epoch(labels: torch.Tensor, config: SamplingSettings, rank: int = 0, world_size: int = 1) -> int:
     """Optimiser steps in one epoch (the same in every epoch): the length of the schedule."""
     return len(epoch_batches(labels, config, 1, rank, world_size))

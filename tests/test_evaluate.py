@@ -225,6 +225,10 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
     assert card["metrics"]["accuracy"] == m["accuracy"]  # held-out metrics kept
     kept = evaluate_run(run, data=ext, name="with-overlap", n_bootstrap=0, figures=False, keep_overlap=True)
     assert kept["n"] == e["n"] + 2 and not kept["source"]["training_overlap_excluded"]
+    other = shutil.copytree(ext, tmp_path / "other")  # no --name: named after its folder
+    unnamed = evaluate_run(run, data=other, n_bootstrap=0, figures=False)
+    assert (run / "eval" / "other" / "metrics.json").is_file()
+    assert read_checkpoint(run / "checkpoints" / "best.pt")["card"]["metrics"]["external"]["other"]["n"] == unnamed["n"]
 
 
 def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):

@@ -307,7 +307,7 @@ def evaluate_run(
     if data is None:
         card_all.update(headline)
     else:
-        card_all.setdefault("external", {})[name] = headline
+        card_all.setdefault("external", {})[eval_name] = headline
     update_card(ckpt_path, metrics=card_all)
     if "localisation" in metrics:
         update_card(ckpt_path, explanation=metrics["localisation"])

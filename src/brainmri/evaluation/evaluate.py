@@ -25,7 +25,7 @@ from brainmri.inference.input_check import source_reasons
 from brainmri.io.images import ImageError, read_image
 from brainmri.io.preprocess import stack, to_array
 from brainmri.metrics.classification import compute_metrics
-from brainmri.models.checkpoint import read_checkpoint, update_card
+from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint, update_card
 from brainmri.rundir import METRICS_JSON, PREDICTIONS_CSV, RunDir
 from brainmri.runtime import resolve_device
 
@@ -245,29 +245,29 @@ def evaluate_run(
     from brainmri.render.figures import make_figures
 
     run_dir = Path(run_dir)
-    ckpt_path = RunDir(run_dir).best
+    run = RunDir(run_dir)
+    ckpt_path = run.best
     if not ckpt_path.is_file():
         raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
     eval_name = plain_name(name or Path(data).resolve().name, "--name") if data is not None else ""
     named = data is not None
-    _check_outputs(RunDir(run_dir).eval_dir(eval_name) if named else run_dir, overwrite, named=named)
-    from brainmri.models.checkpoint import load_model
-
-    model, card = load_model(ckpt_path)
+    _check_outputs(run.eval_dir(eval_name) if named else run_dir, overwrite, named=named)
+    ckpt = read_checkpoint(ckpt_path)  # read once: the model, its card and the input check's statistics
+    model, card = model_from_checkpoint(ckpt, ckpt_path)
     classes = list(card["classes"])
     if data is None:
         images, y_true, paths, source = _held_out(run_dir, card)
-        out_dir, fig_dir = run_dir, RunDir(run_dir).figures
+        out_dir, fig_dir = run_dir, run.figures
     else:
         folder = Path(data)
         images, y_true, paths, source, reasons = _folder(folder, card, label_map, run_dir, keep_overlap)
-        out_dir = fig_dir = RunDir(run_dir).eval_dir(eval_name)
+        out_dir = fig_dir = run.eval_dir(eval_name)
     flip = bool(card.get("tta")) if tta is None else tta
     warnings = None
     if data is None:
         proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
     else:
-        proba, warnings, check = check_images(ckpt_path, model, images, reasons, batch_size, device, flip)
+        proba, warnings, check = check_images(ckpt, model, images, reasons, batch_size, device, flip)
     metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
     metrics["source"] = source
     metrics["inference"] = {"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size}
@@ -303,14 +303,15 @@ def evaluate_run(
         metrics["localisation"] = _score_boxes(model, card, Path(data), Path(boxes), out_dir, device, n_bootstrap)
         atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     headline = card_metrics(metrics)
-    card_all = dict(read_checkpoint(ckpt_path)["card"].get("metrics") or {})
+    card_all = dict(card.get("metrics") or {})  # the card as read above: nothing has written it since
     if data is None:
         card_all.update(headline)
     else:
         card_all.setdefault("external", {})[eval_name] = headline
-    update_card(ckpt_path, metrics=card_all)
+    fields: dict[str, Any] = {"metrics": card_all}
     if "localisation" in metrics:
-        update_card(ckpt_path, explanation=metrics["localisation"])
+        fields["explanation"] = metrics["localisation"]
+    update_card(ckpt_path, **fields)
     return metrics
 
 
@@ -376,11 +377,12 @@ def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:
         )
 
 
-def check_images(ckpt_path: Path, model, images, reasons, batch_size: int, device: str, flip: bool = False):
-    """Probabilities and input warnings (one forward pass) for ``evaluate --data``, and what was checked."""
+def check_images(ckpt: dict[str, Any], model, images, reasons, batch_size: int, device: str, flip: bool = False):
+    """Probabilities and input warnings (one forward pass) for ``evaluate --data``, and what was
+    checked; ``ckpt`` is the checkpoint as read (:func:`brainmri.models.checkpoint.read_checkpoint`)."""
     from brainmri.inference.input_check import InputCheck
 
-    check, dev = InputCheck.from_checkpoint(read_checkpoint(ckpt_path)), resolve_device(device)
+    check, dev = InputCheck.from_checkpoint(ckpt), resolve_device(device)
     proba, warnings, _ = check.classify(model.to(dev), images, reasons, batch_size=batch_size, device=dev, flip=flip)
     return proba, warnings, {"checks": check.status, "threshold": check.threshold}
 

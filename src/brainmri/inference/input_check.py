@@ -210,7 +210,7 @@ def calibrate_input_check(
     calibrated already is refused unless ``overwrite``.
     """
     from brainmri.inference.forward import probabilities_with
-    from brainmri.models.checkpoint import load_model, read_checkpoint
+    from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
     from brainmri.runtime import resolve_device
 
     if not 50.0 <= percentile < 100.0:
@@ -225,7 +225,7 @@ def calibrate_input_check(
         raise BrainMRIError(f"{run_dir} has a calibrated input check already; pass --overwrite to calibrate it again")
     images, labels, groups, source = _training_side(run_dir, card, data)
     dev = resolve_device(device) if isinstance(device, str) else device
-    model, _ = load_model(ckpt_path, device=dev)
+    model, _ = model_from_checkpoint(ckpt, ckpt_path, device=dev)
     _, features = probabilities_with(model, images, _identity, batch_size=batch_size, device=dev)
     features = features.astype(np.float64)
     scores = cross_fitted_scores(features, labels, groups)

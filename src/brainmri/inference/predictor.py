@@ -93,16 +93,17 @@ class Predictor:
             model_proto, self.card = load_onnx(model_path)
             self.input_check = InputCheck.for_onnx(model_proto, self.card)
         else:
-            from brainmri.models.checkpoint import load_model, read_checkpoint
+            from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
 
+            ckpt = read_checkpoint(model_path)
             try:
-                self.model, self.card = load_model(model_path, device=self.device)
+                self.model, self.card = model_from_checkpoint(ckpt, model_path, device=self.device)
             except (RuntimeError, AssertionError) as exc:  # e.g. device "cuda" without a GPU
                 raise BrainMRIError(
                     f"cannot load {model_path} on device {device!r}: {str(exc).splitlines()[0]}"
                 ) from None
             self.model.requires_grad_(False)
-            self.input_check = InputCheck.from_checkpoint(read_checkpoint(model_path))
+            self.input_check = InputCheck.from_checkpoint(ckpt)
             if backend == "onnx":
                 from brainmri.inference.export import to_onnx
 

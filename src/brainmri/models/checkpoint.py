@@ -126,9 +126,17 @@ def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, A
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model described by a checkpoint's card and load its weights (eval mode);
     the weights are checked against the architecture first (:func:`check_weights_fit`)."""
+    return model_from_checkpoint(read_checkpoint(path), path, device)
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_model` of a checkpoint already read (:func:`read_checkpoint`), for callers
+    that need more of it than the model (the input check's statistics): one read, not two.
+    ``path`` names the file in errors."""
     from brainmri.models.build import build_model
 
-    ckpt = read_checkpoint(path)
     card = ckpt["card"]
     check_weights_fit(path, card, ckpt["model_state"])
     model = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))

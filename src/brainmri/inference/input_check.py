@@ -28,7 +28,6 @@ ONNX export computes the score in its graph (output ``ood_score``).
 from __future__ import annotations
 
 import datetime
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -210,7 +209,7 @@ def calibrate_input_check(
     calibrated already is refused unless ``overwrite``.
     """
     from brainmri.inference.forward import probabilities_with
-    from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
+    from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint, write_checkpoint
     from brainmri.runtime import resolve_device
 
     if not 50.0 <= percentile < 100.0:
@@ -262,7 +261,7 @@ def calibrate_input_check(
         "transform": torch.from_numpy(transform).float(),
         "centres": torch.from_numpy(centres).float(),
     }
-    _write_checkpoint(ckpt_path, ckpt)
+    write_checkpoint(ckpt_path, ckpt)
     return entry
 
 
@@ -288,14 +287,6 @@ def calibrate_image_statistics(images: torch.Tensor, groups: list[str], percenti
 
 def _identity(features: torch.Tensor) -> torch.Tensor:
     return features
-
-
-def _write_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
-    from brainmri.files import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # --- using it ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ code runs when a user opens a model someone sent them):
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,6 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Save model weights, model card and (for resuming) optimiser state atomically."""
-    import io
-
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     state = {
@@ -47,8 +46,15 @@ def save_checkpoint(
         "epoch": int(epoch),
         "extra": extra or {},
     }
+    write_checkpoint(path, state)
+
+
+def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
+    """Write a checkpoint dict atomically (a reader never sees half a file): the one writer of
+    checkpoint files, used by :func:`save_checkpoint`, :func:`update_card` and the input
+    check's calibration."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(ckpt, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -90,14 +96,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def update_card(path: str | Path, **fields: Any) -> None:
     """Replace fields of a checkpoint's model card (e.g. ``metrics`` after evaluation),
     rewriting the file atomically and leaving weights and optimiser state untouched."""
-    import io
-
     path = Path(path)
     ckpt = read_checkpoint(path)
     ckpt["card"] = {**ckpt["card"], **fields}
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_checkpoint(path, ckpt)
 
 
 def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, Any]) -> None:

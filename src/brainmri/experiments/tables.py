@@ -141,23 +141,31 @@ def _first_run_calibration(run: dict[str, Any], name: str | None) -> dict[str, A
 
 def calibration_table(folder: Path) -> str:
     """Temperature scaling fitted on each run's validation side: NLL, Brier and ECE before and
-    after, on the test side and the external folders (each seed's run; 95% bootstrap CIs)."""
+    after on the test side and the external folders, for each architecture's first run (95%
+    bootstrap CIs), with the temperature of every run."""
     results = _repeated(folder)
-    header = ["Model", "Seed", "Temperature", "Where", "NLL before → after", "Brier before → after",
+    header = ["Model", "Temperature (each run)", "Where (first run)", "NLL before → after", "Brier before → after",
               "ECE before → after"]  # fmt: skip
     rows = []
     for arch, res in results.items():
-        for run in res["runs"]:
-            for name in [None, *run.get("external", {})]:
-                c = _first_run_calibration(run, name)
-                if c is None:
-                    continue
-                cells = []
-                for key in ("nll", "brier", "ece"):
-                    b, a = c["before"][key], c["after"][key]
-                    cells.append(f"{_ci(b)} → {_ci(a)}")
-                rows.append([pretty(arch), str(run["seed"]), f"{c['temperature']:.2f}", name or "test", *cells])
+        first = res["runs"][0]
+        temps = [_run_temperature(r) for r in res["runs"]]
+        for name in [None, *first.get("external", {})]:
+            c = _first_run_calibration(first, name)
+            if c is None:
+                continue
+            cells = [f"{_ci(c['before'][k])} → {_ci(c['after'][k])}" for k in ("nll", "brier", "ece")]
+            temp_text = ", ".join(f"{t:.2f}" for t in temps if t is not None)
+            rows.append([pretty(arch), temp_text, f"{name or 'test'} (seed {first['seed']})", *cells])
     return markdown_table(header, rows)
+
+
+def _run_temperature(run: dict[str, Any]) -> float | None:
+    rd = RunDir(run["path"])
+    if not rd.val_predictions.is_file():
+        return None
+    y, p, _, _ = read_predictions(rd.val_predictions)
+    return fit_temperature(p, y)
 
 
 def external_table(folder: Path) -> str:
@@ -225,6 +233,47 @@ def localisation_table(folder: Path) -> str:
     )
 
 
+def change_table(folder: Path) -> str:
+    """A training-side change beside its baseline (``change.json``: the two run folders, what
+    changed, the external folder): accuracy and where the model looks, side by side."""
+    spec = read_json(folder / "change.json", None)
+    if spec is None:
+        raise BrainMRIError(f"{folder} holds no change.json")
+    name = spec["external"]
+    header = ["Run", "Test accuracy", f"{name} accuracy", "Tumour-only 3-class accuracy",
+              "Pointing game, chosen map (report half)", "Pointing game, gradcam@layer4", "Energy in box (chosen)",
+              "Occlusion: drop box − drop elsewhere"]  # fmt: skip
+    rows = []
+    for label, rel in (("baseline", spec["baseline"]), (spec["change"], spec["changed"])):
+        run = RunDir(folder / rel)
+        test, ext = read_json(run.metrics), read_json(run.eval_dir(name) / "metrics.json")
+        loc = read_json(run.eval_dir(name) / "localisation" / "localisation.json")
+        y, p, paths, classes = read_predictions(run.eval_dir(name) / PREDICTIONS_CSV)
+        three = breakdown([(y, p)], classes, paths, _groups(folder, name))["tumour-only 3-class accuracy"]
+        report = loc["tables"]["report"]
+        chosen = report[f"{loc['chosen']} | predicted"]
+        g4 = report["gradcam@layer4 | predicted"]
+        pg = f"pointing_{loc['tolerance']:g}"
+        occ = loc["occlusion"]["difference"]
+        rows.append(
+            [
+                label,
+                _ci({"value": test["accuracy"], "ci95": test["ci"]["accuracy"]}),
+                _ci({"value": ext["accuracy"], "ci95": ext["ci"]["accuracy"]}),
+                _ci(three),
+                f"{loc['chosen']}: {_loc(chosen[pg])}",
+                _loc(g4[pg]),
+                _loc(chosen["energy"]),
+                _loc(occ),
+            ]  # fmt: skip
+        )
+    return markdown_table(header, rows)
+
+
+def _loc(s: dict[str, Any]) -> str:
+    return f"{s['mean']:.3f} ({s['low']:.3f}–{s['high']:.3f})" if s.get("mean") is not None else "–"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "depth": depth_table,
     "pairs": pairs_table,
@@ -232,6 +281,7 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "external": external_table,
     "leakage": leakage_table,
     "localisation": localisation_table,
+    "change": change_table,
 }
 
 
@@ -243,6 +293,8 @@ def available(folder: str | Path) -> list[str]:
         return ["leakage"]
     if (folder / "localisation.json").is_file():
         return ["localisation"]
+    if (folder / "change.json").is_file():
+        return ["change"]
     raise BrainMRIError(f"{folder} holds no results brainmri can tabulate (comparison, leakage or localisation)")
 
 

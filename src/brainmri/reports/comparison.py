@@ -26,7 +26,7 @@ from brainmri.render.document import fmt, render_report
 from brainmri.render.figures import FIGURES
 from brainmri.reports.checklist.tables import checklist_sections
 from brainmri.reports.paper import PAPER_CITATION, PUBLISHED, paper_comparability
-from brainmri.reports.repeats import repeats_sections
+from brainmri.reports.repeats import pair_sections, repeats_sections
 from brainmri.rundir import RunDir
 from brainmri.training.records import recipe_text
 
@@ -390,6 +390,26 @@ def _limits_section(config, cv, meta, prepare_info, split_by) -> dict:
     return {"heading": "What this run cannot claim", "bullets": bullets + paper_comparability(config, cv, prepare_info)}
 
 
+def external_clusters(out: Path) -> dict[str, dict[str, str]]:
+    """external name -> image -> near-duplicate group, from ``external-groups-<name>.csv``."""
+    from brainmri.evaluation.external import read_groups_csv
+
+    return {p.stem.removeprefix("external-groups-"): read_groups_csv(p) for p in out.glob("external-groups-*.csv")}
+
+
+def fold_runs(out: Path, results: dict[str, dict[str, Any]], cv: int) -> dict[str, dict[str, Any]]:
+    """k-fold results in the shape of repeated runs (each fold a run), for the paired tests."""
+    return {
+        arch: {
+            "runs": [
+                {"seed": k, "path": str(out / "runs" / arch / f"fold{k}"), "metrics": m, "external": {}}
+                for k, m in enumerate(res["folds"])
+            ]
+        }  # fmt: skip
+        for arch, res in results.items()
+    }
+
+
 def first_run(out: Path, results: dict[str, dict[str, Any]], cv: int | None) -> RunDir:
     """The run whose records stand for the comparison's settings: the first architecture's
     (its first fold, or its first seed)."""
@@ -428,8 +448,13 @@ def write_comparison_report(
     }
     preset = meta.get("preset")
     title = f"brainmri: ResNet comparison ({preset} preset)" if preset else "brainmri: architecture comparison"
-    head = repeats_sections(results) if repeated else [*_results_sections(results, cv, env),
-                                                          *external_sections(out, results)]  # fmt: skip
+    clusters = external_clusters(out)
+    if repeated:
+        head = repeats_sections(results, clusters)
+    else:
+        head = [*_results_sections(results, cv, env), *external_sections(out, results)]
+        if cv:  # the folds pair the architectures: their differences with the corrected t-test
+            head += pair_sections(fold_runs(out, results, cv), clusters, unit="fold")
     sections = [
         notice,
         *head,

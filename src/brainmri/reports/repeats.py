@@ -47,8 +47,9 @@ def correctness(run_dir: str | Path, name: str | None = None) -> dict[str, bool]
 def mean_correctness(runs: list[dict[str, Any]], name: str | None = None) -> dict[str, float]:
     """path -> the fraction of an architecture's runs that got the image right."""
     per_run = [correctness(r["path"], name) for r in runs]
-    common = set.intersection(*(set(c) for c in per_run)) if per_run else set()
-    return {p: float(np.mean([c[p] for c in per_run])) for p in sorted(common)}
+    paths = sorted(set().union(*per_run)) if per_run else []
+    # Seeds score every image in every run; folds each image once (in the fold that tests it).
+    return {p: float(np.mean([c[p] for c in per_run if p in c])) for p in paths}
 
 
 def side_sizes(run_dir: str | Path) -> tuple[int, int]:
@@ -174,6 +175,16 @@ def repeats_sections(
             "table": (header, rows),
         }
     ]
+    return sections + pair_sections(results, clusters)
+
+
+def pair_sections(
+    results: dict[str, dict[str, Any]], clusters: dict[str, dict[str, str]] | None = None, unit: str = "seed"
+) -> list[dict[str, Any]]:
+    """The paired differences of every pair of architectures, on the test side and each
+    external folder; ``unit`` is what pairs the runs (``seed``, or ``fold`` for k-fold runs)."""
+    sections: list[dict[str, Any]] = []
+    externals = _external_names(results)
     pair_header = [
         "Difference in accuracy",
         "Paired runs",
@@ -198,7 +209,7 @@ def repeats_sections(
                 "heading": f"Paired differences: {where}",
                 "level": 3,
                 "text": [
-                    "Accuracy of the first model minus the second, paired by seed. The corrected resampled "
+                    f"Accuracy of the first model minus the second, paired by {unit}. The corrected resampled "
                     "t-test (Nadeau & Bengio, 2003; variance (1/J + n_test/n_train)·s² over J runs) covers "
                     f"run-to-run variation; {boot_text} (each image's correctness averaged over the runs) "
                     "covers the sampling of the images. A pair is told apart only when both intervals exclude "

@@ -103,13 +103,18 @@ def test_compare_cross_validation_reports_mean_and_std(trained_run, tmp_path, ca
 
     prepared = json.loads((trained_run / "config.json").read_text())["data"]
     out = tmp_path / "cv"
-    args = ["compare", "--data", prepared, "--out", str(out), "--archs", "resnet18", "--cv", "2"]
+    args = ["compare", "--data", prepared, "--out", str(out), "--archs", "resnet18,resnet34", "--cv", "2"]
     args += ["--weights", "none", "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--bootstrap", "50"]
     assert main([*args, "--no-progress"]) == 0
     md = (out / "report.md").read_text()
     header, rows = _table_rows(md, "Model")
-    assert [r[0] for r in rows] == ["ResNet-18"]
-    assert all(re.fullmatch(r"\d+\.\d+ ± \d+\.\d+", c) for c in rows[0][1 : 1 + len(METRIC_COLUMNS)]), rows
+    assert [r[0] for r in rows] == ["ResNet-18", "ResNet-34"]
+    cells = dict(zip(METRIC_COLUMNS, rows[0][1 : 1 + len(METRIC_COLUMNS)], strict=True))
+    assert cells.pop("Avg. validation loss (val side)") == "–"  # no validation side: nothing validated
+    assert all(re.fullmatch(r"\d+\.\d+ ± \d+\.\d+", c) for c in cells.values()), rows
+    # The folds pair the two architectures: the corrected t-test over folds, the bootstrap over images.
+    assert "Paired differences: the test side" in md and "paired by fold" in md
+    assert re.search(r"\| ResNet-18 − ResNet-34 \| 2 \| [+-]\d\.\d{3} \|", md)
     assert rows[0][-2:] == ["–", "–"]  # no published numbers for resnet18
     folds = [json.loads((out / "runs" / "resnet18" / f"fold{k}" / "metrics.json").read_text()) for k in (0, 1)]
     pooled = json.loads((out / "runs" / "resnet18" / "pooled" / "metrics.json").read_text())
@@ -118,4 +123,4 @@ def test_compare_cross_validation_reports_mean_and_std(trained_run, tmp_path, ca
     for name in FIGURES:
         assert (out / "runs" / "resnet18" / "pooled" / name).is_file()
     assert "2 folds" in md
-    assert "MISSING: no external folder was given" in md  # an item the run cannot fill is named, not left out
+    assert "not available" in md  # an item the run cannot fill is named, with its reason, not left out

@@ -242,3 +242,26 @@ def test_a_run_with_a_validation_side_stores_its_temperature(trained_run, tmp_pa
     arrays = [rng.integers(0, 255, (32, 32), dtype=np.uint8) for _ in range(3)]
     raw = probabilities(predictor.model, np.stack(arrays)[:, None], flip=predictor.flip)
     assert np.allclose(predictor.predict_arrays(arrays), apply_temperature(raw, t), atol=1e-6)
+
+
+def test_progressive_sizes_cover_the_epochs_and_bad_specs_are_one_line():
+    from brainmri.config import TrainConfig
+
+    config = TrainConfig(epochs=10, image_size=128, progressive="64:0.4,96:0.3")
+    assert [config.epoch_size(e) for e in range(1, 11)] == [64] * 4 + [96] * 3 + [128] * 3
+    assert TrainConfig(epochs=10).epoch_size(1) == TrainConfig().image_size  # none: every epoch full size
+    for bad in ("64", "64:1.2", "512:0.2", "64:0.6,96:0.5", "x:0.1"):
+        with pytest.raises(BrainMRIError, match="--progressive"):
+            TrainConfig(image_size=128, progressive=bad).check()
+
+
+def test_a_progressive_run_trains_its_first_epochs_smaller(trained_run, tmp_path):
+    from brainmri.config import TrainConfig
+    from brainmri.training.run import train
+
+    prepared = json.loads((trained_run / "config.json").read_text())["data"]
+    config = TrainConfig(data=prepared, arch="resnet18", weights="none", epochs=2, batch_size=8, image_size=32,
+                         limit_per_class=6, device="cpu", progressive="16:0.5")  # fmt: skip
+    run = train(config, tmp_path / "run", progress=False)
+    log = (run / "train.log").read_text()
+    assert "epoch 1/2 at 16 px" in log and "epoch 2/2 at 32 px" in log and "progressive 16:0.5 then 32 px" in log

@@ -171,6 +171,13 @@ class TrainConfig:
     zoom: float = _opt(0.1, "fraction (0.1)", low=0.0, high=1.0, open_high=True)
     shear: float = _opt(10.0, "degrees (10)", low=0.0, high=90.0, open_high=True)
     hflip: bool = _opt(False, "also flip training images horizontally")
+    progressive: str = _opt(
+        "",
+        "train the first epochs at smaller sizes: SIZE:FRACTION,... of the epochs in order, the rest at --image-size "
+        "(e.g. 64:0.4,96:0.3; empty: every epoch at --image-size). Batches are downscaled after augmentation; the "
+        "model sees --image-size in its last epochs, at validation and at inference",
+        metavar="SPEC",
+    )
     crop: float = _opt(
         1.0,
         "random crops of at least this fraction of the image side, scaled back to full size, that cut the "
@@ -239,6 +246,38 @@ class TrainConfig:
             self.check()
         return AugmentSettings(self.augment, self.rotation, self.shift, self.zoom, self.shear, self.hflip, self.crop)
 
+    def progressive_sizes(self) -> list[tuple[int, float]]:
+        """``--progressive`` as (size, fraction of the epochs) pairs, checked."""
+        if not self.progressive.strip():
+            return []
+        out = []
+        for part in self.progressive.split(","):
+            size, _, fraction = part.strip().partition(":")
+            try:
+                pair = (int(size), float(fraction))
+            except ValueError:
+                raise BrainMRIError(
+                    f"--progressive {self.progressive!r}: write SIZE:FRACTION,... e.g. 64:0.4,96:0.3"
+                ) from None
+            if not MIN_IMAGE_SIZE <= pair[0] <= self.image_size or not 0 < pair[1] < 1:
+                raise BrainMRIError(
+                    f"--progressive {part.strip()!r}: sizes from {MIN_IMAGE_SIZE} to --image-size {self.image_size}, "
+                    "fractions between 0 and 1"
+                )
+            out.append(pair)
+        if sum(f for _, f in out) >= 1:
+            raise BrainMRIError(f"--progressive {self.progressive!r}: the fractions must leave epochs at --image-size")
+        return out
+
+    def epoch_size(self, epoch: int) -> int:
+        """The image size epoch ``epoch`` (1-based) trains at under ``--progressive``."""
+        done = 0.0
+        for size, fraction in self.progressive_sizes():
+            done += fraction
+            if epoch <= round(done * self.epochs):
+                return size
+        return self.image_size
+
     def check(self) -> TrainConfig:
         """Every setting against its choices and range, with the flag's name in the message;
         returns ``self``. Checks that need the file system (data, weights) are the trainer's."""
@@ -263,6 +302,7 @@ class TrainConfig:
             raise BrainMRIError(
                 "--groups keeps each group on one side, --split-policy random splits image by image: choose one"
             )
+        self.progressive_sizes()  # a malformed --progressive is one line here, not mid-training
         if self.schedule == "onecycle" and self.effective_warmup <= 0:
             raise BrainMRIError("--schedule onecycle needs a warm-up: --warmup above 0 (default 0.3)")
         return self

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from brainmri.config import TrainConfig
@@ -261,9 +262,12 @@ def train_one_epoch(
             "lr": lr,
         }
 
+    size = config.epoch_size(epoch)
     try:
         for x, y in _stream(parts, images, labels, index_batches, keys, start, config, device):
             x = x.to(device, non_blocking=True)
+            if size != x.shape[-1]:  # --progressive: an early epoch at a smaller size, fewer FLOPs
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)

@@ -217,6 +217,8 @@ def recipe_text(config: TrainConfig) -> str:
     if config.ema:
         recipe += f", EMA {config.ema:g}"
     flags = [name.replace("_", "-") for name in ("hflip", "tta", "zero_init_residual") if getattr(config, name)]
+    if config.progressive_sizes():
+        flags.append(f"progressive {config.progressive} then {config.image_size} px")
     if config.crop < 1.0:
         flags.append(f"crops >= {config.crop:g} of the side")
     return ", ".join([recipe, *flags])

@@ -416,7 +416,9 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
             writer.flush()
     scores = f"val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f} " if validated else ""
     run.log(
-        f"epoch {epoch}/{config.epochs} train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
+        f"epoch {epoch}/{config.epochs}"
+        + (f" at {config.epoch_size(epoch)} px" if config.progressive_sizes() else "")
+        + f" train_loss {row['train_loss']:.4f} train_acc {row['train_acc']:.4f} "
         f"{scores}lr {row['lr']:.3g} "
         f"{row['seconds']:.1f}s {row['images_per_second']:.1f} img/s" + (" (best)" if run.selects and improved else "")
     )

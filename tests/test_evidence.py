@@ -115,6 +115,26 @@ def test_mcnemar_and_told_apart():
 # --- calibration -----------------------------------------------------------------------------
 
 
+def test_the_verdict_says_why_one_run_per_model_tells_nothing_apart():
+    from brainmri.reports.repeats import verdict
+
+    apart = {"low": 0.02, "high": 0.08}
+    across = {"low": -0.01, "high": 0.03}
+    none = {"mean": None, "low": None, "high": None}
+    one = [
+        {"a": "resnet50", "b": "resnet101", "seeds": [42], "t_test": none, "bootstrap": apart, "told_apart": False},
+        {"a": "resnet50", "b": "resnet152", "seeds": [42], "t_test": none, "bootstrap": across, "told_apart": False},
+    ]
+    text = verdict(one, "the test side")
+    assert "two seeds or more" in text
+    assert "excludes zero for ResNet-50 vs ResNet-101" in text and "not for ResNet-50 vs ResNet-152" in text
+    t = {"mean": 0.05, "low": 0.01, "high": 0.09}
+    two = [{**one[0], "seeds": [42, 43], "t_test": t, "told_apart": True}, {**one[1], "seeds": [42, 43]}]
+    text = verdict(two, "the test side")
+    assert "told apart: ResNet-50 vs ResNet-101 (higher by 0.050)" in text
+    assert "cannot be told apart: ResNet-50 vs ResNet-152" in text
+
+
 def test_temperature_is_recovered_and_keeps_every_prediction():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, size=(20000, 4))

@@ -106,6 +106,25 @@ def verdict(pairs: list[dict[str, Any]], where: str) -> str:
     def names(p: dict[str, Any]) -> str:
         return f"{pretty(p['a'])} vs {pretty(p['b'])}"
 
+    if pairs and all(len(p["seeds"]) < 2 for p in pairs):
+        # One run per model: the seed-to-seed spread is unknown, so no pair can be told apart;
+        # say what the image bootstrap alone shows, so a reader sees why.
+        boot = [p for p in pairs if paired.told_apart(p["bootstrap"])]
+        rest = [p for p in pairs if p not in boot]
+        shown = "; ".join(
+            part
+            for part in (
+                "the paired bootstrap over images alone excludes zero for " + ", ".join(map(names, boot))
+                if boot
+                else "",
+                "not for " + ", ".join(map(names, rest)) if rest else "",
+            )
+            if part
+        )
+        return (
+            f"On {where}, one run per model: the corrected t-test needs two seeds or more, so no pair is "
+            f"told apart yet ({shown})."
+        )
     parts = []
     if apart:
         parts.append(

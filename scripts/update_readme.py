@@ -15,14 +15,15 @@ from pathlib import Path
 
 from brainmri.experiments.tables import table
 
-BLOCK = re.compile(r"(<!-- table (\w+) (\S+) -->\n)(.*?)(\n<!-- /table -->)", re.S)
+#: A block's body may be empty (a new block) but never holds another block's start.
+BLOCK = re.compile(r"(<!-- table (\w+) (\S+) -->\n)((?:(?!<!-- table ).)*?)(<!-- /table -->)", re.S)
 
 
 def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
     root = path.resolve().parent
     text = path.read_text(encoding="utf-8")
-    new = BLOCK.sub(lambda m: m.group(1) + table(root / m.group(3), m.group(2)).strip() + m.group(5), text)
+    new = BLOCK.sub(lambda m: m.group(1) + table(root / m.group(3), m.group(2)).strip() + "\n" + m.group(5), text)
     path.write_text(new, encoding="utf-8")
     print(f"{len(BLOCK.findall(text))} tables written into {path}")
 

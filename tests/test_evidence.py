@@ -285,3 +285,23 @@ def test_a_progressive_run_trains_its_first_epochs_smaller(trained_run, tmp_path
     run = train(config, tmp_path / "run", progress=False)
     log = (run / "train.log").read_text()
     assert "epoch 1/2 at 16 px" in log and "epoch 2/2 at 32 px" in log and "progressive 16:0.5 then 32 px" in log
+
+
+def test_the_localisation_goal_is_judged_from_the_record():
+    from brainmri.experiments.tables import localisation_findings
+
+    def ci(mean, low, high):
+        return {"mean": mean, "low": low, "high": high, "n": 200}
+
+    record = {
+        "tolerance": 0.1,
+        "chosen": "layercam@layer3",
+        "chosen_on_report": {"pointing_0.1": ci(0.85, 0.80, 0.90)},
+        "tables": {"report": {"centre prior | -": {"pointing_0.1": ci(0.17, 0.12, 0.23)}}},
+    }
+    assert "**Met**" in localisation_findings(record)
+    record["chosen_on_report"]["pointing_0.1"] = ci(0.20, 0.15, 0.25)
+    text = localisation_findings(record)
+    assert "**Not met**" in text and "overlaps" in text
+    record["chosen_on_report"]["pointing_0.1"] = ci(0.79, 0.74, 0.84)  # clear of the prior, under the goal
+    assert "**Not met**" in localisation_findings(record)

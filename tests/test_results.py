@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 #: README blocks generated from records: <!-- table NAME DIR --> ... <!-- /table -->
-BLOCK = re.compile(r"<!-- table (\w+) (\S+) -->\n(.*?)\n<!-- /table -->", re.S)
+BLOCK = re.compile(r"<!-- table (\w+) (\S+) -->\n((?:(?!<!-- table ).)*?)<!-- /table -->", re.S)
 
 
 def _markdown_files() -> list[Path]:

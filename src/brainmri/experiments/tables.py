@@ -229,8 +229,37 @@ def localisation_table(folder: Path) -> str:
     header, rows = method_table(record["tables"]["report"])
     return (
         f"Report half ({record['halves']['report']} slices), maps of the predicted class; chosen on the select "
-        f"half: **{record['chosen']}**.\n\n" + markdown_table(header, rows)
+        f"half: **{record['chosen']}**.\n\n" + markdown_table(header, rows) + "\n\n" + localisation_findings(record)
     )
+
+
+#: The explanation goal: the chosen map's pointing-game hit rate on the report half.
+POINTING_GOAL = 0.80
+
+
+def localisation_findings(record: dict[str, Any]) -> str:
+    """The goal's verdict and the occlusion test, in sentences written from the record, so that
+    the prose beside the table cannot drift from it."""
+    tol = f"pointing_{record['tolerance']:g}"
+    chosen = record["chosen_on_report"][tol]
+    centre = record["tables"]["report"]["centre prior | -"][tol]
+    clear = chosen["low"] > centre["high"]
+    met = chosen["mean"] >= POINTING_GOAL and clear
+    lines = [
+        f"Goal: a pointing-game hit rate of at least {POINTING_GOAL:.2f} (tolerance {record['tolerance']:g}) with "
+        f"its CI clear of the centre prior's. **{'Met' if met else 'Not met'}**: {record['chosen']} "
+        f"{_loc(chosen)} against the centre prior's {_loc(centre)}" + ("" if clear else ", whose CI it overlaps") + "."
+    ]
+    occ = record.get("occlusion")
+    if occ:
+        lines.append(
+            f"Occlusion of all {occ['drop_box']['n']} boxed slices with {occ['fill']}: the true class's probability "
+            f"drops by {_loc(occ['drop_box'])} when the tumour's box is covered, and by {_loc(occ['drop_control'])} "
+            f"when a same-sized region elsewhere is ({occ['control']}); difference {_loc(occ['difference'])}."
+        )
+    if record.get("seconds") is not None:
+        lines.append(f"Scoring took {record['seconds']:.0f} s.")
+    return "\n".join(lines)
 
 
 def change_table(folder: Path) -> str:

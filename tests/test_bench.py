@@ -95,3 +95,15 @@ def test_bench_rejects_bad_settings(sartaj, capsys):
     assert "--warmup must be at least 1" in capsys.readouterr().err
     assert main(["bench", "--quick", "--data", str(sartaj), "--archs", "resnet5"]) == 2
     assert "unknown architecture 'resnet5'" in capsys.readouterr().err
+
+
+def test_the_spread_says_how_far_a_training_timing_can_be_trusted():
+    from brainmri.bench.measure import throughput
+
+    steady = throughput([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], batch_size=8)
+    assert steady["ips"] == pytest.approx(8.0) and steady["spread_pct"] == pytest.approx(0.0)
+    # the last window's steps took twice as long: its images/s is half, a 50 % spread
+    busy = throughput([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0], batch_size=8)
+    assert busy["ips_windows"] == pytest.approx([8.0, 8.0, 4.0])
+    assert busy["spread_pct"] == pytest.approx(100 * 4.0 / 8.0)
+    assert throughput([0.0, 1.0, 2.0], batch_size=8)["spread_pct"] is None  # too few steps to say

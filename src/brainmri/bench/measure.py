@@ -143,7 +143,20 @@ def throughput(marks: Sequence[float], batch_size: int) -> dict[str, float]:
     """Images per second from the times at which steps ended: the median step (robust to other
     processes briefly taking the CPU) and the mean over all timed steps."""
     steps = np.diff(np.asarray(marks))
-    return {"ips": batch_size / float(np.median(steps)), "ips_mean": batch_size / float(np.mean(steps))}
+    out = {"ips": batch_size / float(np.median(steps)), "ips_mean": batch_size / float(np.mean(steps))}
+    out.update(spread(steps, batch_size))
+    return out
+
+
+def spread(steps: np.ndarray, batch_size: int, windows: int = 3) -> dict[str, Any]:
+    """How far the measurement can be trusted: the timed steps cut into ``windows`` consecutive
+    windows, each's images/s from its median step, and their range as a percentage of the
+    overall median. A wide range means the machine was busy or the steps too few to steer by."""
+    if len(steps) < windows:
+        return {"ips_windows": [], "spread_pct": None}
+    per = [batch_size / float(np.median(w)) for w in np.array_split(steps, windows)]
+    middle = batch_size / float(np.median(steps))
+    return {"ips_windows": per, "spread_pct": 100.0 * (max(per) - min(per)) / middle}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -56,8 +56,10 @@ def default_settings(device: torch.device, quick: bool) -> dict[str, Any]:
     return {
         "archs": ["resnet50", "resnet101", "resnet152"],
         "batch_size": 32 if gpu else 8,
-        "warmup": 10 if gpu else 1,
-        "steps": 40 if gpu else 4,
+        # 9 timed steps on CPU: three windows of three, whose spread the table prints (4 steps
+        # gave 1.56x to 2.51x for one model on one quiet machine).
+        "warmup": 10 if gpu else 2,
+        "steps": 40 if gpu else 9,
         "latency_runs": 100 if gpu else 30,
         "batch_runs": 10 if gpu else 2,
     }
@@ -282,12 +284,20 @@ def format_table(result: dict[str, Any]) -> str:
         f"{s['warmup']} warm-up + {s['steps']} timed steps, precision {s.get('precision')}, "
         f"channels_last {s.get('channels_last')}",
         "",
-        f"{'training (img/s)':<20}{'ours':>10}{'baseline':>10}{'ratio':>8}{'peak RSS MB':>13}",
+        f"{'training (img/s)':<20}{'ours':>10}{'baseline':>10}{'ratio':>8}{'peak RSS MB':>13}{'spread ours/base':>18}",
     ]
     for arch, r in result["train"].items():
+        spreads = "/".join(
+            "–" if r.get(k) is None else f"{r[k]:.0f}%" for k in ("ours_spread_pct", "baseline_spread_pct")
+        )
         lines.append(
             f"{arch:<20}{r['ours_ips']:>10.2f}{r['baseline_ips']:>10.2f}{r['ratio']:>7.2f}x{r['ours_peak_rss_mb']:>13.0f}"
+            f"{spreads:>18}"
         )
+    lines.append(
+        "spread: range of images/s over three windows of the timed steps, as % of the median; "
+        "above 5 %, the machine was busy or the steps too few to steer by"
+    )
     d, mm, f = result["data_pipeline"], result["matmul"], result["flops"]
     lines += [
         "",

@@ -302,6 +302,8 @@ def compare_training(
         "ratio": ours["ips"] / base["ips"],
         "ours_ips_mean": ours["ips_mean"],
         "baseline_ips_mean": base["ips_mean"],
+        "ours_spread_pct": ours["spread_pct"],
+        "baseline_spread_pct": base["spread_pct"],
         "ours_peak_rss_mb": ours["peak_rss_mb"],
         "baseline_peak_rss_mb": base["peak_rss_mb"],
     }

@@ -201,9 +201,15 @@ def _ci(d: dict[str, Any]) -> str:
 def findings(study: dict[str, Any]) -> list[str]:
     """The study in words, following its numbers."""
     t, c = study["test_difference"], study["copy_effect"]
+    n = len(study["seeds"])
+    spread = (
+        f"mean over {n} seeds, 95% CI of the corrected resampled t-test"
+        if n > 1
+        else "one seed: no CI across seeds, so this difference alone cannot be told from the seed's noise"
+    )
     lines = [
-        f"On the common copy-free test set, the random arm scores {_ci(t)} against the duplicate-aware arm "
-        f"(mean over {len(study['seeds'])} seeds, 95% CI of the corrected resampled t-test)."
+        f"On the common test set (no two of its images copies of each other), the random arm scores {_ci(t)} "
+        f"against the duplicate-aware arm ({spread})."
     ]
     for name, d in study["external_difference"].items():
         lines.append(f"On {name}, which neither arm saw: {_ci(d)}.")

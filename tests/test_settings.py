@@ -1,16 +1,21 @@
-"""Settings: every value checked in one place (one line naming the setting, whoever gave it)."""
+"""Settings: every value checked in one place (one line naming the setting, whoever gave it),
+and the parts of training called with their own section of the config, not the whole."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
 
 from brainmri.cli.command import main
-from brainmri.config import TrainConfig
+from brainmri.config import AugmentSettings, LoopSettings, OptimSettings, SamplingSettings, TrainConfig
 from brainmri.errors import BrainMRIError
+from brainmri.training import augment, loop, optim, sampling
 
 #: Bad settings as a config file writes them, as flags, and as Python arguments: the same problem
 #: three ways, and the line each must give.
@@ -85,3 +90,53 @@ def test_older_config_files_still_load():
     old = {"data": "/d", "arch": "resnet50", "epochs": 10, "lr": 1, "test_size": 0.2, "augment": True, "seed": 42}
     config = TrainConfig.from_dict(old)
     assert (config.lr, config.crop, config.progressive) == (1.0, 1.0, "")
+
+
+def test_the_leaf_modules_need_only_their_section():
+    """optim, sampling, augment and the loop never see a TrainConfig: each is called here with
+    a section made by hand, and none of them imports the class."""
+    for module in (optim, sampling, augment, loop):
+        tree = ast.parse(Path(module.__file__).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert "TrainConfig" not in names, module.__name__
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 4),
+    )  # fmt: skip
+    opt_settings = OptimSettings("sgd", lr=0.1, weight_decay=0.01, momentum=0.9, schedule="cosine", warmup=0.25)
+    optimizer = optim.build_optimizer(model, opt_settings)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["weight_decay"] == 0.01
+    scheduler = optim.build_scheduler(optimizer, opt_settings, total_steps=8)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / optim.WARMUP_DIVISOR)
+    del scheduler
+
+    labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 4 + [3] * 4)
+    sample_settings = SamplingSettings(batch_size=4, balance="oversample", seed=3)
+    batches = sampling.epoch_batches(labels, sample_settings, epoch=1, rank=0, world_size=1)
+    assert sum(len(b) for b in batches) == 4 * 6  # every class raised to the largest
+    assert sampling.steps_per_epoch(labels, sample_settings) == len(batches) == 6
+
+    aug_settings = AugmentSettings(augment=True, rotation=10, shift=0.1, zoom=0.1, shear=5, hflip=True, crop=0.8)
+    images = torch.randint(0, 255, (len(labels), 1, 16, 16), dtype=torch.uint8)
+    out = augment.make_augmenter(aug_settings)(images[:4], generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 1, 16, 16) and out.dtype == torch.float32
+
+    settings = LoopSettings(
+        optim=opt_settings, sampling=sample_settings, augment=aug_settings, epochs=1, epoch_sizes=(12,), seed=3,
+        label_smoothing=0.1, ema=0.0, channels_last=False, workers=0, tta=False, eval_precision="fp32",
+    )  # fmt: skip
+    device = torch.device("cpu")
+    parts = loop.build_parts(model, settings, labels, "fp32", device)
+    totals = loop.train_one_epoch(parts, loop.TrainState(), images, labels, 1, settings, device)
+    assert totals["seen"] == 24 and totals["loss"] > 0
+    scores = loop.validate(parts.evaluated, images, labels, settings, "fp32", device)
+    assert scores["n"] == len(labels)
+
+
+def test_the_loop_section_carries_the_config_values():
+    config = TrainConfig(epochs=10, image_size=128, progressive="64:0.4,96:0.3", balance="class_weights", seed=7)
+    section = config.loop_section()
+    assert [section.epoch_size(e) for e in range(1, 11)] == [config.epoch_size(e) for e in range(1, 11)]
+    assert section.sampling == SamplingSettings(config.batch_size, "class_weights", 7)
+    assert section.optim == config.optim_section() and section.augment == config.augment_section()

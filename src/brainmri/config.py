@@ -79,6 +79,29 @@ class AugmentSettings:
     crop: float
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the training loop reads (:mod:`brainmri.training.loop`): the sections of the parts
+    it builds, and its own few values."""
+
+    optim: OptimSettings
+    sampling: SamplingSettings
+    augment: AugmentSettings
+    epochs: int
+    epoch_sizes: tuple[int, ...]  # the image size of epoch 1, 2, ... (--progressive)
+    seed: int
+    label_smoothing: float
+    ema: float
+    channels_last: bool
+    workers: int
+    tta: bool
+    eval_precision: str
+
+    def epoch_size(self, epoch: int) -> int:
+        """The image size epoch ``epoch`` (1-based) trains at."""
+        return self.epoch_sizes[epoch - 1]
+
+
 def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None, **extra: Any) -> Any:
     """A field with its CLI help, choices and range in its metadata.
 
@@ -252,6 +275,22 @@ class TrainConfig:
 
     def augment_section(self) -> AugmentSettings:
         return AugmentSettings(self.augment, self.rotation, self.shift, self.zoom, self.shear, self.hflip, self.crop)
+
+    def loop_section(self) -> LoopSettings:
+        return LoopSettings(
+            optim=self.optim_section(),
+            sampling=self.sampling_section(),
+            augment=self.augment_section(),
+            epochs=self.epochs,
+            epoch_sizes=tuple(self.epoch_size(e) for e in range(1, self.epochs + 1)),
+            seed=self.seed,
+            label_smoothing=self.label_smoothing,
+            ema=self.ema,
+            channels_last=self.channels_last,
+            workers=self.workers,
+            tta=self.tta,
+            eval_precision=self.eval_precision,
+        )
 
     def progressive_sizes(self) -> list[tuple[int, float]]:
         """``--progressive`` as (size, fraction of the epochs) pairs."""

@@ -142,9 +142,9 @@ def _resolve_config(
     resume: bool,
     lock: FolderLock,
 ) -> tuple[TrainConfig, list[dict[str, str]] | None, PreparedFolder | None]:
-    """The run's settings (a resumed run's own), checked on rank 0, its split rows, and its
-    prepared folder where it was opened to draw them. An existing run folder is locked first: a
-    second process resuming or overwriting it is refused."""
+    """The run's settings (a resumed run's own), checked on rank 0, its split rows (a new run's),
+    and on rank 0 its prepared folder, opened to check them. An existing run folder is locked
+    first: a second process resuming or overwriting it is refused."""
     from brainmri.data.splits import effective_split
 
     error, rows, folder = None, None, None
@@ -157,10 +157,9 @@ def _resolve_config(
             check_run_dir(run, overwrite, resume)
             if resume:
                 config = _saved_config(run, config)
-            validate_config(config)
+            folder = validate_config(config)
             resolve_precision(config.precision, device)
             if not resume:
-                folder = PreparedFolder.open(config.data)
                 rows = effective_split(config, folder)
                 _check_every_class_trains(rows, config)
         except BrainMRIError as exc:

@@ -123,9 +123,11 @@ def test_the_leaf_modules_need_only_their_section():
     assert out.shape == (4, 1, 16, 16) and out.dtype == torch.float32
 
     settings = LoopSettings(
-        optim=opt_settings, sampling=sample_settings, augment=aug_settings, epochs=1, epoch_sizes=(12,), seed=3,
-        label_smoothing=0.1, ema=0.0, channels_last=False, workers=0, tta=False, eval_precision="fp32",
+        optim=opt_settings, sampling=sample_settings, augment=aug_settings, epochs=2, image_size=16,
+        progressive=((12, 0.5),), seed=3, label_smoothing=0.1, ema=0.0, channels_last=False, workers=0, tta=False,
+        eval_precision="fp32",
     )  # fmt: skip
+    assert (settings.epoch_size(1), settings.epoch_size(2)) == (12, 16)  # epoch 1 trains downscaled
     device = torch.device("cpu")
     parts = loop.build_parts(model, settings, labels, "fp32", device)
     totals = loop.train_one_epoch(parts, loop.TrainState(), images, labels, 1, settings, device)

@@ -18,7 +18,7 @@ import functools
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,8 @@ class LoopSettings:
     sampling: SamplingSettings
     augment: AugmentSettings
     epochs: int
-    epoch_sizes: tuple[int, ...]  # the image size of epoch 1, 2, ... (--progressive)
+    image_size: int
+    progressive: tuple[tuple[int, float], ...]  # (size, fraction of the epochs) pairs, checked
     seed: int
     label_smoothing: float
     ema: float
@@ -98,8 +99,8 @@ class LoopSettings:
     eval_precision: str
 
     def epoch_size(self, epoch: int) -> int:
-        """The image size epoch ``epoch`` (1-based) trains at."""
-        return self.epoch_sizes[epoch - 1]
+        """The image size epoch ``epoch`` (1-based) trains at under ``--progressive``."""
+        return _epoch_size(self.progressive, self.epochs, self.image_size, epoch)
 
 
 def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None, **extra: Any) -> Any:
@@ -282,7 +283,8 @@ class TrainConfig:
             sampling=self.sampling_section(),
             augment=self.augment_section(),
             epochs=self.epochs,
-            epoch_sizes=tuple(self.epoch_size(e) for e in range(1, self.epochs + 1)),
+            image_size=self.image_size,
+            progressive=tuple(self.progressive_sizes()),
             seed=self.seed,
             label_smoothing=self.label_smoothing,
             ema=self.ema,
@@ -298,12 +300,7 @@ class TrainConfig:
 
     def epoch_size(self, epoch: int) -> int:
         """The image size epoch ``epoch`` (1-based) trains at under ``--progressive``."""
-        done = 0.0
-        for size, fraction in self.progressive_sizes():
-            done += fraction
-            if epoch <= round(done * self.epochs):
-                return size
-        return self.image_size
+        return _epoch_size(self.progressive_sizes(), self.epochs, self.image_size, epoch)
 
     def check(self) -> TrainConfig:
         """Every setting checked again, as when the config was made; returns ``self``. Checks
@@ -337,6 +334,15 @@ def _progressive_pairs(spec: str, image_size: int) -> list[tuple[int, float]]:
     if sum(f for _, f in out) >= 1:
         raise BrainMRIError(f"--progressive {spec!r}: the fractions must leave epochs at --image-size")
     return out
+
+
+def _epoch_size(progressive: Sequence[tuple[int, float]], epochs: int, image_size: int, epoch: int) -> int:
+    done = 0.0
+    for size, fraction in progressive:
+        done += fraction
+        if epoch <= round(done * epochs):
+            return size
+    return image_size
 
 
 # --- the checks: one pydantic model, generated from the fields and their metadata -----------------

@@ -49,7 +49,7 @@ def profile_size(arch: str, size: int, batch: int, steps: int) -> dict:
     precision = resolve_precision(config.precision, device)
     model = build_model(arch, "none", 4)
     labels = torch.randint(0, 4, (batch,))
-    parts = build_parts(model, config, labels.repeat(64), precision, device)
+    parts = build_parts(model, config.loop_section(), labels.repeat(64), precision, device)
     images = torch.randint(0, 255, (batch, 1, size, size), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(0)
     for _ in range(2):  # warm-up: oneDNN picks its kernels

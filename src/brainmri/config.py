@@ -1,20 +1,24 @@
 """Training configuration: the paper's settings as defaults, every one overridable.
 
 Each field carries its command-line help, its choices and its range as metadata, so that
-``brainmri train`` and ``brainmri compare`` generate the same flags from this one class and
-every setting is checked once, here (:meth:`TrainConfig.check`), whoever built the config: a
-flag, a config file, a notebook. The effective configuration is saved as ``config.json`` in
-each run folder; a JSON (or YAML) file in the same shape can be passed back with ``--config``.
+``brainmri train`` and ``brainmri compare`` generate the same flags from this one class, and
+one pydantic model generated from the same metadata checks every setting when a config is made
+(:func:`_validated`), whoever made it: a flag, a config file, a notebook. A bad value is one
+short line naming its field, the same line from all three. The effective configuration is saved
+as ``config.json`` in each run folder; a JSON (or YAML) file in the same shape can be passed
+back with ``--config``.
+
+The parts of training receive sections of it (:class:`OptimSettings` ...), not the whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +79,30 @@ class AugmentSettings:
     crop: float
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the training loop reads (:mod:`brainmri.training.loop`): the sections of the parts
+    it builds, and its own few values."""
+
+    optim: OptimSettings
+    sampling: SamplingSettings
+    augment: AugmentSettings
+    epochs: int
+    image_size: int
+    progressive: tuple[tuple[int, float], ...]  # (size, fraction of the epochs) pairs, checked
+    seed: int
+    label_smoothing: float
+    ema: float
+    channels_last: bool
+    workers: int
+    tta: bool
+    eval_precision: str
+
+    def epoch_size(self, epoch: int) -> int:
+        """The image size epoch ``epoch`` (1-based) trains at under ``--progressive``."""
+        return _epoch_size(self.progressive, self.epochs, self.image_size, epoch)
+
+
 def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None, **extra: Any) -> Any:
     """A field with its CLI help, choices and range in its metadata.
 
@@ -87,8 +115,11 @@ def _opt(default: Any, help: str, *, choices: tuple | None = None, low: float | 
     return field(default=default, metadata=meta)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """Every setting of a training run. Checked when made (and so on every ``replace``), and
+    frozen: a config that exists is a valid one, which the parts of training can trust."""
+
     # data
     data: str = _opt("", "folder made by 'brainmri data prepare'", metavar="PREPARED")
     split: str | None = _opt(None, "split file (default: a new stratified split)", metavar="FILE")
@@ -207,19 +238,23 @@ class TrainConfig:
     tensorboard: bool = _opt(False, "write TensorBoard event files")
     extra: dict[str, Any] = _opt({}, "free-form notes kept with the run", flag=False)
 
+    def __post_init__(self) -> None:
+        for name, value in _validated(self).items():  # an int given for a float becomes a float
+            object.__setattr__(self, name, value)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """A config from a mapping (a config file, a run's config.json), each value checked
-        against its field's type so that a typo fails here, in one line, not mid-training."""
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from a mapping (a config file, a run's config.json, the flags), checked like
+        any other (:func:`_validated`), so that a typo fails here, in one line, not mid-training."""
         hints = typing.get_type_hints(cls)
         unknown = sorted(map(str, set(values) - set(hints)))
         if unknown:
             listed = brief(", ".join(_shown_value(k) if not k.isidentifier() else k for k in unknown))
             raise BrainMRIError(f"unknown config keys: {listed}; known: {', '.join(sorted(hints))}")
-        return cls(**{name: _checked(name, value, hints[name]) for name, value in values.items()})
+        return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -240,78 +275,38 @@ class TrainConfig:
         return SamplingSettings(self.batch_size, self.balance, self.seed)
 
     def augment_section(self) -> AugmentSettings:
-        """Checked first when augmenting: the warp is defined only within the fields' ranges,
-        and a NaN would silently train a NaN model."""
-        if self.augment:
-            self.check()
         return AugmentSettings(self.augment, self.rotation, self.shift, self.zoom, self.shear, self.hflip, self.crop)
 
+    def loop_section(self) -> LoopSettings:
+        return LoopSettings(
+            optim=self.optim_section(),
+            sampling=self.sampling_section(),
+            augment=self.augment_section(),
+            epochs=self.epochs,
+            image_size=self.image_size,
+            progressive=tuple(self.progressive_sizes()),
+            seed=self.seed,
+            label_smoothing=self.label_smoothing,
+            ema=self.ema,
+            channels_last=self.channels_last,
+            workers=self.workers,
+            tta=self.tta,
+            eval_precision=self.eval_precision,
+        )
+
     def progressive_sizes(self) -> list[tuple[int, float]]:
-        """``--progressive`` as (size, fraction of the epochs) pairs, checked."""
-        if not self.progressive.strip():
-            return []
-        out = []
-        for part in self.progressive.split(","):
-            size, _, fraction = part.strip().partition(":")
-            try:
-                pair = (int(size), float(fraction))
-            except ValueError:
-                raise BrainMRIError(
-                    f"--progressive {self.progressive!r}: write SIZE:FRACTION,... e.g. 64:0.4,96:0.3"
-                ) from None
-            if not MIN_IMAGE_SIZE <= pair[0] <= self.image_size or not 0 < pair[1] < 1:
-                raise BrainMRIError(
-                    f"--progressive {part.strip()!r}: sizes from {MIN_IMAGE_SIZE} to --image-size {self.image_size}, "
-                    "fractions between 0 and 1"
-                )
-            out.append(pair)
-        if sum(f for _, f in out) >= 1:
-            raise BrainMRIError(f"--progressive {self.progressive!r}: the fractions must leave epochs at --image-size")
-        return out
+        """``--progressive`` as (size, fraction of the epochs) pairs."""
+        return _progressive_pairs(self.progressive, self.image_size)
 
     def epoch_size(self, epoch: int) -> int:
         """The image size epoch ``epoch`` (1-based) trains at under ``--progressive``."""
-        done = 0.0
-        for size, fraction in self.progressive_sizes():
-            done += fraction
-            if epoch <= round(done * self.epochs):
-                return size
-        return self.image_size
+        return _epoch_size(self.progressive_sizes(), self.epochs, self.image_size, epoch)
 
     def check(self) -> TrainConfig:
-        """Every setting against its choices and range, with the flag's name in the message;
-        returns ``self``. Checks that need the file system (data, weights) are the trainer's."""
-        for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            flag = "--" + f.name.replace("_", "-")
-            if meta.get("choices") and value not in meta["choices"]:
-                raise BrainMRIError(f"unknown {flag} {_shown_value(value)}; choose one of {', '.join(meta['choices'])}")
-            if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            low, high = meta.get("low"), meta.get("high")
-            if not math.isfinite(value):
-                raise BrainMRIError(f"{flag} must be a finite number, got {value}")
-            if low is not None and (value < low or (meta.get("open_low") and value == low)):
-                if high is not None:
-                    raise BrainMRIError(f"{flag} must be {_range_text(meta)}, got {value}")
-                least = "above" if meta.get("open_low") else ("at least" if isinstance(value, int) else ">=")
-                raise BrainMRIError(f"{flag} must be {least} {low:g}, got {value}")
-            if high is not None and (value > high or (meta.get("open_high") and value == high)):
-                raise BrainMRIError(f"{flag} must be {_range_text(meta)}, got {value}")
-        if self.groups and self.split_policy == "random":
-            raise BrainMRIError(
-                "--groups keeps each group on one side, --split-policy random splits image by image: choose one"
-            )
-        self.progressive_sizes()  # a malformed --progressive is one line here, not mid-training
-        if self.schedule == "onecycle" and self.effective_warmup <= 0:
-            raise BrainMRIError("--schedule onecycle needs a warm-up: --warmup above 0 (default 0.3)")
+        """Every setting checked again, as when the config was made; returns ``self``. Checks
+        that need the file system (data, weights) are the trainer's."""
+        _validated(self)
         return self
-
-
-def _range_text(meta: Mapping[str, Any]) -> str:
-    lo = "above" if meta.get("open_low") else "at least"
-    hi = "below" if meta.get("open_high") else "at most"
-    return f"{lo} {meta['low']:g} and {hi} {meta['high']:g}"
 
 
 def cli_fields() -> list[dataclasses.Field]:
@@ -319,23 +314,168 @@ def cli_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag", True)]
 
 
-def _checked(name: str, value: Any, hint: Any) -> Any:
-    """``value`` if it fits the field type ``hint`` (ints are accepted for floats)."""
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    for kind in allowed:
-        kind = typing.get_origin(kind) or kind
-        if kind is type(None) and value is None:
+def _progressive_pairs(spec: str, image_size: int) -> list[tuple[int, float]]:
+    """``--progressive`` SIZE:FRACTION,... parsed and checked against ``image_size``."""
+    if not spec.strip():
+        return []
+    out = []
+    for part in spec.split(","):
+        size, _, fraction = part.strip().partition(":")
+        try:
+            pair = (int(size), float(fraction))
+        except ValueError:
+            raise BrainMRIError(f"--progressive {spec!r}: write SIZE:FRACTION,... e.g. 64:0.4,96:0.3") from None
+        if not MIN_IMAGE_SIZE <= pair[0] <= image_size or not 0 < pair[1] < 1:
+            raise BrainMRIError(
+                f"--progressive {part.strip()!r}: sizes from {MIN_IMAGE_SIZE} to --image-size {image_size}, "
+                "fractions between 0 and 1"
+            )
+        out.append(pair)
+    if sum(f for _, f in out) >= 1:
+        raise BrainMRIError(f"--progressive {spec!r}: the fractions must leave epochs at --image-size")
+    return out
+
+
+def _epoch_size(progressive: Sequence[tuple[int, float]], epochs: int, image_size: int, epoch: int) -> int:
+    done = 0.0
+    for size, fraction in progressive:
+        done += fraction
+        if epoch <= round(done * epochs):
+            return size
+    return image_size
+
+
+# --- the checks: one pydantic model, generated from the fields and their metadata -----------------
+
+
+def _validated(config: TrainConfig) -> dict[str, Any]:
+    """Check every setting of ``config`` (its type, choices and range, then the rules between
+    settings) and return the values that checking converted (an int given for a float).
+
+    The one place a setting is checked, whoever made the config. Pydantic finds the problems,
+    strictly (no "1e-4" strings for numbers, no booleans for integers, no NaN); the first is
+    reported as one short line with the flag's name, never pydantic's multi-line report. Type
+    errors come first: a config file's typo is the likeliest cause of whatever else fails."""
+    import pydantic
+
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    try:
+        checked = _rules().model_validate(values)
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = min(errors, key=lambda e: not _is_type_error(e))  # min keeps the field order among equals
+        raise BrainMRIError(_problem(first)) from None
+    converted = {name: getattr(checked, name) for name in values}
+    return {name: v for name, v in converted.items() if type(v) is not type(values[name])}
+
+
+def _across_fields(values: Mapping[str, Any]) -> str | None:
+    """The rules between settings, each already of its type and in its range: the first
+    broken one's message, or None."""
+    if values["groups"] and values["split_policy"] == "random":
+        return "--groups keeps each group on one side, --split-policy random splits image by image: choose one"
+    try:
+        _progressive_pairs(values["progressive"], values["image_size"])
+    except BrainMRIError as exc:
+        return str(exc)
+    warmup = DEFAULT_WARMUP[values["schedule"]] if values["warmup"] is None else values["warmup"]
+    if values["schedule"] == "onecycle" and warmup <= 0:
+        return "--schedule onecycle needs a warm-up: --warmup above 0 (default 0.3)"
+    if values["fold"] is not None and not values["split"]:
+        return "--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'"
+    return None
+
+
+@functools.cache
+def _rules() -> Any:
+    """The pydantic model of :class:`TrainConfig`: each field's type with the choices and range
+    of its metadata, floats finite, then :func:`_across_fields`. Built on first use (pydantic is
+    imported only by what makes a config)."""
+    import pydantic
+    from pydantic_core import PydanticCustomError
+
+    class Rules(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+        @pydantic.model_validator(mode="after")
+        def _across(self) -> Any:
+            problem = _across_fields(dict(self))
+            if problem:
+                raise PydanticCustomError("config", "{problem}", {"problem": problem})
+            return self
+
+    hints = typing.get_type_hints(TrainConfig)
+    fields: dict[str, Any] = {f.name: (_rule(hints[f.name], f.metadata), ...) for f in dataclasses.fields(TrainConfig)}
+    return pydantic.create_model("TrainConfigRules", __base__=Rules, **fields)
+
+
+def _rule(hint: Any, meta: Mapping[str, Any]) -> Any:
+    """One field's type for pydantic: its kind (a dict of any keys, as config files may hold)
+    with the metadata's choices or range; optional where the field may be None."""
+    import pydantic
+    from pydantic_core import PydanticCustomError
+
+    kinds = _kinds(hint)
+    kind = next(typing.get_origin(k) or k for k in kinds if k is not type(None))
+    rule: Any = kind
+    choices = meta.get("choices")
+    if choices:
+
+        def one_of(value: Any) -> Any:
+            if value not in choices:
+                raise PydanticCustomError("choice", "not one of the choices")
             return value
-        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind in (str, bool, dict) and isinstance(value, kind):
-            return value
-    names = " or ".join(
-        "null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed
-    )
-    raise BrainMRIError(f"config key {name!r} must be {names}, got {_shown_value(value)}")
+
+        rule = typing.Annotated[kind, pydantic.AfterValidator(one_of)]
+    low = "gt" if meta.get("open_low") else "ge"
+    high = "lt" if meta.get("open_high") else "le"
+    bounds = {k: v for k, v in ((low, meta.get("low")), (high, meta.get("high"))) if v is not None}
+    if bounds:
+        rule = typing.Annotated[rule, pydantic.Field(**bounds)]
+    return rule | None if type(None) in kinds else rule
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:
+    """The types a field's hint allows: ``float | None`` -> (float, NoneType)."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _is_type_error(error: Mapping[str, Any]) -> bool:
+    return str(error["type"]).endswith("_type")
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """Pydantic's report of one bad setting as the line the user reads, naming the setting."""
+    if error["type"] == "config":  # a rule between settings: its own message
+        return str(error["ctx"]["problem"])
+    name, value = str(error["loc"][0]), error["input"]
+    meta, flag = _field(name).metadata, "--" + name.replace("_", "-")
+    if _is_type_error(error):
+        allowed = _kinds(typing.get_type_hints(TrainConfig)[name])
+        names = " or ".join(
+            "null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed
+        )
+        return f"config key {name!r} must be {names}, got {_shown_value(value)}"
+    if error["type"] == "choice":
+        return f"unknown {flag} {_shown_value(value)}; choose one of {', '.join(meta['choices'])}"
+    if float in _kinds(typing.get_type_hints(TrainConfig)[name]):
+        value = float(value)  # the same line for lr: -1 in a file, --lr -1 and lr=-1
+    if error["type"] == "finite_number":
+        return f"{flag} must be a finite number, got {value}"
+    if meta.get("high") is not None:
+        return f"{flag} must be {_range_text(meta)}, got {value}"
+    least = "above" if meta.get("open_low") else ("at least" if isinstance(value, int) else ">=")
+    return f"{flag} must be {least} {meta['low']:g}, got {value}"
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    lo = "above" if meta.get("open_low") else "at least"
+    hi = "below" if meta.get("open_high") else "at most"
+    return f"{lo} {meta['low']:g} and {hi} {meta['high']:g}"
 
 
 #: Largest config file read: a config is a few dozen settings, a few kilobytes.

@@ -146,13 +146,10 @@ def effective_split(config: TrainConfig, prepared: Prepared | None = None) -> li
         units = split_units(folder, config.groups, config.groups_missing)
         if units is not None:
             rows = apply_units(rows, units, config.split)
+    elif config.split_policy == "random":  # (a config with --fold has a --split: brainmri.config checks it)
+        rows = make_random_split(folder, config.test_size, config.seed)
     else:
-        if config.fold is not None:
-            raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
-        if config.split_policy == "random":
-            rows = make_random_split(folder, config.test_size, config.seed)
-        else:
-            rows = make_split(folder, config.test_size, config.seed, config.groups, config.groups_missing)
+        rows = make_split(folder, config.test_size, config.seed, config.groups, config.groups_missing)
     if config.val_size > 0:
         rows = carve_validation(rows, config.val_size, config.seed)
     else:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from brainmri.errors import BrainMRIError
+from brainmri.evaluation.record import Run
+from brainmri.evaluation.record import read_json_file as _read_json
 from brainmri.files import atomic_write_text, plain_name, shown
 from brainmri.inference.forward import probabilities
 from brainmri.inference.input_check import source_reasons
@@ -54,15 +56,6 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BrainMRIError(f"{path} is not valid JSON: {exc}") from None
-
-
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """What the report says about training: losses averaged over epochs and training time."""
     run_dir = Path(run_dir)
@@ -88,23 +81,21 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
+def _held_out(run: Run) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any]]:
     from brainmri.data.prepared import load_split
 
-    config = _read_json(RunDir(run_dir).config)
-    prepared = config.get("data")
-    split = RunDir(run_dir).split
-    if not prepared or not Path(prepared).is_dir():
+    prepared, split = run.config.get("data"), run.dir.split
+    if run.data is None:
         raise BrainMRIError(
-            f"the prepared data of run {run_dir} ({prepared or 'not recorded'}) is not there; "
+            f"the prepared data of run {run.path} ({prepared or 'not recorded'}) is not there; "
             "evaluate on a labelled folder instead with --data DIR"
         )
-    if not split.is_file():
-        raise BrainMRIError(f"run {run_dir} has no split.csv; evaluate on a labelled folder with --data DIR")
+    if run.split is None:
+        raise BrainMRIError(f"run {run.path} has no split.csv; evaluate on a labelled folder with --data DIR")
     # training/run.py resolves k-fold files into a single train/test split.csv; older or hand-made
     # runs may keep the k-fold file, which needs the fold.
-    fold = _split_fold(split, config)
-    images, labels, paths = load_split(prepared, split, "test", fold=fold, size=card["image_size"])
+    fold = run.fold
+    images, labels, paths = load_split(run.prepared, split, "test", fold=fold, size=run.card["image_size"])
     source: dict[str, Any] = {"kind": "held-out", "prepared": str(prepared), "split": str(split), "fold": fold,
                               "skipped": []}  # fmt: skip
     return images, labels.numpy(), paths, source
@@ -112,9 +103,8 @@ def _held_out(run_dir: Path, card: dict[str, Any]) -> tuple[torch.Tensor, np.nda
 
 def _folder(
     folder: Path,
-    card: dict[str, Any],
+    run: Run,
     label_map: str | dict[str, str] | None,
-    run_dir: Path,
     keep_overlap: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, list[str], dict[str, Any], list[list[str]]]:
     """Any labelled folder, read with the same label aliases and preprocessing as training:
@@ -125,15 +115,14 @@ def _folder(
     left out: they would make an external score look better than it is.
     """
     from brainmri.data.hashing import image_hashes
-    from brainmri.data.prepared import PREPARE_JSON, prepared_size, training_overlap
+    from brainmri.data.prepared import training_overlap
     from brainmri.data.scan import scan
 
+    card = run.card
     classes = list(card["classes"])
-    config = _read_json(RunDir(run_dir).config)
-    prepared = Path(config.get("data") or "")
-    split = RunDir(run_dir).split
-    check = bool(config.get("data")) and (prepared / PREPARE_JSON).is_file() and split.is_file()
-    prep_size = prepared_size(prepared) if check else None
+    prepared = run.config.get("data") or ""
+    check = run.can_check_overlap()
+    prep_size = run.prepared.size if check else None
     arrays, labels, paths, hashes, skipped, reasons = [], [], [], [], [], []
     for row in scan(folder, label_map):
         if row["label"] not in classes:
@@ -153,7 +142,7 @@ def _folder(
         paths.append(row["source_path"])
     overlap: list[dict[str, Any]] = []
     if check and paths:
-        matches = training_overlap(prepared, split, hashes, fold=_split_fold(split, config))
+        matches = training_overlap(run.prepared, run.dir.split, hashes, fold=run.fold)
         overlap = [{"path": p, **m} for p, m in zip(paths, matches, strict=True) if m is not None]
         if overlap and not keep_overlap:
             drop = {o["path"] for o in overlap}
@@ -174,14 +163,6 @@ def _folder(
         "training_overlap_excluded": bool(overlap) and not keep_overlap,
     }
     return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source, reasons
-
-
-def _split_fold(split: Path, config: dict[str, Any]) -> int | None:
-    """The run's fold when its split.csv is a k-fold file (older runs); None for a single split.
-    Read with :func:`brainmri.data.splitfile.read_split`, so that a damaged file is one clear error."""
-    from brainmri.data.splitfile import read_split
-
-    return config.get("fold") if "fold" in read_split(split)[0] else None
 
 
 def write_predictions(
@@ -254,13 +235,14 @@ def evaluate_run(
     _check_outputs(run.eval_dir(eval_name) if named else run_dir, overwrite, named=named)
     ckpt = read_checkpoint(ckpt_path)  # read once: the model, its card and the input check's statistics
     model, card = model_from_checkpoint(ckpt, ckpt_path)
+    record = Run.read(run_dir, card)  # config.json, and on first use split.csv and the prepared folder
     classes = list(card["classes"])
     if data is None:
-        images, y_true, paths, source = _held_out(run_dir, card)
+        images, y_true, paths, source = _held_out(record)
         out_dir, fig_dir = run_dir, run.figures
     else:
         folder = Path(data)
-        images, y_true, paths, source, reasons = _folder(folder, card, label_map, run_dir, keep_overlap)
+        images, y_true, paths, source, reasons = _folder(folder, record, label_map, keep_overlap)
         out_dir = fig_dir = run.eval_dir(eval_name)
     flip = bool(card.get("tta")) if tta is None else tta
     warnings = None
@@ -286,7 +268,7 @@ def evaluate_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
     if data is None:
-        _write_val_predictions(run_dir, model, card, batch_size, device, flip)
+        _write_val_predictions(record, model, batch_size, device, flip)
     temperature = run_temperature(run_dir, card)
     if temperature is not None:
         from brainmri.metrics.calibration import calibration_scores
@@ -349,21 +331,16 @@ def run_temperature(run_dir: str | Path, card: dict[str, Any] | None = None) -> 
     return {"value": fit_temperature(proba, y), "fitted_on": f"val_predictions.csv ({len(paths)} validation images)"}
 
 
-def _write_val_predictions(run_dir: Path, model, card: dict[str, Any], batch_size: int, device: str, flip: bool):
+def _write_val_predictions(run: Run, model, batch_size: int, device: str, flip: bool):
     """Probabilities on the run's validation side, if it has one: what a calibration (fitted on
     data carved from training, never on the test side) is fitted on, recomputable later."""
     from brainmri.data.prepared import load_split
-    from brainmri.data.splitfile import read_split
 
-    run = RunDir(run_dir)
-    if not run.split.is_file() or "side" not in read_split(run.split)[0]:
+    if not run.split or "side" not in run.split[0] or not any(r["side"] == "val" for r in run.split):
         return
-    if not any(r["side"] == "val" for r in read_split(run.split)):
-        return
-    config = _read_json(run.config)
-    images, labels, paths = load_split(config["data"], run.split, "val", size=card["image_size"])
+    images, labels, paths = load_split(run.prepared, run.dir.split, "val", size=run.card["image_size"])
     proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
-    write_predictions(run.val_predictions, paths, labels.numpy(), proba, list(card["classes"]))
+    write_predictions(run.dir.val_predictions, paths, labels.numpy(), proba, list(run.card["classes"]))
 
 
 def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from brainmri.config import TrainConfig
 from brainmri.data import prepared as data_mod
 from brainmri.data import splitfile, splits
+from brainmri.data.prepared import PreparedFolder
 from brainmri.data.splits import crossing_groups, make_random_split
 from brainmri.errors import BrainMRIError
 from brainmri.evaluation.evaluate import evaluate_run, read_history, read_predictions
@@ -236,12 +237,12 @@ def compare(
     from brainmri.provenance import provenance
     from brainmri.training.records import validate_config
 
-    validate_config(config.replace(data=str(prepared)))  # before the settings are recorded in OUT
+    folder = validate_config(config.replace(data=str(prepared)))  # before the settings are recorded in OUT
     settings = _settings(prepared, config, cv, config.test_size, seeded=seeds is not None)
     _check_settings(out, settings)
     out.mkdir(parents=True, exist_ok=True)
 
-    split = _comparison_split(prepared, out, config, cv)
+    split = _comparison_split(folder, out, config, cv)
     record = {"settings": settings, "archs": archs, "split": split.name, "meta": meta or {}, "seeds": seeds,
               "provenance": provenance()}  # fmt: skip
     atomic_write_text(out / COMPARISON_JSON, json.dumps(record, indent=2) + "\n")
@@ -365,9 +366,10 @@ def _check_inputs(
     return archs, folders
 
 
-def _comparison_split(prepared: Path, out: Path, config: TrainConfig, cv: int | None) -> Path:
+def _comparison_split(prepared: PreparedFolder, out: Path, config: TrainConfig, cv: int | None) -> Path:
     """The one split (or fold file) shared by every architecture, drawn once and kept in
-    the comparison folder so that a resumed comparison uses the same sides."""
+    the comparison folder so that a resumed comparison uses the same sides (``prepared``: the
+    prepared folder as :func:`brainmri.training.records.validate_config` opened it)."""
     split = out / (f"folds_k{cv}.csv" if cv else SPLIT_CSV)
     if not split.is_file():
         groups, missing = config.groups, config.groups_missing

@@ -105,8 +105,9 @@ def augment_batch(
 def make_augmenter(config: AugmentSettings) -> Augmenter:
     """The training-time batch transform: ``f(uint8 batch, generator=None) -> float [0, 1]``.
 
-    With ``config.augment`` false it only converts, as at inference. The settings come checked
-    (:meth:`brainmri.config.TrainConfig.augment_section`).
+    With ``config.augment`` false it only converts, as at inference. The warp is defined only
+    within the fields' ranges (a NaN would silently train a NaN model): settings taken from a
+    :class:`brainmri.config.TrainConfig` (``augment_section()``) come checked.
     """
     if not config.augment:
         return lambda batch, generator=None: to_input(batch)

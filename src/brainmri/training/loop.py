@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from brainmri.config import TrainConfig
+from brainmri.config import LoopSettings
 from brainmri.errors import BrainMRIError
 from brainmri.inference.forward import score
 from brainmri.models.build import train_mode
@@ -222,7 +222,7 @@ def train_one_epoch(
     images: torch.Tensor,
     labels: torch.Tensor,
     epoch: int,
-    config: TrainConfig,
+    config: LoopSettings,
     device: torch.device,
     *,
     rank: int = 0,
@@ -237,7 +237,7 @@ def train_one_epoch(
 
     Raises :class:`Interrupted` on Ctrl-C (or a callback's KeyboardInterrupt) between steps.
     """
-    index_batches = epoch_batches(labels, config.sampling_section(), epoch, rank, world_size)
+    index_batches = epoch_batches(labels, config.sampling, epoch, rank, world_size)
     keys = [(config.seed, epoch, s, rank) for s in range(len(index_batches))]
     running = state.running if state.running is not None and state.step > 0 else None
     running = running or {"loss": 0.0, "correct": 0, "seen": 0, "train_seconds": 0.0}
@@ -305,7 +305,7 @@ def validate(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    config: TrainConfig,
+    config: LoopSettings,
     precision: str,
     device: torch.device,
     world_size: int = 1,
@@ -328,7 +328,7 @@ def validate(
 
 def build_parts(
     model: nn.Module,
-    config: TrainConfig,
+    config: LoopSettings,
     train_y: torch.Tensor,
     precision: str,
     device: torch.device,
@@ -339,9 +339,9 @@ def build_parts(
     whole run, loss (label smoothing, class weights), augmentation, autocast, weight average."""
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config.optim_section())
-    total = config.epochs * steps_per_epoch(train_y, config.sampling_section(), rank, world_size)
-    weight = class_weights(train_y).to(device) if config.balance == "class_weights" else None
+    optimizer = build_optimizer(model, config.optim)
+    total = config.epochs * steps_per_epoch(train_y, config.sampling, rank, world_size)
+    weight = class_weights(train_y).to(device) if config.sampling.balance == "class_weights" else None
     net: nn.Module = model
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -349,9 +349,9 @@ def build_parts(
         model=model,
         net=net,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config.optim_section(), total),
+        scheduler=build_scheduler(optimizer, config.optim, total),
         criterion=nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing),
-        augment=make_augmenter(config.augment_section()),
+        augment=make_augmenter(config.augment),
         autocast=autocast(precision, device),
         scaler=make_scaler(precision, device),
         ema=build_ema(model, config.ema),

@@ -127,22 +127,24 @@ def absolute_paths(config: TrainConfig) -> dict[str, str | None]:
     }
 
 
-def validate_config(config: TrainConfig) -> None:
-    """Refuse settings that cannot train, before anything is written (a run folder, a
-    comparison's record) that would have to be cleaned up by hand."""
+def validate_config(config: TrainConfig) -> PreparedFolder:
+    """Refuse settings that cannot train here, before anything is written (a run folder, a
+    comparison's record) that would have to be cleaned up by hand: what the config names must
+    exist. The settings themselves were checked when the config was made (:mod:`brainmri.config`).
+
+    Returns the prepared folder, its records read (once: the caller passes it on)."""
     if not config.data:
         raise BrainMRIError("no training data: pass --data PREPARED (a folder made by 'brainmri data prepare')")
     if not Path(config.data).is_dir():
         raise BrainMRIError(f"prepared data folder not found: {config.data}")
-    config.check()
     if config.weights not in ("imagenet", "none", "") and not Path(config.weights).is_file():
         raise BrainMRIError(f"weights file not found: {config.weights} (use imagenet, none or a file path)")
-    if config.fold is not None and not config.split:
-        raise BrainMRIError("--fold needs --split FILE, a k-fold split file made by 'brainmri data split --k K'")
+    folder = PreparedFolder.open(config.data)
     if config.groups:  # its columns and its coverage of the prepared files, before anything is written
         from brainmri.data.splits import split_units
 
-        split_units(config.data, config.groups, config.groups_missing)
+        split_units(folder, config.groups, config.groups_missing)
+    return folder
 
 
 def card_fields(

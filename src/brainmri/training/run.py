@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from brainmri.config import TrainConfig
+from brainmri.config import LoopSettings, TrainConfig
 from brainmri.data.prepared import PreparedFolder
 from brainmri.errors import BrainMRIError
 from brainmri.files import FolderLock, read_json, write_json
@@ -56,6 +56,7 @@ class _Run:
 
     dir: RunDir
     config: TrainConfig
+    loop: LoopSettings  # what the training loop reads of the config
     device: torch.device
     precision: str
     rank: int
@@ -141,9 +142,9 @@ def _resolve_config(
     resume: bool,
     lock: FolderLock,
 ) -> tuple[TrainConfig, list[dict[str, str]] | None, PreparedFolder | None]:
-    """The run's settings (a resumed run's own), checked on rank 0, its split rows, and its
-    prepared folder where it was opened to draw them. An existing run folder is locked first: a
-    second process resuming or overwriting it is refused."""
+    """The run's settings (a resumed run's own), checked on rank 0, its split rows (a new run's),
+    and on rank 0 its prepared folder, opened to check them. An existing run folder is locked
+    first: a second process resuming or overwriting it is refused."""
     from brainmri.data.splits import effective_split
 
     error, rows, folder = None, None, None
@@ -156,10 +157,9 @@ def _resolve_config(
             check_run_dir(run, overwrite, resume)
             if resume:
                 config = _saved_config(run, config)
-            validate_config(config)
+            folder = validate_config(config)
             resolve_precision(config.precision, device)
             if not resume:
-                folder = PreparedFolder.open(config.data)
                 rows = effective_split(config, folder)
                 _check_every_class_trains(rows, config)
         except BrainMRIError as exc:
@@ -252,8 +252,11 @@ def _start(
         train_x, train_y = train_x.to(device), train_y.to(device)
     val_x, val_y = val_x.to(device), val_y.to(device)
     card_base = card_fields(config, run, train_y, folder, selects)
-    r = _Run(run, config, device, precision, rank, world_size, log, train_x, train_y, val_x, val_y, selects, card_base)
-    parts = engine.build_parts(model, config, train_y, precision, device, rank, world_size)
+    loop = config.loop_section()
+    r = _Run(
+        run, config, loop, device, precision, rank, world_size, log, train_x, train_y, val_x, val_y, selects, card_base
+    )
+    parts = engine.build_parts(model, loop, train_y, precision, device, rank, world_size)
     state = engine.TrainState()
     if resume:
         ckpt = read_checkpoint(run.last)
@@ -297,7 +300,7 @@ def _fit(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run.dir.tensorboard))
-    n_steps = sampling.steps_per_epoch(run.train_y, config.sampling_section(), run.rank, run.world_size)
+    n_steps = sampling.steps_per_epoch(run.train_y, run.loop.sampling, run.rank, run.world_size)
     try:
         with engine.graceful_interrupt() as interrupt:
             for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -312,7 +315,7 @@ def _fit(
                 )
                 try:
                     totals = engine.train_one_epoch(
-                        parts, state, run.train_x, run.train_y, epoch, config, run.device,
+                        parts, state, run.train_x, run.train_y, epoch, run.loop, run.device,
                         rank=run.rank, world_size=run.world_size, interrupt=interrupt,
                         step_callback=step_callback, bar=bar,
                     )  # fmt: skip
@@ -377,7 +380,7 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
     val: Mapping[str, float | None] = {"loss": None, "accuracy": None}
     if run.selects and (epoch % config.val_every == 0 or epoch == config.epochs):
         val = engine.validate(
-            parts.evaluated, run.val_x, run.val_y, config, run.precision, run.device, run.world_size, run.rank
+            parts.evaluated, run.val_x, run.val_y, run.loop, run.precision, run.device, run.world_size, run.rank
         )
     seen = max(totals["seen"], 1)
     row = {

@@ -26,6 +26,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.files import FileRefused, atomic_write_bytes, brief, check_regular
 from brainmri.models.annex import annex_path, apply_annex
 from brainmri.models.card import check_card
+from brainmri.models.folder import FOLDER_WEIGHTS
 from brainmri.rundir import BEST_PT, RunDir
 
 FORMAT = "brainmri-checkpoint"
@@ -65,11 +66,15 @@ def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: str | Path, annex: bool = True) -> dict[str, Any]:
-    """Load a checkpoint dict, refusing anything that is not one of ours: a ``.pt`` file or a run
-    folder (its ``checkpoints/best.pt``). With ``annex`` (not for training,
+    """Load a checkpoint dict, refusing anything that is not one of ours: a ``.pt`` file, a run
+    folder (its ``checkpoints/best.pt``) or a folder export. With ``annex`` (not for training,
     which rewrites the file) what evaluation and calibration recorded beside the file is merged
     in (:func:`brainmri.models.annex.apply_annex`)."""
     path = Path(path)
+    if path.is_dir() and (path / FOLDER_WEIGHTS).exists():
+        from brainmri.models.folder import read_folder
+
+        return read_folder(path)
     if path.is_dir():
         for candidate in (RunDir(path).best, path / BEST_PT):
             if candidate.exists():

@@ -121,3 +121,19 @@ def test_folder_export_predicts_as_the_checkpoint_without_unpickling(trained_run
     with pytest.raises(BrainMRIError, match="not a safetensors file"):
         Predictor(out)
     assert np.isfinite(expected.numpy()).all()
+
+
+def test_a_training_step_seeds_dropout_and_leaves_the_global_rng_as_it_was():
+    from brainmri.training.sampling import step_rng
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    dropout = torch.nn.Dropout(0.5)
+    with step_rng(torch.device("cpu"), 0, 1, 2, 0):
+        a = dropout(torch.ones(64))
+    with step_rng(torch.device("cpu"), 0, 1, 2, 0):
+        b = dropout(torch.ones(64))
+    with step_rng(torch.device("cpu"), 0, 1, 3, 0):
+        c = dropout(torch.ones(64))
+    assert torch.equal(a, b) and not torch.equal(a, c)  # keyed by the step, not by what ran before
+    assert torch.equal(torch.get_rng_state(), before)

@@ -207,7 +207,7 @@ def _start(
 
     config, rows, folder = _resolve_config(config, run, rank, world_size, device, overwrite, resume, lock)
     precision = resolve_precision(config.precision, device)
-    torch.manual_seed(config.seed + rank)  # weight init; dropout is re-seeded every step
+    torch.manual_seed(config.seed + rank)  # weight init; dropout draws from per-step seeds (sampling.step_rng)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

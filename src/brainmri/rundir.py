@@ -10,7 +10,8 @@
       history.csv        one row per epoch
       summary.json       written last: the run finished
       checkpoints/last.pt  everything resuming needs
-      checkpoints/best.pt  the model that is kept, with its card
+      checkpoints/best.pt  the model that is kept, with its card (written by training only)
+      checkpoints/best.card.json  card fields recorded after training (evaluation, calibration)
       metrics.json, predictions.csv, figures/   evaluation on the held-out (test) side
       val_predictions.csv  probabilities on the validation side (fits calibration)
       eval/NAME/          evaluation on another folder

@@ -18,7 +18,9 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
         "Prints a table; a file that cannot be read gets its own row with the reason, and the exit status is 1 "
         "if any file failed. Research software, not a medical device.",
     )
-    p.add_argument("model", help="checkpoint (.pt), run folder (uses checkpoints/best.pt) or .onnx export")
+    p.add_argument(
+        "model", help="checkpoint (.pt), run folder (uses checkpoints/best.pt), folder export or .onnx export"
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--output", "-o", default=None, help="also write the results to FILE.csv or FILE.json")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
@@ -58,13 +60,21 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser(
         "export",
-        help="export a model to ONNX with its model card embedded",
+        help="export a model to ONNX with its model card embedded, or to a folder (safetensors and JSON)",
         description="Export a checkpoint to ONNX (input 'image' float32 (N,1,H,W) in [0,1], outputs 'logits' and "
-        "'probabilities', dynamic batch), with the model card as JSON in the metadata (key brainmri_card).",
+        "'probabilities', dynamic batch), with the model card as JSON in the metadata (key brainmri_card); or, with "
+        "--format folder, to a folder of config.json (the model card), model.safetensors (the weights) and "
+        "README.md, which predict and serve take as the model and which loads without unpickling anything.",
     )
     e.add_argument("model", help="checkpoint (.pt) or run folder")
-    e.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
-    e.add_argument("--output", "-o", default=None, help="output file (default: beside the checkpoint, .onnx)")
+    e.add_argument("--format", default="onnx", choices=("onnx", "folder"), help="export format (default: onnx)")
+    e.add_argument(
+        "--output",
+        "--out",
+        "-o",
+        default=None,
+        help="output file (default: beside the checkpoint, .onnx); with --format folder the folder (required)",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file (and its .int8.onnx)")
     e.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     e.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of the torch.export one")
@@ -89,7 +99,7 @@ def add_predict_parsers(sub: argparse._SubParsersAction) -> None:
         description="Print the model card of a checkpoint, run folder or .onnx export: classes, preprocessing, "
         "architecture, weights origin, training data, split, metrics, intended use and notice.",
     )
-    i.add_argument("model", help="checkpoint (.pt), run folder or .onnx export")
+    i.add_argument("model", help="checkpoint (.pt), run folder, folder export or .onnx export")
     i.add_argument("--json", action="store_true", help="print the card as JSON")
     i.set_defaults(func=_run_info)
 
@@ -193,6 +203,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from brainmri.inference.export import default_output, export_model, load_calibration, load_onnx, quantize_int8
     from brainmri.io.paths import expand_paths
 
+    if args.format == "folder" and args.quantize:
+        raise BrainMRIError("--quantize int8 is for --format onnx")
     if args.quantize and not args.calibration:
         raise BrainMRIError("--quantize int8 needs --calibration PATH... (real slices, e.g. the training folder)")
     if args.calibration and not args.quantize:

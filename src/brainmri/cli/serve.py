@@ -66,7 +66,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         description="Serve a web page and a JSON API (POST /api/predict, GET /api/model, GET /health, /docs) "
         "for one model, loaded once at start. Uploads are analysed in memory, never written to disk.",
     )
-    p.add_argument("model", help="checkpoint (.pt), run folder with checkpoints/best.pt, or .onnx export")
+    p.add_argument("model", help="checkpoint (.pt), run folder with checkpoints/best.pt, folder export or .onnx export")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument(

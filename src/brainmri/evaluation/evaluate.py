@@ -27,7 +27,8 @@ from brainmri.inference.input_check import source_reasons
 from brainmri.io.images import ImageError, read_image
 from brainmri.io.preprocess import stack, to_array
 from brainmri.metrics.classification import compute_metrics
-from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint, update_card
+from brainmri.models.annex import write_annex
+from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
 from brainmri.rundir import METRICS_JSON, PREDICTIONS_CSV, RunDir
 from brainmri.runtime import resolve_device
 
@@ -211,8 +212,9 @@ def evaluate_run(
     (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
 
     Writes ``metrics.json``, ``predictions.csv`` and figures into the run folder (held-out
-    split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, stores
-    the headline metrics in the checkpoint's model card, and returns the metrics. Earlier
+    split: ``figures/`` for the figures) or into ``eval/<name>/`` for another folder, records
+    the headline metrics for the model card beside the checkpoint (``checkpoints/best.card.json``,
+    :mod:`brainmri.models.annex`; ``best.pt`` itself is not rewritten), and returns the metrics. Earlier
     outputs are replaced only with ``overwrite`` (checked before any work).
 
     ``boxes`` (with ``data``): a CSV of tumour boxes in that folder; the explanations are then
@@ -285,7 +287,7 @@ def evaluate_run(
         metrics["localisation"] = _score_boxes(model, card, Path(data), Path(boxes), out_dir, device, n_bootstrap)
         atomic_write_text(out_dir / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")
     headline = card_metrics(metrics)
-    card_all = dict(card.get("metrics") or {})  # the card as read above: nothing has written it since
+    card_all = dict(card.get("metrics") or {})  # the card as read above (with its annex): nothing has written it since
     if data is None:
         card_all.update(headline)
     else:
@@ -293,7 +295,7 @@ def evaluate_run(
     fields: dict[str, Any] = {"metrics": card_all}
     if "localisation" in metrics:
         fields["explanation"] = metrics["localisation"]
-    update_card(ckpt_path, **fields)
+    write_annex(ckpt_path, fields)  # beside best.pt, which stays as training wrote it
     return metrics
 
 

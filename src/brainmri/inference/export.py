@@ -1,4 +1,5 @@
-"""ONNX export with the model card embedded, and loading such exports for ONNX Runtime.
+"""ONNX export with the model card embedded, and loading such exports for ONNX Runtime; and
+the folder export (:mod:`brainmri.models.folder`: the card as JSON, the weights as safetensors).
 
 The graph takes ``image``: float32 (batch, 1, H, W) in [0, 1] (the same input as the PyTorch
 model: channel replication and normalisation are inside it) and returns ``logits`` and
@@ -27,7 +28,7 @@ CARD_KEY = "brainmri_card"
 OPSET = 18
 #: Lowest opset each exporter writes: the torch.export-based one (default) and the TorchScript one.
 MIN_OPSET = {"dynamo": 18, "legacy": 9}
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "folder")
 QUANTIZE = ("int8",)
 
 
@@ -180,7 +181,7 @@ def make_session(proto: Any, threads: int | None = None) -> Any:
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
-    """The model card of a checkpoint, run folder or ``.onnx`` export."""
+    """The model card of a checkpoint, run folder, folder export or ``.onnx`` export."""
     if Path(path).suffix.lower() == ".onnx":
         return load_onnx(path)[1]
     from brainmri.models.checkpoint import read_checkpoint
@@ -209,8 +210,9 @@ def export_model(
     dynamo: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Export a checkpoint (or run folder) to ONNX with its card; returns the written path.
-    An existing output is replaced only with ``overwrite`` (checked before the export)."""
+    """Export a checkpoint (or run folder) to ONNX with its card, or to a folder (``fmt``
+    "folder", ``output`` the folder); returns the written path. An existing output is replaced
+    only with ``overwrite`` (checked before the export)."""
     import onnx
 
     from brainmri.files import atomic_write_bytes, check_output
@@ -218,6 +220,10 @@ def export_model(
 
     if fmt not in FORMATS:
         raise BrainMRIError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "folder":
+        if output is None:
+            raise BrainMRIError("--format folder needs the folder to write: --out DIR")
+        return export_folder(model_path, output, overwrite=overwrite)
     lowest, newest = MIN_OPSET["dynamo" if dynamo else "legacy"], onnx.defs.onnx_opset_version()
     if not lowest <= opset <= newest:
         hint = "" if dynamo else " with --legacy"
@@ -233,6 +239,30 @@ def export_model(
     proto = to_onnx(model, card, opset=opset, dynamo=dynamo, scorer=scorer)
     atomic_write_bytes(out, proto.SerializeToString())
     return out
+
+
+def export_folder(model_path: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``out`` (:mod:`brainmri.models.folder`): ``config.json`` (the card, with what
+    evaluation and calibration recorded), ``model.safetensors``, the input check's statistics
+    when calibrated, and ``README.md``. The model is built and its weights checked first, so a
+    damaged checkpoint is refused before anything is written."""
+    from brainmri.files import shown
+    from brainmri.inference.input_check import STATS_KEY, InputCheck
+    from brainmri.inference.model_readme import model_readme
+    from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
+    from brainmri.models.folder import FOLDER_CONFIG, FOLDER_README, FOLDER_WEIGHTS, write_folder
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BrainMRIError(f"{shown(out)} already exists; pass --overwrite to replace it")
+    ckpt = read_checkpoint(model_path)
+    model, card = model_from_checkpoint(ckpt, model_path)
+    InputCheck.from_checkpoint(ckpt)  # damaged statistics are refused here, not by the folder's users
+    groups = {STATS_KEY: ckpt[STATS_KEY]} if isinstance(ckpt.get(STATS_KEY), dict) else {}
+    card = dict(card, export={"format": "folder", "weights": FOLDER_WEIGHTS, "card": FOLDER_CONFIG})
+    files = [FOLDER_CONFIG, FOLDER_WEIGHTS, *[f"{key}.safetensors" for key in groups], FOLDER_README]
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return write_folder(out, card, state, groups, model_readme(card, files), overwrite=overwrite)
 
 
 def _input_check_scorer(model_path: str | Path) -> nn.Module | None:

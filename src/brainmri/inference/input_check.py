@@ -21,7 +21,8 @@ called at the end of training and by ``brainmri calibrate RUN`` for older runs):
 :data:`PERCENTILE` th percentile of training-side scores, each computed with statistics fitted
 on the other folds (grouped by duplicate group), so that the threshold is not set on images
 the statistics have seen. The card records the method and threshold (``card["input_check"]``);
-the statistics (a D x D transform) are stored in the checkpoint beside the weights, and an
+the statistics (a D x D transform) are stored in the checkpoint beside the weights by training,
+beside the checkpoint by a later ``brainmri calibrate`` (:mod:`brainmri.models.annex`), and an
 ONNX export computes the score in its graph (output ``ood_score``).
 """
 
@@ -203,25 +204,51 @@ def calibrate_input_check(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit the score's statistics on a finished run's training side, set its threshold, and
-    store both in ``checkpoints/best.pt`` (card entry ``input_check``); returns that entry.
+    record both beside ``checkpoints/best.pt`` (card entry ``input_check`` and the statistics,
+    :mod:`brainmri.models.annex`), which stays as training wrote it; returns that entry.
 
     ``data`` replaces the run's recorded prepared folder (moved since training). A run that is
     calibrated already is refused unless ``overwrite``.
     """
-    from brainmri.inference.forward import probabilities_with
-    from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint, write_checkpoint
-    from brainmri.runtime import resolve_device
+    from brainmri.models.annex import write_annex
+    from brainmri.models.checkpoint import read_checkpoint
 
-    if not 50.0 <= percentile < 100.0:
-        raise BrainMRIError(f"--percentile must be in [50, 100), got {percentile}")
-    run_dir = Path(run_dir)
+    _check_percentile(percentile)
     ckpt_path = RunDir(run_dir).best
     if not ckpt_path.is_file():
         raise BrainMRIError(f"{run_dir} is not a finished run: {ckpt_path} not found")
     ckpt = read_checkpoint(ckpt_path)
-    card = ckpt["card"]
-    if card.get("input_check") and not overwrite:
+    if ckpt["card"].get("input_check") and not overwrite:
         raise BrainMRIError(f"{run_dir} has a calibrated input check already; pass --overwrite to calibrate it again")
+    entry, stats = fit_input_check(
+        run_dir, ckpt, data=data, device=device, batch_size=batch_size, percentile=percentile, where="beside"
+    )
+    write_annex(ckpt_path, {"input_check": entry}, {STATS_KEY: stats})
+    return entry
+
+
+def fit_input_check(
+    run_dir: str | Path,
+    ckpt: dict[str, Any],
+    *,
+    data: str | Path | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    percentile: float = PERCENTILE,
+    where: str = "in",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The input check of the run's model ``ckpt`` (as read from its ``best.pt``) fitted on the
+    run's training side: the card entry and the statistics (:data:`STATS_KEY` group). Writes
+    nothing: training puts them into the checkpoint it writes, :func:`calibrate_input_check`
+    beside it (``where``: "in" or "beside", for the card's words)."""
+    from brainmri.inference.forward import probabilities_with
+    from brainmri.models.checkpoint import model_from_checkpoint
+    from brainmri.runtime import resolve_device
+
+    _check_percentile(percentile)
+    run_dir = Path(run_dir)
+    ckpt_path = RunDir(run_dir).best
+    card = ckpt["card"]
     images, labels, groups, source = _training_side(run_dir, card, data)
     dev = resolve_device(device) if isinstance(device, str) else device
     model, _ = model_from_checkpoint(ckpt, ckpt_path, device=dev)
@@ -232,6 +259,11 @@ def calibrate_input_check(
     transform, centres = fit_statistics(features, labels)
     dim, k = transform.shape[0], centres.shape[0]
     image_entry = calibrate_image_statistics(images, groups, percentile)
+    stored = (
+        f"in the checkpoint under '{STATS_KEY}'"
+        if where == "in"
+        else f"beside the checkpoint, in {ckpt_path.stem}.{STATS_KEY}.safetensors"
+    )
     entry = {
         "method": METHOD,
         "description": "Mahalanobis distance of the backbone's pooled features to the nearest class mean, "
@@ -245,7 +277,7 @@ def calibrate_input_check(
         },
         "training_scores": {q: float(np.percentile(scores, p)) for q, p in (("median", 50), ("p99", 99))}
         | {"max": float(scores.max())},
-        "statistics": f"in the checkpoint under '{STATS_KEY}': transform {dim}x{dim}, centres {k}x{dim}",
+        "statistics": f"{stored}: transform {dim}x{dim}, centres {k}x{dim}",
         "cheap_checks": {
             "min_side": MIN_SIDE,
             "min_std": MIN_STD,
@@ -255,14 +287,17 @@ def calibrate_input_check(
         "image_statistics": image_entry,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    ckpt["card"] = {**card, "input_check": entry}
-    ckpt[STATS_KEY] = {
+    stats = {
         "method": METHOD,
         "transform": torch.from_numpy(transform).float(),
         "centres": torch.from_numpy(centres).float(),
     }
-    write_checkpoint(ckpt_path, ckpt)
-    return entry
+    return entry, stats
+
+
+def _check_percentile(percentile: float) -> None:
+    if not 50.0 <= percentile < 100.0:
+        raise BrainMRIError(f"--percentile must be in [50, 100), got {percentile}")
 
 
 def calibrate_image_statistics(images: torch.Tensor, groups: list[str], percentile: float = PERCENTILE) -> dict:

@@ -68,9 +68,10 @@ def is_onnx_file(path: str | Path) -> bool:
 class Predictor:
     """A model and its card, loaded once; ``predict_arrays`` and ``explain`` are thread-safe.
 
-    ``model_path`` is a checkpoint, a run folder (uses ``checkpoints/best.pt``) or an ``.onnx``
-    export. ``backend="onnx"`` with a checkpoint exports it to ONNX in memory first (seconds);
-    an ``.onnx`` file always runs on ONNX Runtime. Grad-CAM needs the PyTorch weights, so
+    ``model_path`` is a checkpoint, a run folder (uses ``checkpoints/best.pt``), a folder export
+    (``brainmri export --format folder``: safetensors, nothing unpickled) or an ``.onnx`` export.
+    ``backend="onnx"`` with a checkpoint exports it to ONNX in memory first (seconds); an
+    ``.onnx`` file always runs on ONNX Runtime. Grad-CAM needs the PyTorch weights, so
     :meth:`explain` is unavailable for a bare ``.onnx`` file.
     """
 

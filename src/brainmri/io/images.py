@@ -62,6 +62,7 @@ PngImagePlugin.MAX_TEXT_MEMORY = min(PngImagePlugin.MAX_TEXT_MEMORY, 8 * 2**20)
 #: ``warnings.catch_warnings`` (process-wide state) and libtiff writes to the process's
 #: stderr, so both are captured for the file being decoded and become its ImageError
 #: instead of lines on the terminal. Inference, the slow part, still runs in parallel.
+# Stays: catch_warnings and the fd-2 swap are process-wide, with no thread-local form in Python 3.11.
 _DECODE_LOCK = threading.Lock()
 
 #: File suffixes looked at when scanning folders (content still decides the format).
@@ -289,6 +290,7 @@ def _c_stderr(messages: list[str], enabled: bool) -> Iterator[None]:
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     sys.stderr.flush()
+    # Stays: libtiff writes to fd 2 from C, which only an fd swap catches; TIFF decodes only, under _DECODE_LOCK.
     os.dup2(write_end, 2)
     try:
         yield

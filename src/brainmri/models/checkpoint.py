@@ -5,6 +5,11 @@ code runs when a user opens a model someone sent them):
 
 ``{"format": "brainmri-checkpoint", "version": 1, "card": {...}, "model_state": {...},
 "optimizer_state": {...} | None, "epoch": int, "extra": {...}}``
+
+Training is its only writer. What is learnt about the model afterwards (evaluation, a later
+calibration of the input check) sits beside it (:mod:`brainmri.models.annex`) and is merged in
+when it is read. A model exported as a folder (:mod:`brainmri.models.folder`: safetensors and
+JSON) reads as the same dict, without unpickling anything.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from torch import nn
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import FileRefused, atomic_write_bytes, brief, check_regular
+from brainmri.models.annex import annex_path, apply_annex
 from brainmri.models.card import check_card
+from brainmri.models.folder import FOLDER_WEIGHTS
 from brainmri.rundir import BEST_PT, RunDir
 
 FORMAT = "brainmri-checkpoint"
@@ -51,16 +58,23 @@ def save_checkpoint(
 
 def write_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
     """Write a checkpoint dict atomically (a reader never sees half a file): the one writer of
-    checkpoint files, used by :func:`save_checkpoint`, :func:`update_card` and the input
-    check's calibration."""
+    checkpoint files, used by training (:func:`save_checkpoint`, and once more at its end for
+    the temperature and input check fitted on the kept model)."""
     buf = io.BytesIO()
     torch.save(ckpt, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict, refusing anything that is not one of ours."""
+def read_checkpoint(path: str | Path, annex: bool = True) -> dict[str, Any]:
+    """Load a checkpoint dict, refusing anything that is not one of ours: a ``.pt`` file, a run
+    folder (its ``checkpoints/best.pt``) or a folder export. With ``annex`` (not for training,
+    which rewrites the file) what evaluation and calibration recorded beside the file is merged
+    in (:func:`brainmri.models.annex.apply_annex`)."""
     path = Path(path)
+    if path.is_dir() and (path / FOLDER_WEIGHTS).exists():
+        from brainmri.models.folder import read_folder
+
+        return read_folder(path)
     if path.is_dir():
         for candidate in (RunDir(path).best, path / BEST_PT):
             if candidate.exists():
@@ -90,16 +104,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     check_card(obj.get("card"), path)
     if not isinstance(obj.get("model_state"), dict):
         raise BrainMRIError(f"{path}: damaged checkpoint (no model weights)")
+    if annex:
+        obj = apply_annex(obj, path)
+        check_card(obj["card"], annex_path(path))
     return obj
-
-
-def update_card(path: str | Path, **fields: Any) -> None:
-    """Replace fields of a checkpoint's model card (e.g. ``metrics`` after evaluation),
-    rewriting the file atomically and leaving weights and optimiser state untouched."""
-    path = Path(path)
-    ckpt = read_checkpoint(path)
-    ckpt["card"] = {**ckpt["card"], **fields}
-    write_checkpoint(path, ckpt)
 
 
 def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from brainmri.training.sampling import (
     class_weights,
     epoch_batches,
     generator,
-    step_seed,
+    step_rng,
     steps_per_epoch,
 )
 
@@ -271,12 +271,12 @@ def train_one_epoch(
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            # Dropout draws from a generator keyed by the step, so that a resumed run, every
-            # rank and any number of loader workers get the masks of an uninterrupted run.
-            torch.manual_seed(step_seed(config.seed, epoch, step, rank))
             at_boundary = False
             lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step uses (the schedule then moves on)
-            batch_loss, batch_correct = train_step(parts, x, y)
+            # Dropout draws from generators keyed by the step, so that a resumed run, every
+            # rank and any number of loader workers get the masks of an uninterrupted run.
+            with step_rng(device, config.seed, epoch, step, rank):
+                batch_loss, batch_correct = train_step(parts, x, y)
             loss_sum += batch_loss
             correct += batch_correct
             seen += len(y)

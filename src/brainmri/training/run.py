@@ -207,7 +207,7 @@ def _start(
 
     config, rows, folder = _resolve_config(config, run, rank, world_size, device, overwrite, resume, lock)
     precision = resolve_precision(config.precision, device)
-    torch.manual_seed(config.seed + rank)  # weight init; dropout is re-seeded every step
+    torch.manual_seed(config.seed + rank)  # weight init; dropout draws from per-step seeds (sampling.step_rng)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -259,7 +259,7 @@ def _start(
     parts = engine.build_parts(model, loop, train_y, precision, device, rank, world_size)
     state = engine.TrainState()
     if resume:
-        ckpt = read_checkpoint(run.last)
+        ckpt = read_checkpoint(run.last, annex=False)
         state = engine.restore(parts, ckpt, rank == 0)
     return r, parts, state, t0
 
@@ -440,45 +440,64 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
         "eval_precision": run.config.eval_precision,
         "world_size": run.world_size,
     }
-    summary["input_check"] = _calibrate(run)
-    summary["temperature"] = _fit_temperature(run)
+    summary["input_check"], summary["temperature"] = _fit_kept_model(run)
     write_json(run.dir.summary, summary)
     chosen = f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}" if run.selects else "kept the last epoch"
     run.log(f"finished: {chosen}, {total:.1f}s in total; run folder {run.dir.path}")
 
 
-def _calibrate(run: _Run) -> str:
-    """Calibrate the input check on the kept model (a failure is logged: 'brainmri calibrate RUN' can redo it)."""
-    from brainmri.inference.input_check import calibrate_input_check
+def _fit_kept_model(run: _Run) -> tuple[str, float | None]:
+    """Fit the input check and the temperature on the kept model and write them into its
+    ``best.pt``, once: the last write of that file (evaluation and later calibrations record
+    theirs beside it). Returns the summary's words on the input check, and the temperature."""
+    from brainmri.inference.input_check import STATS_KEY
+    from brainmri.models.checkpoint import read_checkpoint, write_checkpoint
+
+    ckpt = read_checkpoint(run.dir.best, annex=False)
+    check, entry, stats = _calibrate(run, ckpt)
+    temperature, fit = _fit_temperature(run, ckpt)
+    card = dict(ckpt["card"])
+    if entry is not None:
+        card["input_check"], ckpt[STATS_KEY] = entry, stats
+    if fit is not None:
+        card.update(temperature=temperature, calibration=fit)
+    if entry is not None or fit is not None:
+        write_checkpoint(run.dir.best, {**ckpt, "card": card})
+    return check, temperature
+
+
+def _calibrate(run: _Run, ckpt: dict[str, Any]) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """Calibrate the input check on the kept model (a failure is logged: 'brainmri calibrate RUN'
+    can redo it); returns the summary's words, the card entry and the statistics."""
+    from brainmri.inference.input_check import fit_input_check
 
     try:
-        entry = calibrate_input_check(run.dir.path, device=run.device, overwrite=True)
+        entry, stats = fit_input_check(run.dir.path, ckpt, device=run.device)
     except BrainMRIError as exc:
         run.log(f"input check not calibrated: {exc}; run 'brainmri calibrate {run.dir.path}' to do it")
-        return f"not calibrated: {exc}"
+        return f"not calibrated: {exc}", None, None
     run.log(
         f"input check calibrated on {entry['calibrated_on']['images']} training images: "
         f"threshold {entry['threshold']:.2f} (percentile {entry['percentile']:g}), "
         f"image statistics threshold {entry['image_statistics']['threshold']:.2f}"
     )
-    return f"calibrated, threshold {entry['threshold']:.4g}"
+    return f"calibrated, threshold {entry['threshold']:.4g}", entry, stats
 
 
-def _fit_temperature(run: _Run) -> float | None:
+def _fit_temperature(run: _Run, ckpt: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
     """Fit temperature scaling on the validation side (never the test side) with the kept
-    model, and store it in that model's card; None without a validation side."""
+    model: the temperature and the card's record of the fit; None, None without a validation side."""
     from brainmri.inference.forward import probabilities
     from brainmri.metrics.calibration import fit_temperature, nll
-    from brainmri.models.checkpoint import load_model, update_card
+    from brainmri.models.checkpoint import model_from_checkpoint
 
     if not run.selects or len(run.val_y) == 0:
-        return None
-    model, card = load_model(run.dir.best, device=run.device)
+        return None, None
+    model, card = model_from_checkpoint(ckpt, run.dir.best, device=run.device)
     proba = probabilities(model, run.val_x, flip=bool(card.get("tta")), device=run.device)
     labels = run.val_y.cpu().numpy()
     temperature = fit_temperature(proba, labels)
     fit = {"fitted_on": f"val side of split.csv, {len(labels)} images carved from training", "temperature": temperature,
            "val_nll_before": nll(proba, labels)}  # fmt: skip
-    update_card(run.dir.best, temperature=temperature, calibration=fit)
     run.log(f"temperature scaling fitted on {len(labels)} validation images: T = {temperature:.3f}")
-    return temperature
+    return temperature, fit

@@ -7,7 +7,9 @@ continue exactly where it stopped, with any number of loader workers or processe
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -27,8 +29,27 @@ def generator(*key: int) -> torch.Generator:
 
 
 def step_seed(*key: int) -> int:
-    """A seed for the global RNG from (seed, epoch, step, rank)."""
+    """A seed for a training step's default generators from (seed, epoch, step, rank)."""
     return int(generator(*key).initial_seed())
+
+
+@contextlib.contextmanager
+def step_rng(device: torch.device, *key: int) -> Iterator[None]:
+    """Seed the generators one training step's dropout draws from (the CPU's and ``device``'s)
+    by (seed, epoch, step, rank), and put their state back afterwards: the masks are those of an
+    uninterrupted run on any number of ranks and workers, and code around training sees torch's
+    global RNG as it left it."""
+    seed = step_seed(*key)
+    cuda = device.type == "cuda"
+    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda else 0
+    # nn.Dropout takes no generator: it draws from the device's default one, so that is seeded, only inside this fork.
+    with torch.random.fork_rng(devices=[index] if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        elif device.type == "mps":  # pragma: no cover - Apple GPUs; their state is not put back
+            torch.mps.manual_seed(seed)
+        yield
 
 
 def epoch_order(labels: torch.Tensor, balance: str, seed: int, epoch: int) -> torch.Tensor:

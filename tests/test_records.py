@@ -42,7 +42,7 @@ def prepared(trained_run) -> Path:
 
 def test_training_and_evaluation_read_the_prepared_records_once(prepared, tmp_path, monkeypatch, reads):
     # The input check's calibration at the end reads the training images on its own (inference.input_check).
-    monkeypatch.setattr(training_run, "_calibrate", lambda run: "not calibrated here")
+    monkeypatch.setattr(training_run, "_calibrate", lambda run, ckpt: ("not calibrated here", None, None))
     config = TrainConfig(data=str(prepared), arch="resnet18", weights="none", epochs=1, batch_size=8, image_size=32,
                          limit_per_class=6, val_size=0.3, device="cpu")  # fmt: skip
     run_dir = training_run.train(config, tmp_path / "run", progress=False)

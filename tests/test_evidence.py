@@ -305,3 +305,30 @@ def test_the_localisation_goal_is_judged_from_the_record():
     assert "**Not met**" in text and "overlaps" in text
     record["chosen_on_report"]["pointing_0.1"] = ci(0.79, 0.74, 0.84)  # clear of the prior, under the goal
     assert "**Not met**" in localisation_findings(record)
+
+
+def test_publish_keeps_records_drops_weights_and_unfinished_runs(tmp_path):
+    from PIL import Image
+
+    from brainmri.experiments.publish import MAX_FIGURE_BYTES, publish
+
+    src = tmp_path / "results"
+    done, running = src / "runs" / "resnet50" / "seed42", src / "runs" / "resnet50" / "seed43"
+    for run in (done, running):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.pt").write_bytes(b"weights")
+        (run / "train.log").write_text("epoch 1\n")
+    (done / "summary.json").write_text("{}")
+    (done / "metrics.json").write_text('{"accuracy": 0.9}')
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(done / "curves.png")  # incompressible: well over the limit
+    assert (done / "curves.png").stat().st_size > MAX_FIGURE_BYTES
+    (src / "report.md").write_text("# report\n")
+    (src / "report.html").write_text("<html>big</html>")
+
+    written = {p.relative_to(tmp_path / "out").as_posix() for p in publish(src, tmp_path / "out")}
+    assert written == {"report.md", "runs/resnet50/seed42/summary.json", "runs/resnet50/seed42/metrics.json",
+                       "runs/resnet50/seed42/train.log", "runs/resnet50/seed42/curves.png"}  # fmt: skip
+    assert (tmp_path / "out" / "runs/resnet50/seed42/curves.png").stat().st_size <= MAX_FIGURE_BYTES
+    with pytest.raises(BrainMRIError, match="already exists"):
+        publish(src, tmp_path / "out")

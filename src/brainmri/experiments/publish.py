@@ -47,10 +47,15 @@ def publish(src: str | Path, dest: str | Path, overwrite: bool = False) -> list[
         raise BrainMRIError(f"{dest} already exists; pass --overwrite to replace it")
     if dest.exists():
         shutil.rmtree(dest)
+    # A run still training (checkpoints, no summary yet) has no numbers to publish: left out, so
+    # that its half-written log and history are not taken for a result.
+    unfinished = [c.parent for c in src.rglob("checkpoints") if not (c.parent / "summary.json").is_file()]
     written = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         if any(part in SKIP_DIRS for part in rel.parts) or path.suffix in SKIP_SUFFIXES or not path.is_file():
+            continue
+        if any(path.is_relative_to(run) for run in unfinished):
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)

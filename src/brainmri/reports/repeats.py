@@ -135,7 +135,10 @@ def verdict(pairs: list[dict[str, Any]], where: str) -> str:
             )
         )
     if same:
-        parts.append("cannot be told apart: " + ", ".join(names(p) for p in same))
+        parts.append(
+            "cannot be told apart: "
+            + ", ".join(names(p) + (" (one run each: no t-test)" if len(p["seeds"]) < 2 else "") for p in same)
+        )
     return f"On {where}, with both CIs required to exclude zero, " + "; ".join(parts) + "."
 
 

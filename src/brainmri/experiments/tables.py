@@ -128,14 +128,11 @@ def pairs_table(folder: Path) -> str:
     return markdown_table(header, rows) + "\n\n" + "\n".join(verdicts)
 
 
-def _first_run_calibration(run: dict[str, Any], name: str | None) -> dict[str, Any] | None:
+def _run_calibration(run: dict[str, Any], name: str | None, temperature: float) -> dict[str, Any]:
+    """NLL, Brier and ECE before and after ``temperature`` on the run's test side (``name``
+    None) or one external folder, recomputed from its predictions."""
     rd = RunDir(run["path"])
-    if not rd.val_predictions.is_file():
-        return None
-    y_val, p_val, _, _ = read_predictions(rd.val_predictions)
-    temperature = fit_temperature(p_val, y_val)
-    path = (rd.eval_dir(name) / PREDICTIONS_CSV) if name else rd.predictions
-    y, p, _, _ = read_predictions(path)
+    y, p, _, _ = read_predictions((rd.eval_dir(name) / PREDICTIONS_CSV) if name else rd.predictions)
     return calibration_scores(p, y, temperature, n_bootstrap=1000)
 
 
@@ -149,18 +146,20 @@ def calibration_table(folder: Path) -> str:
     rows = []
     for arch, res in results.items():
         first = res["runs"][0]
-        temps = [_run_temperature(r) for r in res["runs"]]
+        temps = [_run_temperature(r) for r in res["runs"]]  # each fitted once, from the records
+        if temps[0] is None:  # the first run has no validation side: nothing was calibrated
+            continue
+        temp_text = ", ".join(f"{t:.2f}" for t in temps if t is not None)
         for name in [None, *first.get("external", {})]:
-            c = _first_run_calibration(first, name)
-            if c is None:
-                continue
+            c = _run_calibration(first, name, temps[0])
             cells = [f"{_ci(c['before'][k])} → {_ci(c['after'][k])}" for k in ("nll", "brier", "ece")]
-            temp_text = ", ".join(f"{t:.2f}" for t in temps if t is not None)
             rows.append([pretty(arch), temp_text, f"{name or 'test'} (seed {first['seed']})", *cells])
     return markdown_table(header, rows)
 
 
 def _run_temperature(run: dict[str, Any]) -> float | None:
+    """The temperature fitted on the run's validation predictions, as training fits it; None
+    without a validation side."""
     rd = RunDir(run["path"])
     if not rd.val_predictions.is_file():
         return None

@@ -111,19 +111,14 @@ def verdict(pairs: list[dict[str, Any]], where: str) -> str:
         # say what the image bootstrap alone shows, so a reader sees why.
         boot = [p for p in pairs if paired.told_apart(p["bootstrap"])]
         rest = [p for p in pairs if p not in boot]
-        shown = "; ".join(
-            part
-            for part in (
-                "the paired bootstrap over images alone excludes zero for " + ", ".join(map(names, boot))
-                if boot
-                else "",
-                "not for " + ", ".join(map(names, rest)) if rest else "",
-            )
-            if part
-        )
+        shown = []
+        if boot:
+            shown.append("the paired bootstrap over images alone excludes zero for " + ", ".join(map(names, boot)))
+        if rest:
+            shown.append("not for " + ", ".join(map(names, rest)))
         return (
             f"On {where}, one run per model: the corrected t-test needs two seeds or more, so no pair is "
-            f"told apart yet ({shown})."
+            f"told apart yet ({'; '.join(shown)})."
         )
     parts = []
     if apart:

@@ -6,6 +6,7 @@ interrupted command never leaves a half-written file, or a folder, that looks fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -268,3 +269,9 @@ def check_output(path: str | Path, overwrite: bool = False) -> Path:
     except OSError as exc:
         raise BrainMRIError(f"cannot write {shown(path)}: {exc.strerror or exc}") from None
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, read in chunks: what records and annexes name a file by."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from brainmri.errors import BrainMRIError
-from brainmri.files import atomic_write_bytes, atomic_write_text
+from brainmri.files import atomic_write_bytes, atomic_write_text, file_sha256
 
 FORMAT = "brainmri-card-annex"
 VERSION = 1
@@ -47,11 +47,6 @@ def tensors_path(checkpoint: str | Path, key: str) -> Path:
     """``checkpoints/best.pt``, ``input_check`` -> ``checkpoints/best.input_check.safetensors``."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.{key}.safetensors")
-
-
-def file_sha256(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _read(checkpoint: Path, digest: str | None = None) -> dict[str, Any] | None:

@@ -120,16 +120,10 @@ def weights_record(arch: str, weights: str) -> dict:
     """Which weights initialised a model, exactly: torchvision's weights enum (e.g.
     ``ResNet50_Weights.IMAGENET1K_V2``) and the SHA-256 of the file that was loaded, since a
     cached or local file can be anything. Recorded in every model card."""
-    import hashlib
+    from brainmri.files import file_sha256
 
     def sha256(path: Path) -> str | None:
-        if not path.is_file():
-            return None
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(path) if path.is_file() else None
 
     if weights in ("none", "", None):
         return {"kind": "random initialisation", "enum": None, "file": None, "sha256": None}

@@ -12,7 +12,6 @@ rather than failing or guessing.
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,7 +20,7 @@ from brainmri.data import prepared as data_mod
 from brainmri.data import splitfile
 from brainmri.errors import BrainMRIError
 from brainmri.evaluation.gallery import FAILURES_CSV, FAILURES_PNG
-from brainmri.files import read_json
+from brainmri.files import file_sha256, read_json
 from brainmri.rundir import RunDir
 
 
@@ -83,7 +82,7 @@ class Records:
 
 
 def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def _run_dir(out: Path, arch: str, res: dict[str, Any]) -> RunDir:

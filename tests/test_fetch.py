@@ -15,7 +15,15 @@ import pytest
 from conftest import real_images
 
 from brainmri.cli.command import main
-from brainmri.data.fetch import MARKER, ensure_dataset, fetch
+from brainmri.data.fetch import (
+    DATASET_COMMIT,
+    DATASET_SHA256,
+    DEFAULT_URL,
+    MARKER,
+    content_digest,
+    ensure_dataset,
+    fetch,
+)
 from brainmri.errors import BrainMRIError
 
 TOP = "Brain-Tumor-Classification-DataSet-master"
@@ -187,3 +195,28 @@ def test_a_url_that_is_not_one_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--url must be an http://, https:// or file:// URL" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_download_is_pinned_to_the_published_images(sartaj):
+    """The default URL names a commit, not a branch, and the pinned content digest is that of
+    the dataset's images as published (the shared copy), so a changed dataset is refused."""
+    assert DATASET_COMMIT in DEFAULT_URL and "refs/heads" not in DEFAULT_URL
+    assert content_digest(sartaj) == DATASET_SHA256
+
+
+def test_content_digest_refuses_other_images(tmp_path, sartaj, capsys):
+    archive = _make_zip(tmp_path / "master.zip", sartaj)
+    first = fetch(tmp_path / "a", url=archive.as_uri(), progress=False)
+    recorded = json.loads((first / MARKER).read_text())["content_sha256"]
+    assert recorded == content_digest(first) != DATASET_SHA256
+    assert fetch(tmp_path / "b", url=archive.as_uri(), content_sha256=recorded, progress=False).is_dir()
+    with pytest.raises(BrainMRIError, match="not the pinned dataset"):
+        fetch(tmp_path / "c", url=archive.as_uri(), content_sha256=DATASET_SHA256, progress=False)
+    assert not (tmp_path / "c").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no partial download is left"
+    with pytest.raises(BrainMRIError, match="content digest"):
+        fetch(tmp_path / "a", url=archive.as_uri(), content_sha256=DATASET_SHA256, progress=False)
+    args = ["data", "fetch", "--dest", str(tmp_path / "d"), "--url", archive.as_uri(), "--content-sha256", "abc"]
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "64 hexadecimal digits" in err and not (tmp_path / "d").exists()

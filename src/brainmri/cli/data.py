@@ -21,6 +21,10 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--url", help="archive URL (http(s) or file://)")
     f.add_argument("--sha256", help="expected SHA-256 of the archive")
     f.add_argument(
+        "--content-sha256",
+        help="expected content digest of the unpacked images (default for the default URL: the pinned dataset's)",
+    )
+    f.add_argument(
         "--force",
         action="store_true",
         help="download again, replacing an earlier download of this tool in --dest (never any other folder)",
@@ -94,7 +98,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
 def _run_data_fetch(args: argparse.Namespace) -> int:
     from brainmri.data.fetch import DEFAULT_URL, fetch
 
-    path = fetch(args.dest, url=args.url or DEFAULT_URL, force=args.force, sha256=args.sha256)
+    path = fetch(
+        args.dest, url=args.url or DEFAULT_URL, force=args.force, sha256=args.sha256, content_sha256=args.content_sha256
+    )
     print(path)
     return 0
 

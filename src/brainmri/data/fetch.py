@@ -4,6 +4,13 @@ The archive is checked (zip integrity, expected ``Training/`` and ``Testing/`` c
 optionally a SHA-256) before it is unpacked into a temporary sibling folder that is renamed
 into place; ``fetch.json`` is written last, so a cache folder without it is incomplete.
 
+The default download is pinned twice: the URL names one commit of the dataset's repository,
+not a branch that can move, and the unpacked images must have the content digest
+``DATASET_SHA256`` (see ``content_digest``). The digest is of the images, not of the zip:
+GitHub builds its archives on request and does not promise the same bytes each time, so a
+pin on the archive's SHA-256 could fail on an unchanged dataset, while a pin on the content
+fails only when an image is added, removed, renamed or changed.
+
 ``fetch.json`` is also the marker that a folder is this tool's download: it names the tool and
 lists the folder's top-level entries. ``force`` replaces only such a folder, and only while it
 holds nothing the download did not bring; any other non-empty folder is left alone.
@@ -15,8 +22,10 @@ URL, which pooch has no downloader for, is a plain copy. The unpacking stays her
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.parse
@@ -26,9 +35,13 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from brainmri.errors import BrainMRIError
-from brainmri.files import publish_dir, shown, staging_dir
+from brainmri.files import file_sha256, publish_dir, shown, staging_dir
 
-DEFAULT_URL = "https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet/archive/refs/heads/master.zip"
+#: One commit of the dataset's repository, so that the default download cannot move under a run.
+DATASET_COMMIT = "18d3626fff7003930bce69cf1b42a42bb15c67e4"
+DEFAULT_URL = f"https://github.com/SartajBhuvaji/Brain-Tumor-Classification-DataSet/archive/{DATASET_COMMIT}.zip"
+#: ``content_digest`` of the dataset's 3,264 images (Training/ and Testing/), as published.
+DATASET_SHA256 = "0dc374618afd0235a38fbac8e505f98afab64fc72f8620da578d246537bb7962"
 DATASET_NAME = "brain-tumor-mri-sartaj"
 MARKER = "fetch.json"
 #: Written into the marker, so that a stray ``fetch.json`` of another program is not taken for ours.
@@ -108,6 +121,19 @@ def _archive_root(zf: zipfile.ZipFile) -> str:
     return root
 
 
+def content_digest(folder: str | Path) -> str:
+    """The SHA-256 of a dataset's content: of the sorted lines ``relative/path<TAB>file SHA-256``,
+    one per file under ``Training/`` and ``Testing/``. It names the images themselves, whatever
+    archive or copy they came from, so a local copy can be checked against the pinned dataset."""
+    folder = Path(folder)
+    lines = []
+    for split in EXPECTED_SPLITS:
+        for path in sorted((folder / split).rglob("*")):
+            if path.is_file():
+                lines.append(f"{path.relative_to(folder).as_posix()}\t{file_sha256(path)}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
+
+
 def check_url(url: str) -> str:
     """``url`` if it is an http(s):// or file:// URL, else one clear error (before any work)."""
     parts = urllib.parse.urlsplit(url)
@@ -159,18 +185,33 @@ def fetch(
     force: bool = False,
     sha256: str | None = None,
     progress: bool = True,
+    content_sha256: str | None = None,
 ) -> Path:
     """Download, check and unpack the dataset; return the folder holding ``Training/`` and
     ``Testing/``. A complete earlier download is reused unless ``force``; ``force`` replaces
-    only a folder that this tool's marker shows to be an unchanged earlier download."""
+    only a folder that this tool's marker shows to be an unchanged earlier download.
+
+    ``sha256`` pins the archive's bytes, ``content_sha256`` the unpacked images
+    (``content_digest``); the default URL is checked against ``DATASET_SHA256`` unless another
+    content digest is given, so a changed dataset is refused rather than trained on."""
     import pooch
 
     check_url(url)
+    for name, value in (("--sha256", sha256), ("--content-sha256", content_sha256)):
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise BrainMRIError(f"{name} must be 64 hexadecimal digits, got {value!r}")
+    if content_sha256 is None and url == DEFAULT_URL:
+        content_sha256 = DATASET_SHA256
     dest = Path(dest) if dest is not None else default_dest()
     done = read_marker(dest)
     if done is not None and not force:
         if sha256 and done.get("sha256", "").lower() != sha256.lower():
             raise BrainMRIError(f"{dest} holds a download with SHA-256 {done.get('sha256')}, not {sha256}; use --force")
+        recorded = done.get("content_sha256")
+        if content_sha256 and recorded and recorded != content_sha256.lower():
+            raise BrainMRIError(
+                f"{dest} holds images with content digest {recorded}, not {content_sha256}; use --force"
+            )
         if url != DEFAULT_URL and done.get("url") != url:
             raise BrainMRIError(f"{dest} holds a download from {done.get('url')}, not {url}; use --force")
         return dest
@@ -189,9 +230,22 @@ def fetch(
         except zipfile.BadZipFile:
             raise BrainMRIError(f"{url} is not a zip archive") from None
         data = work / "unpacked" / root
+        content = content_digest(data)
+        if content_sha256 and content != content_sha256.lower():
+            raise BrainMRIError(
+                f"the images from {url} are not the pinned dataset (content digest {content}, expected "
+                f"{content_sha256}); nothing was kept. To use this version knowingly, pass --content-sha256 {content}"
+            )
         counts = {split: sum(1 for p in (data / split).rglob("*") if p.is_file()) for split in EXPECTED_SPLITS}
         entries = sorted(p.name for p in data.iterdir())
-        info = {"tool": TOOL, "url": url, "sha256": digest, "files": counts, "entries": entries}
+        info = {
+            "tool": TOOL,
+            "url": url,
+            "sha256": digest,
+            "content_sha256": content,
+            "files": counts,
+            "entries": entries,
+        }
         (data / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         publish_dir(data, dest)
     finally:

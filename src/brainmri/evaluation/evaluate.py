@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from brainmri.errors import BrainMRIError
-from brainmri.evaluation.record import Run
-from brainmri.evaluation.record import read_json_file as _read_json
 from brainmri.files import atomic_write_text, plain_name, shown
 from brainmri.inference.forward import probabilities
 from brainmri.inference.input_check import source_reasons
+from brainmri.inference.run_record import Run
+from brainmri.inference.run_record import read_json_file as _read_json
 from brainmri.io.images import ImageError, read_image
 from brainmri.io.preprocess import stack, to_array
 from brainmri.metrics.classification import compute_metrics
@@ -166,7 +166,7 @@ def _folder(
     return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source, reasons
 
 
-def write_predictions(
+def write_labelled_predictions(
     path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes, warnings=None
 ) -> None:
     """One row per image, so figures and error analysis can be redone without the model; with
@@ -268,7 +268,7 @@ def evaluate_run(
         **run_summary(run_dir),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
+    write_labelled_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
     if data is None:
         _write_val_predictions(record, model, batch_size, device, flip)
     temperature = run_temperature(run_dir, card)
@@ -342,7 +342,7 @@ def _write_val_predictions(run: Run, model, batch_size: int, device: str, flip: 
         return
     images, labels, paths = load_split(run.prepared, run.dir.split, "val", size=run.card["image_size"])
     proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
-    write_predictions(run.dir.val_predictions, paths, labels.numpy(), proba, list(run.card["classes"]))
+    write_labelled_predictions(run.dir.val_predictions, paths, labels.numpy(), proba, list(run.card["classes"]))
 
 
 def _check_outputs(out_dir: Path, overwrite: bool, named: bool) -> None:

@@ -52,14 +52,14 @@ def _heatmaps(run: RunDir, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray,
     import torch
 
     from brainmri.data.prepared import load_split
-    from brainmri.files import read_json
     from brainmri.inference.explain import DEFAULT_EXPLAINER, Explainer, overlay, saliency
+    from brainmri.inference.run_record import Run
     from brainmri.io.preprocess import to_input
     from brainmri.models.checkpoint import load_model
 
     model, card = load_model(run.best)
-    config = read_json(run.config, {})
-    images, _, paths = load_split(config["data"], run.split, "test", size=card["image_size"])
+    record = Run.read(run.path, card)  # its prepared folder: a clear line if it has moved
+    images, _, paths = load_split(record.prepared, run.split, "test", size=card["image_size"])
     index = {p: i for i, p in enumerate(paths)}
     chosen = (card.get("explanation") or {}).get("chosen")
     explainer = Explainer.parse(chosen) if chosen else DEFAULT_EXPLAINER

@@ -20,14 +20,17 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from brainmri.errors import BrainMRIError
+from brainmri.inference.run_record import Run
 from brainmri.io.images import IMAGE_SUFFIXES
-from brainmri.rundir import RunDir
+
+if TYPE_CHECKING:
+    from brainmri.inference.predictor import Predictor
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -83,17 +86,13 @@ def _folder_images(folder: Path) -> list[tuple[str, Path]]:
 
 def _held_out(run_dir: Path) -> list[tuple[str, Path]]:
     """The run's test side (prepared PNGs), or [] when the run folder does not say where it is."""
-    from brainmri.data.splitfile import read_split, select_split
-    from brainmri.files import read_json
+    from brainmri.data.splitfile import select_split
 
-    config = read_json(RunDir(run_dir).config, {}) or {}
-    prepared, split = Path(config.get("data") or "/nonexistent"), RunDir(run_dir).split
-    if not prepared.is_dir() or not split.is_file():
+    run = Run.read(run_dir, card={})
+    rows = run.split
+    if run.data is None or rows is None or run.fold is not None or "fold" in rows[0]:
         return []
-    rows = read_split(split)
-    if "fold" in rows[0]:
-        return []
-    return [(r["path"], prepared / r["path"]) for r in select_split(rows, "test")]
+    return [(r["path"], run.data / r["path"]) for r in select_split(rows, "test")]
 
 
 #: The reasons counted, as the warnings word them.
@@ -101,7 +100,7 @@ REASONS = ("too small", "near-constant", "grey levels", "in colour", "image stat
 
 
 def count_flagged(
-    predictor: Any, images: Iterable[tuple[str, str | Path | bytes]], batch_size: int = 32
+    predictor: Predictor, images: Iterable[tuple[str, str | Path | bytes]], batch_size: int = 32
 ) -> dict[str, Any]:
     """Classify ``images`` (name, file or bytes) with ``predictor``; counts of flagged images by
     reason. Files are read as predict reads them (regular files only, size-capped)."""
@@ -114,8 +113,9 @@ def count_flagged(
     flagged = [r for r in ok if r.input_warning]
     reasons: dict[str, int] = {}
     for r in flagged:
+        warning = r.input_warning or ""
         for key in REASONS:
-            if key in r.input_warning:
+            if key in warning:
                 reasons[key] = reasons.get(key, 0) + 1
     return {
         "files": len(rows),

@@ -37,10 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from brainmri.data.prepared import PreparedFolder
 from brainmri.errors import BrainMRIError
+from brainmri.inference.run_record import Run
 from brainmri.rundir import RunDir
 
 if TYPE_CHECKING:
+    from brainmri.inference.forward import Model
     from brainmri.inference.image_stats import ImageStatisticsScore
 
 #: Smallest source side accepted as a slice (the training images' smallest side is 167 px).
@@ -165,32 +168,28 @@ def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, groups: list[s
 # --- calibration on a run ------------------------------------------------------------------
 
 
-def _training_side(run_dir: Path, card: dict[str, Any], data: str | Path | None):
+def _training_side(run: Run):
     """The run's training images (train and val sides, never test) at the model's size."""
     from brainmri.data.prepared import load_split
-    from brainmri.data.splitfile import read_split, select_split
-    from brainmri.files import read_json
+    from brainmri.data.splitfile import select_split
 
-    config = read_json(RunDir(run_dir).config, {}) or {}
-    prepared = Path(data) if data is not None else Path(config.get("data") or "")
-    split = RunDir(run_dir).split
-    if not str(prepared) or str(prepared) == "." or not prepared.is_dir():
+    if run.folder is None and run.data is None:
         raise BrainMRIError(
-            f"the prepared data of run {run_dir} ({config.get('data') or 'not recorded'}) is not there; "
+            f"the prepared data of run {run.path} ({run.config.get('data') or 'not recorded'}) is not there; "
             "the input check is calibrated on the run's training images: pass --data PREPARED"
         )
-    if not split.is_file():
-        raise BrainMRIError(f"run {run_dir} has no split.csv: its training side is unknown")
-    rows = read_split(split)
-    fold = config.get("fold") if "fold" in rows[0] else None
+    rows = run.split
+    if rows is None:
+        raise BrainMRIError(f"run {run.path} has no split.csv: its training side is unknown")
+    fold = run.fold
     sides = ["train"] + (["val"] if fold is None and any(r["side"] == "val" for r in rows) else [])
     images, labels, groups = [], [], []
     for side in sides:
-        x, y, _ = load_split(prepared, split, side, fold=fold, size=int(card["image_size"]))
+        x, y, _ = load_split(run.prepared, run.dir.split, side, fold=fold, size=int(run.card["image_size"]))
         images.append(x)
         labels.append(y.numpy())
         groups += [r.get("group") or r["path"] for r in select_split(rows, side, fold)]
-    source = {"prepared": str(prepared), "split": str(split), "sides": sides, "fold": fold}
+    source = {"prepared": str(run.prepared.path), "split": str(run.dir.split), "sides": sides, "fold": fold}
     return torch.cat(images), np.concatenate(labels), groups, source
 
 
@@ -232,6 +231,7 @@ def fit_input_check(
     ckpt: dict[str, Any],
     *,
     data: str | Path | None = None,
+    folder: PreparedFolder | None = None,
     device: str | torch.device = "auto",
     batch_size: int = 64,
     percentile: float = PERCENTILE,
@@ -240,16 +240,16 @@ def fit_input_check(
     """The input check of the run's model ``ckpt`` (as read from its ``best.pt``) fitted on the
     run's training side: the card entry and the statistics (:data:`STATS_KEY` group). Writes
     nothing: training puts them into the checkpoint it writes, :func:`calibrate_input_check`
-    beside it (``where``: "in" or "beside", for the card's words)."""
+    beside it (``where``: "in" or "beside", for the card's words). ``data`` replaces the run's
+    recorded prepared folder; ``folder`` is that folder already opened (training's)."""
     from brainmri.inference.forward import probabilities_with
     from brainmri.models.checkpoint import model_from_checkpoint
     from brainmri.runtime import resolve_device
 
     _check_percentile(percentile)
-    run_dir = Path(run_dir)
-    ckpt_path = RunDir(run_dir).best
-    card = ckpt["card"]
-    images, labels, groups, source = _training_side(run_dir, card, data)
+    run = Run.read(run_dir, ckpt["card"], folder).with_data(data)
+    ckpt_path = run.dir.best
+    images, labels, groups, source = _training_side(run)
     dev = resolve_device(device) if isinstance(device, str) else device
     model, _ = model_from_checkpoint(ckpt, ckpt_path, device=dev)
     _, features = probabilities_with(model, images, _identity, batch_size=batch_size, device=dev)
@@ -383,7 +383,7 @@ class InputCheck:
         return cls(threshold, ONNX_OUTPUT, f"{_status(image)} (threshold {threshold:.1f}, in the ONNX graph)", image)
 
     def classify(
-        self, model: Any, images: torch.Tensor, reasons: list[list[str]], **kwargs: Any
+        self, model: Model, images: torch.Tensor, reasons: list[list[str]], **kwargs: Any
     ) -> tuple[np.ndarray, list[str | None], np.ndarray | None]:
         """Probabilities, each slice's warning (None: nothing to say) and scores (None without a score)."""
         from brainmri.inference.forward import probabilities, probabilities_with
@@ -411,7 +411,7 @@ class InputCheck:
         return out
 
 
-def _threshold(entry: Any) -> float:
+def _threshold(entry: object) -> float:
     """The card's threshold, checked: a hand-edited NaN would flag every image, a negative one too."""
     value = entry.get("threshold") if isinstance(entry, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):

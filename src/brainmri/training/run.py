@@ -68,6 +68,7 @@ class _Run:
     val_y: torch.Tensor
     selects: bool
     card_base: dict[str, Any]
+    folder: PreparedFolder  # the prepared folder's records, read once
 
     @property
     def main(self) -> bool:
@@ -254,7 +255,21 @@ def _start(
     card_base = card_fields(config, run, train_y, folder, selects)
     loop = config.loop_section()
     r = _Run(
-        run, config, loop, device, precision, rank, world_size, log, train_x, train_y, val_x, val_y, selects, card_base
+        run,
+        config,
+        loop,
+        device,
+        precision,
+        rank,
+        world_size,
+        log,
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        selects,
+        card_base,
+        folder,
     )
     parts = engine.build_parts(model, loop, train_y, precision, device, rank, world_size)
     state = engine.TrainState()
@@ -472,7 +487,7 @@ def _calibrate(run: _Run, ckpt: dict[str, Any]) -> tuple[str, dict[str, Any] | N
     from brainmri.inference.input_check import fit_input_check
 
     try:
-        entry, stats = fit_input_check(run.dir.path, ckpt, device=run.device)
+        entry, stats = fit_input_check(run.dir.path, ckpt, folder=run.folder, device=run.device)
     except BrainMRIError as exc:
         run.log(f"input check not calibrated: {exc}; run 'brainmri calibrate {run.dir.path}' to do it")
         return f"not calibrated: {exc}", None, None

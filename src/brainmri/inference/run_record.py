@@ -1,7 +1,7 @@
-"""A finished run as evaluation reads it: :class:`Run` holds its folder, its ``config.json``, the
-card of its kept model and, read on first use and then kept, its split rows and its prepared
-folder, so that an evaluation reads each of a run's records once instead of rebuilding paths and
-re-reading files function by function.
+"""A finished run as evaluation, the input check's calibration and the failure gallery read it:
+:class:`Run` holds its folder, its ``config.json``, the card of its kept model and, read on first
+use and then kept, its split rows and its prepared folder, so that each of a run's records is read
+once instead of paths being rebuilt and files re-read function by function.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,25 @@ def read_json_file(path: Path) -> dict[str, Any]:
 class Run:
     """A run folder with what evaluation needs of it. ``config`` is ``config.json`` as the run
     wrote it (a mapping: an older run's lacks later settings, and evaluating it needs none);
-    ``card`` the kept model's card, as the caller read it with the model."""
+    ``card`` the kept model's card, as the caller read it with the model; ``folder`` the prepared
+    folder already opened by the caller (training), else opened on first use."""
 
     dir: RunDir
     config: Mapping[str, Any]
     card: Mapping[str, Any]
+    folder: PreparedFolder | None = None
 
     @classmethod
-    def read(cls, path: str | Path, card: Mapping[str, Any]) -> Run:
+    def read(cls, path: str | Path, card: Mapping[str, Any], folder: PreparedFolder | None = None) -> Run:
         run = RunDir(path)
-        return cls(run, read_json_file(run.config), card)
+        return cls(run, read_json_file(run.config), card, folder)
+
+    def with_data(self, data: str | Path | None) -> Run:
+        """The same run with its prepared folder at ``data`` (moved since training); unchanged
+        for None."""
+        if data is None:
+            return self
+        return replace(self, config={**self.config, "data": str(data)}, folder=None)
 
     @property
     def path(self) -> Path:
@@ -69,6 +78,8 @@ class Run:
     @functools.cached_property
     def prepared(self) -> PreparedFolder:
         """The run's prepared folder, its records (``manifest.csv``, ``prepare.json``) read once."""
+        if self.folder is not None:
+            return self.folder
         if self.data is None:
             raise BrainMRIError(f"the prepared data of run {self.path} ({self.config.get('data')}) is not there")
         return PreparedFolder.open(self.data)

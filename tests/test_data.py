@@ -441,13 +441,13 @@ def test_groups_csv_errors_are_one_line_and_write_nothing(patients, tmp_path, ca
 
 def test_split_units_need_no_prepare_json(patients, tmp_path):
     """A hand-made prepared folder (a manifest, no prepare.json) can still be split by patient."""
-    from brainmri.data.splits import split_units
+    from brainmri.data.splits import units_by_path
 
     _, prepared, csv_path, groups = patients
     bare = tmp_path / "bare"
     shutil.copytree(prepared, bare)
     (bare / "prepare.json").unlink()
-    units = split_units(bare, csv_path)
+    units = units_by_path(bare, csv_path)
     kept = [r for r in data.read_manifest(bare) if r["status"] == "kept"]
     assert {r["output_path"] for r in kept} <= set(units)
     assert units[kept[0]["output_path"]] == f"patient:{groups[kept[0]['source_path']]}"

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from brainmri.config import GROUPS_MISSING
+from brainmri.data.manifest import ManifestRow
 from brainmri.errors import BrainMRIError
 
 #: The manifest column in which prepare records each source file's group from ``--groups``.
@@ -81,7 +82,7 @@ def assign(
     return {f: groups.get(f, "") for f in files}
 
 
-def split_units(manifest: Sequence[Mapping[str, str]], patients: Mapping[str, str]) -> dict[str, str]:
+def split_units(manifest: Sequence[ManifestRow], patients: Mapping[str, str]) -> dict[str, str]:
     """``source_path -> unit`` for every readable manifest row: the connected components of
     rows that share a duplicate group or a (non-empty) patient group.
 
@@ -121,15 +122,15 @@ def split_units(manifest: Sequence[Mapping[str, str]], patients: Mapping[str, st
 
 
 def units_for(
-    manifest: Sequence[Mapping[str, str]], groups: str | Path | None, missing: str, where: str
+    manifest: Sequence[ManifestRow], groups: str | Path | None, missing: str, where: str
 ) -> dict[str, str] | None:
     """Split units of a prepared folder's manifest: from the ``groups`` CSV if given, else from
     the groups prepare recorded; None when neither exists (split by duplicate group only)."""
     if groups:
         files = [m["source_path"] for m in manifest]
         patients = assign(files, read_groups(groups), missing, groups, where)
-    elif any(m.get(PATIENT_COLUMN) for m in manifest):
-        patients = {m["source_path"]: m.get(PATIENT_COLUMN) or "" for m in manifest}
+    elif any(m.get("patient") for m in manifest):  # PATIENT_COLUMN, named so that the row's type is checked
+        patients = {m["source_path"]: m.get("patient") or "" for m in manifest}
     else:
         return None
     return split_units(manifest, patients)

@@ -22,7 +22,8 @@ from PIL import Image
 
 from brainmri.data.groups import PATIENT_COLUMN, assign, read_groups
 from brainmri.data.hashing import decode_for_hashing, duplicate_groups, map_images
-from brainmri.data.prepared import MANIFEST, MANIFEST_COLUMNS, PREPARE_JSON
+from brainmri.data.manifest import MANIFEST, MANIFEST_COLUMNS
+from brainmri.data.prepared import PREPARE_JSON
 from brainmri.data.scan import TRAIN_FOLDERS, empty_class_folders, scan
 from brainmri.errors import BrainMRIError
 from brainmri.files import publish_dir, shown, staging_dir, utf8_text
@@ -138,9 +139,9 @@ def prepare(
             columns += (PATIENT_COLUMN,)
             for m in manifest:
                 m[PATIENT_COLUMN] = patients[m["source_path"]]
-        for m in manifest:
+        for m, name in zip(manifest, names, strict=True):  # rows in the order of their staged files
             if m["status"] != "kept" and not m["status"].startswith("unreadable"):
-                (tmp / m["_name"]).unlink()
+                (tmp / name).unlink()
         summary = _summarise(manifest, rows)
         _check_kept(src, manifest, summary)
         summary["warnings"] = class_warnings(summary["after"], empty)
@@ -203,13 +204,15 @@ def _write_records(folder: Path, manifest: Sequence[dict[str, str]], columns: Se
 def _deduplicate(
     rows: Sequence[dict[str, str]], names: Sequence[str], results: Sequence[dict[str, str]], threshold: int
 ) -> list[dict[str, str]]:
-    """Manifest rows: group readable images, keep one per group, exclude label conflicts."""
+    """Manifest rows, one per source file in the order of ``rows`` (whose staged output files
+    are ``names``): group readable images, keep one per group, exclude label conflicts."""
     manifest = []
-    for r, name, res in zip(rows, names, results, strict=True):
+    for r, res in zip(rows, results, strict=True):
         m = {k: "" for k in MANIFEST_COLUMNS}
-        m.update(source_path=r["source_path"], label=r["label"], source_split=r["source_split"], _name=name)
+        m.update(source_path=r["source_path"], label=r["label"], source_split=r["source_split"])
         m.update(res)
         manifest.append(m)
+    staged = {id(m): name for m, name in zip(manifest, names, strict=True)}
     ok = [m for m in manifest if not m["status"]]
     roots = duplicate_groups([m["pixel_hash"] for m in ok], [m["phash"] for m in ok], threshold)
     members: dict[int, list[dict[str, str]]] = {}
@@ -225,19 +228,21 @@ def _deduplicate(
             if conflict:
                 m["status"] = "label_conflict"
             elif m is first:
-                m["status"], m["output_path"] = "kept", m["_name"]
+                m["status"], m["output_path"] = "kept", staged[id(m)]
             else:
                 m["status"], m["duplicate_of"] = "duplicate", first["source_path"]
-                m["_exact"] = "1" if m["pixel_hash"] == first["pixel_hash"] else ""
     return manifest
 
 
 def _summarise(manifest: Sequence[dict[str, str]], rows: Sequence[dict[str, str]]) -> dict:
     before = Counter(m["label"] for m in manifest)
     after = Counter(m["label"] for m in manifest if m["status"] == "kept")
+    pixel_hash = {m["source_path"]: m["pixel_hash"] for m in manifest}
+    duplicates = [m for m in manifest if m["status"] == "duplicate"]
+    exact = sum(1 for m in duplicates if m["pixel_hash"] == pixel_hash[m["duplicate_of"]])
     removed = {
-        "exact_duplicate": sum(1 for m in manifest if m["status"] == "duplicate" and m.get("_exact")),
-        "near_duplicate": sum(1 for m in manifest if m["status"] == "duplicate" and not m.get("_exact")),
+        "exact_duplicate": exact,
+        "near_duplicate": len(duplicates) - exact,
         "label_conflict": sum(1 for m in manifest if m["status"] == "label_conflict"),
         "unreadable": sum(1 for m in manifest if m["status"].startswith("unreadable")),
     }

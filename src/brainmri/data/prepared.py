@@ -18,34 +18,20 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import torch
 
 from brainmri.data.groups import PATIENT_COLUMN, units_for
+from brainmri.data.manifest import MANIFEST, ManifestRow
 from brainmri.data.splitfile import read_split, select_split
 from brainmri.errors import BrainMRIError
 from brainmri.io.images import ImageError, read_gray
 from brainmri.io.preprocess import stack, to_array
 from brainmri.labels import CLASSES
 
-MANIFEST = "manifest.csv"
 PREPARE_JSON = "prepare.json"
-MANIFEST_COLUMNS = (
-    "source_path",
-    "label",
-    "output_path",
-    "width",
-    "height",
-    "mode",
-    "pixel_hash",
-    "phash",
-    "group",
-    "status",
-    "source_split",
-    "duplicate_of",
-)
 
 
 @dataclass(frozen=True)
@@ -55,7 +41,7 @@ class PreparedFolder:
     and counts; empty for a folder without one). Rows are shared: read them, do not change them."""
 
     path: Path
-    manifest: tuple[Mapping[str, str], ...]
+    manifest: tuple[ManifestRow, ...]
     info: Mapping[str, Any]
 
     @classmethod
@@ -141,12 +127,12 @@ def training_overlap(
 # --- reading a prepared folder -------------------------------------------------------
 
 
-def read_manifest(prepared: Prepared) -> list[dict[str, str]]:
+def read_manifest(prepared: Prepared) -> list[ManifestRow]:
     """All rows of ``prepared/manifest.csv`` (every source file, kept or not), as new dicts."""
-    return [dict(r) for r in PreparedFolder.open(prepared).manifest]
+    return [r.copy() for r in PreparedFolder.open(prepared).manifest]
 
 
-def _read_manifest(prepared: Path) -> list[dict[str, str]]:
+def _read_manifest(prepared: Path) -> list[ManifestRow]:
     path = Path(prepared) / MANIFEST
     if not Path(prepared).is_dir():
         raise BrainMRIError(f"prepared folder not found: {prepared} (run 'brainmri data prepare SRC OUT' first)")
@@ -157,7 +143,7 @@ def _read_manifest(prepared: Path) -> list[dict[str, str]]:
         missing = {"output_path", "label", "group", "status"} - set(reader.fieldnames or ())
         if missing:
             raise BrainMRIError(f"{path} lacks columns {', '.join(sorted(missing))}")
-        return list(reader)
+        return [cast(ManifestRow, row) for row in reader]
 
 
 def kept_rows(
@@ -172,7 +158,8 @@ def kept_rows(
     folder = PreparedFolder.open(prepared)
     prepared = folder.path
     units = units_for(folder.manifest, groups, groups_missing, str(prepared))
-    rows = [dict(r) for r in folder.manifest if r["status"] == "kept"]
+    # New rows, to be split: each manifest row as plain text columns, its group then set.
+    rows = [cast(dict[str, str], r.copy()) for r in folder.manifest if r["status"] == "kept"]
     if not rows:
         raise BrainMRIError(f"{prepared}/{MANIFEST} lists no kept images")
     for r in rows:

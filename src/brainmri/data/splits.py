@@ -78,7 +78,7 @@ def crossing_groups(rows: list[dict[str, str]]) -> int:
     return sum(len(s) > 1 for s in sides.values())
 
 
-def split_units(
+def units_by_path(
     prepared: Prepared, groups: str | Path | None = None, groups_missing: str = "error"
 ) -> dict[str, str] | None:
     """The split unit (:func:`brainmri.data.groups.split_units`) of every readable file, keyed as
@@ -143,7 +143,7 @@ def effective_split(config: TrainConfig, prepared: Prepared | None = None) -> li
                 for side in ("train", "test")
                 for r in splitfile.select_split(rows, side, config.fold)
             ]
-        units = split_units(folder, config.groups, config.groups_missing)
+        units = units_by_path(folder, config.groups, config.groups_missing)
         if units is not None:
             rows = apply_units(rows, units, config.split)
     elif config.split_policy == "random":  # (a config with --fold has a --split: brainmri.config checks it)

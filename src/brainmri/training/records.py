@@ -141,9 +141,9 @@ def validate_config(config: TrainConfig) -> PreparedFolder:
         raise BrainMRIError(f"weights file not found: {config.weights} (use imagenet, none or a file path)")
     folder = PreparedFolder.open(config.data)
     if config.groups:  # its columns and its coverage of the prepared files, before anything is written
-        from brainmri.data.splits import split_units
+        from brainmri.data.splits import units_by_path
 
-        split_units(folder, config.groups, config.groups_missing)
+        units_by_path(folder, config.groups, config.groups_missing)
     return folder
 
 

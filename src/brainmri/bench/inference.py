@@ -10,16 +10,19 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from brainmri.bench.measure import flops_per_image, percentile
 
+if TYPE_CHECKING:
+    from brainmri.inference.predictor import Predictor
+
 
 def time_predictor(
-    predictor: Any, arrays: Sequence[np.ndarray], latency_runs: int, batch_runs: int
+    predictor: Predictor, arrays: Sequence[np.ndarray], latency_runs: int, batch_runs: int
 ) -> dict[str, float]:
     """Latency of one slice (median, 95th percentile) and throughput of batches of 32 through
     ``Predictor.predict_arrays``: what ``brainmri predict`` and the web app call."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 import torch
@@ -23,13 +23,22 @@ from brainmri.io.preprocess import to_input
 from brainmri.metrics.classification import cross_entropy
 from brainmri.runtime import autocast
 
+if TYPE_CHECKING:
+    import onnxruntime
 
-def is_onnx_session(model: Any) -> bool:
+    from brainmri.models.build import Classifier
+
+#: What the inference path runs: a PyTorch model (a :class:`brainmri.models.build.Classifier`
+#: where features are asked for) or an ONNX Runtime session of a brainmri export.
+Model: TypeAlias = "torch.nn.Module | onnxruntime.InferenceSession"
+
+
+def is_onnx_session(model: object) -> bool:
     """An ONNX Runtime session (duck-typed, so that onnxruntime is imported only when used)."""
     return hasattr(model, "run") and hasattr(model, "get_inputs") and not isinstance(model, torch.nn.Module)
 
 
-def _logits(model: Any, batch: torch.Tensor, device: torch.device | None, precision: str) -> torch.Tensor:
+def _logits(model: Model, batch: torch.Tensor, device: torch.device | None, precision: str) -> torch.Tensor:
     return _forward(model, batch, device, precision, None)[0]
 
 
@@ -40,27 +49,29 @@ Extra = Callable[[torch.Tensor], torch.Tensor] | str
 
 
 def _forward(
-    model: Any, batch: torch.Tensor, device: torch.device | None, precision: str, extra: Extra | None
+    model: Model, batch: torch.Tensor, device: torch.device | None, precision: str, extra: Extra | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits and, from the same forward pass, ``extra`` (computed in fp32, outside autocast)."""
     if is_onnx_session(model):
+        session = cast("onnxruntime.InferenceSession", model)
         names = ["logits"] if extra is None else ["logits", str(extra)]
-        out = model.run(names, {"image": batch.cpu().numpy()})
+        out = session.run(names, {"image": batch.cpu().numpy()})
         return torch.from_numpy(out[0]).float(), (None if extra is None else torch.from_numpy(out[1]))
     if isinstance(extra, str):
         raise BrainMRIError(f"a PyTorch model has no output {extra!r}")
-    dev = device if device is not None else next(model.parameters()).device
+    net = cast("Classifier", model)  # features and head are asked of it only with ``extra``
+    dev = device if device is not None else next(net.parameters()).device
     ctx = autocast(precision, dev) if precision != "fp32" else contextlib.nullcontext()
     with ctx:
         if extra is None:
-            return model(batch.to(dev, non_blocking=True)).float().cpu(), None
-        features = model.features(batch.to(dev, non_blocking=True))
-        logits = model.head(features)
+            return net(batch.to(dev, non_blocking=True)).float().cpu(), None
+        features = net.features(batch.to(dev, non_blocking=True))
+        logits = net.head(features)
     return logits.float().cpu(), extra(features.float()).cpu()
 
 
 def probabilities(
-    model: Any,
+    model: Model,
     images: torch.Tensor | np.ndarray,
     *,
     batch_size: int = 64,
@@ -82,7 +93,7 @@ def probabilities(
 
 
 def probabilities_with(
-    model: Any,
+    model: Model,
     images: torch.Tensor | np.ndarray,
     extra: Extra,
     *,
@@ -102,7 +113,14 @@ def probabilities_with(
 
 @torch.inference_mode()
 def _run(
-    model, images, extra: Extra | None, batch_size, flip, precision, device, temperature: float = 1.0
+    model: Model,
+    images: torch.Tensor | np.ndarray,
+    extra: Extra | None,
+    batch_size: int,
+    flip: bool,
+    precision: str,
+    device: torch.device | None,
+    temperature: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     if batch_size < 1:
         raise BrainMRIError(f"--batch-size must be at least 1, got {batch_size}")
@@ -131,7 +149,7 @@ def _run(
 
 
 def score(
-    model: Any,
+    model: Model,
     images: torch.Tensor,
     labels: torch.Tensor | np.ndarray,
     **kwargs: Any,

@@ -58,7 +58,7 @@ class Parts:
     model: nn.Module  # the plain model (what is saved)
     net: nn.Module  # what the forward pass runs: the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     criterion: nn.Module
     augment: Callable
     autocast: contextlib.AbstractContextManager

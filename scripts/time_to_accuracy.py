@@ -1,7 +1,8 @@
 """Time to accuracy: how long each recipe trains a ResNet-50 before its validation accuracy first
-reaches a target, measured in one run on one machine so that the recipes compare fairly.
+reaches a target (0.92 by default: the goal is 0.92 test accuracy within 25 minutes on 2 cores),
+measured in one run on one machine so that the recipes compare fairly.
 
-    python scripts/time_to_accuracy.py --data PREPARED --out runs/tta [--target 0.90]
+    python scripts/time_to_accuracy.py --data PREPARED --out runs/tta [--target 0.92] [--recipes today,batch-64]
 
 Every recipe trains on the same split (the duplicate-aware 80/20 split, seed 42) with the same
 validation side carved from training (10 %), validated every epoch; the test side is scored
@@ -22,10 +23,22 @@ from brainmri.experiments.reproduce import PRESETS
 from brainmri.files import read_json
 from brainmri.training.run import train
 
+#: The speed levers, each one at a time away from ``today``, and a combination.
+#: Pass ``--recipes`` to run a subset; every run is resumable, so the list can be run in parts.
 RECIPES: dict[str, dict] = {
     "today": {},
+    # fewer epochs: the one-cycle schedule is compressed, not cut
+    "30 epochs": {"epochs": 30},
+    "20 epochs": {"epochs": 20},
+    # progressive resizing: 64 px for the first 35 %, 96 px for the next 30 %, then 128 px
+    "progressive": {"progressive": "64:0.35,96:0.3"},
     "progressive 30 epochs": {"epochs": 30, "progressive": "64:0.35,96:0.3"},
-    "progressive 40 epochs": {"progressive": "64:0.35,96:0.3"},
+    # a larger batch with the learning rate scaled linearly (32 -> 64, 2e-3 -> 4e-3)
+    "batch 64": {"batch_size": 64, "lr": 4e-3},
+    # channels-last is today's default: this measures what it is worth
+    "no channels-last": {"channels_last": False},
+    # dataloading overlap: augmentation in 2 worker processes instead of the training process
+    "workers 2": {"workers": 2},
 }
 
 
@@ -43,12 +56,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="prepared folder")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--target", type=float, default=0.90, help="validation accuracy to reach (0.90)")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names of RECIPES")
+    parser.add_argument("--target", type=float, default=0.92, help="validation accuracy to reach (0.92)")
+    parser.add_argument(
+        "--recipes", default=",".join(n.replace(" ", "-") for n in RECIPES), help="comma-separated names of RECIPES"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     results = {}
-    for name in args.recipes.split(","):
+    names = {n.replace(" ", "-"): n for n in RECIPES}
+    asked = [n.strip().replace(" ", "-") for n in args.recipes.split(",")]
+    if any(n not in names for n in asked):
+        parser.error(f"--recipes: choose from {', '.join(names)}")
+    for name in (names[n] for n in asked):
         values = {**PRESETS["scratch"], "val_every": 1, "data": args.data, "arch": "resnet50", **RECIPES[name]}
         run = out / name.replace(" ", "-")
         if not (run / "summary.json").is_file():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +317,7 @@ def _score_boxes(model, card, folder: Path, boxes: Path, out_dir: Path, device: 
     }
 
 
-def run_temperature(run_dir: str | Path, card: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def run_temperature(run_dir: str | Path, card: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The run's temperature: the card's (fitted at the end of training), or one fitted now on
     its ``val_predictions.csv`` (runs trained before training fitted it); None without a
     validation side. Never fitted on the test side or an external folder."""

@@ -13,15 +13,16 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import one_line
-from brainmri.models.card import check_card
+from brainmri.models.card import ModelCard, check_card
 from brainmri.rundir import RunDir
 
 CARD_KEY = "brainmri_card"
@@ -51,7 +52,7 @@ class _WithProbabilities(nn.Module):
 
 
 def to_onnx(
-    model: nn.Module, card: dict[str, Any], opset: int = OPSET, dynamo: bool = True, scorer: nn.Module | None = None
+    model: nn.Module, card: Mapping[str, Any], opset: int = OPSET, dynamo: bool = True, scorer: nn.Module | None = None
 ) -> Any:
     """Export an eval-mode model to an in-memory ``onnx.ModelProto`` carrying ``card``.
 
@@ -114,7 +115,7 @@ def _legacy_export(wrapped: nn.Module, example: tuple, buf: io.BytesIO, names: d
     )
 
 
-def set_card(proto: Any, card: dict[str, Any]) -> None:
+def set_card(proto: Any, card: Mapping[str, Any]) -> None:
     """Store the card (JSON) in the model's metadata, replacing an older one."""
     for i in reversed(range(len(proto.metadata_props))):
         if proto.metadata_props[i].key == CARD_KEY:
@@ -125,7 +126,7 @@ def set_card(proto: Any, card: dict[str, Any]) -> None:
     proto.doc_string = f"{card.get('name', 'brainmri model')}: {card.get('notice', '')}"
 
 
-def load_onnx(path: str | Path) -> tuple[Any, dict[str, Any]]:
+def load_onnx(path: str | Path) -> tuple[Any, ModelCard]:
     """Read an ``.onnx`` file and its card; anything else is a clear error."""
     import onnx
 
@@ -143,12 +144,12 @@ def load_onnx(path: str | Path) -> tuple[Any, dict[str, Any]]:
         card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError:
         raise BrainMRIError(f"{path}: the embedded model card is not valid JSON") from None
-    check_card(card, path)
-    _check_graph_matches_card(proto, card, path)
-    return proto, card
+    checked = check_card(card, path)
+    _check_graph_matches_card(proto, checked, path)
+    return proto, checked
 
 
-def _check_graph_matches_card(proto: Any, card: dict[str, Any], path: Path) -> None:
+def _check_graph_matches_card(proto: Any, card: Mapping[str, Any], path: Path) -> None:
     """The graph's fixed input size and class count must be the card's, or every prediction
     would fail inside ONNX Runtime or be labelled with the wrong classes."""
     inputs = {i.name: i for i in proto.graph.input}
@@ -180,7 +181,7 @@ def make_session(proto: Any, threads: int | None = None) -> Any:
         raise BrainMRIError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from None
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
+def read_card(path: str | Path) -> ModelCard:
     """The model card of a checkpoint, run folder, folder export or ``.onnx`` export."""
     if Path(path).suffix.lower() == ".onnx":
         return load_onnx(path)[1]
@@ -189,7 +190,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
     card = read_checkpoint(path).get("card")
     if not isinstance(card, dict):
         raise BrainMRIError(f"{path}: checkpoint without a model card")
-    return card
+    return cast(ModelCard, card)  # checked by read_checkpoint
 
 
 def default_output(model_path: str | Path, quantize: str | None = None) -> Path:
@@ -235,7 +236,8 @@ def export_model(
     model, card = load_model(model_path)
     scorer = _input_check_scorer(model_path)
     outputs = ["logits", "probabilities"] + (["ood_score"] if scorer is not None else [])  # input_check.ONNX_OUTPUT
-    card = dict(card, export={"format": "onnx", "opset": opset, "input": "image", "outputs": outputs})
+    card = card.copy()
+    card["export"] = {"format": "onnx", "opset": opset, "input": "image", "outputs": outputs}
     proto = to_onnx(model, card, opset=opset, dynamo=dynamo, scorer=scorer)
     atomic_write_bytes(out, proto.SerializeToString())
     return out
@@ -259,7 +261,8 @@ def export_folder(model_path: str | Path, out: str | Path, overwrite: bool = Fal
     model, card = model_from_checkpoint(ckpt, model_path)
     InputCheck.from_checkpoint(ckpt)  # damaged statistics are refused here, not by the folder's users
     groups = {STATS_KEY: ckpt[STATS_KEY]} if isinstance(ckpt.get(STATS_KEY), dict) else {}
-    card = dict(card, export={"format": "folder", "weights": FOLDER_WEIGHTS, "card": FOLDER_CONFIG})
+    card = card.copy()
+    card["export"] = {"format": "folder", "weights": FOLDER_WEIGHTS, "card": FOLDER_CONFIG}
     files = [FOLDER_CONFIG, FOLDER_WEIGHTS, *[f"{key}.safetensors" for key in groups], FOLDER_README]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return write_folder(out, card, state, groups, model_readme(card, files), overwrite=overwrite)
@@ -296,7 +299,7 @@ def _lines(value: Any, indent: int) -> list[str]:
     return [f"{pad}{one_line(str(value))}"]
 
 
-def format_card(card: dict[str, Any]) -> str:
+def format_card(card: Mapping[str, Any]) -> str:
     """The card as readable text, most important facts first and the notice last."""
     sections = [
         ("Architecture", f"{card.get('arch', '?')} (fine-tuning: {card.get('finetune', '?')})"),

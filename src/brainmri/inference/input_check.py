@@ -29,6 +29,7 @@ ONNX export computes the score in its graph (output ``ood_score``).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -374,7 +375,7 @@ class InputCheck:
         return cls(threshold, score, status, image)
 
     @classmethod
-    def for_onnx(cls, proto: Any, card: dict[str, Any]) -> InputCheck:
+    def for_onnx(cls, proto: Any, card: Mapping[str, Any]) -> InputCheck:
         entry = card.get("input_check") or {}
         if not entry or ONNX_OUTPUT not in {o.name for o in proto.graph.output}:
             return cls.cheap_only(f"this ONNX file has no '{ONNX_OUTPUT}' output: export a calibrated run")

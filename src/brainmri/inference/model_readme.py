@@ -7,6 +7,7 @@ may come from anyone, and its text must not make headings or links of its own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from brainmri.files import one_line
@@ -31,7 +32,7 @@ def _table(mapping: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
     return ["| | |", "|---|---|", *[f"| {_text(k)} | {_fmt(v)} |" for k, v in rows]]
 
 
-def model_readme(card: dict[str, Any], files: list[str]) -> str:
+def model_readme(card: Mapping[str, Any], files: list[str]) -> str:
     """The folder's README: what the model is, its classes and input, how it was trained, its
     metrics (those the card carries), its input check, how to use it, and the notice."""
     arch, size = card.get("arch", "?"), card.get("image_size", "?")

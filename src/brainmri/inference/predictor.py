@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ class Predictor:
         self._read_card()
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, card: dict[str, Any], device: str = "cpu") -> Predictor:
+    def from_model(cls, model: torch.nn.Module, card: Mapping[str, Any], device: str = "cpu") -> Predictor:
         """A predictor around a model already in memory (a notebook, a test): nothing is read
         from disk. ``model`` is a :func:`brainmri.models.build.build_model` network, whose
         preprocessing (:class:`~brainmri.models.build.InputAdapter`) lives inside it; ``card``
@@ -345,7 +345,9 @@ def format_table(rows: Sequence[Prediction], classes: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-def write_predictions(path: str | Path, rows: Sequence[Prediction], classes: Sequence[str], card: dict) -> Path:
+def write_predictions(
+    path: str | Path, rows: Sequence[Prediction], classes: Sequence[str], card: Mapping[str, Any]
+) -> Path:
     """Write ``.csv`` (one column per class, empty for failed rows) or ``.json`` (with the model name)."""
     from brainmri.files import atomic_write_text
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from brainmri.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from brainmri.errors import BrainMRIError
@@ -46,6 +46,40 @@ MAPPING_FIELDS = ("weights_record", "preprocessing", "training_data", "split", "
 TTA_MODES = (None, "hflip")
 
 
+class ModelCard(TypedDict, total=False):
+    """A model card's fields, typed so that a misspelt key is a type error where a card crosses
+    modules. ``make_card`` writes the first group; evaluation, calibration and export add the
+    rest. Stored as a plain mapping (checkpoint, ONNX metadata, config.json of an export folder)
+    and checked by :func:`check_card` wherever a model is opened."""
+
+    name: str
+    arch: str
+    classes: list[str]
+    image_size: int
+    prepared_size: int | None
+    preprocessing: dict[str, Any]
+    tta: str | None
+    weights: str
+    weights_origin: str
+    weights_record: dict[str, Any]
+    finetune: str
+    training_data: dict[str, Any]
+    split: dict[str, Any]
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    intended_use: str
+    limitations: str
+    notice: str
+    created: str
+    brainmri_version: str
+    # added after training: temperature scaling, the input check, the chosen explanation, export
+    temperature: float
+    calibration: dict[str, Any]
+    input_check: dict[str, Any]
+    explanation: dict[str, Any]
+    export: dict[str, Any]
+
+
 def _is_name(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS and value.isprintable()
 
@@ -54,7 +88,7 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE
 
 
-def check_card(card: Any, where: str | Path) -> dict[str, Any]:
+def check_card(card: Any, where: str | Path) -> ModelCard:
     """The fields every user of a model relies on, checked once where a model is opened, so
     that a damaged, hand-edited or crafted card is one clear error instead of a failure (or
     an allocation of gigabytes) later on. Sizes, class count and name lengths are bounded."""
@@ -85,7 +119,7 @@ def check_card(card: Any, where: str | Path) -> dict[str, Any]:
     problems += [key for key in MAPPING_FIELDS if card.get(key) is not None and not isinstance(card[key], dict)]
     if problems:
         raise BrainMRIError(f"{where}: damaged model card (missing or invalid: {', '.join(problems)})")
-    return card
+    return cast(ModelCard, card)
 
 
 def make_card(
@@ -103,7 +137,7 @@ def make_card(
     prepared_size: int | None = None,
     tta: bool = False,
     weights_record: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ModelCard:
     """The model card every checkpoint carries: enough to use, audit and cite the model.
 
     ``prepared_size`` is the size of the prepared images the model was trained from, so that

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from torch import nn
 from brainmri.errors import BrainMRIError
 from brainmri.files import FileRefused, atomic_write_bytes, brief, check_regular
 from brainmri.models.annex import annex_path, apply_annex
-from brainmri.models.card import check_card
+from brainmri.models.card import ModelCard, check_card
 from brainmri.models.folder import FOLDER_WEIGHTS
 from brainmri.rundir import BEST_PT, RunDir
 
@@ -36,7 +37,7 @@ VERSION = 1
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
-    card: dict[str, Any],
+    card: ModelCard,
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int = 0,
     extra: dict[str, Any] | None = None,
@@ -110,7 +111,7 @@ def read_checkpoint(path: str | Path, annex: bool = True) -> dict[str, Any]:
     return obj
 
 
-def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, Any]) -> None:
+def check_weights_fit(path: str | Path, card: Mapping[str, Any], state: dict[str, Any]) -> None:
     """Compare the weights' names and shapes with the architecture the card names, built on
     PyTorch's ``meta`` device (shapes only, no memory), before the model is built for real: a
     small file that names a huge architecture (``vit_h_14``, 2.5 GB of parameters) must cost
@@ -133,7 +134,7 @@ def check_weights_fit(path: str | Path, card: dict[str, Any], state: dict[str, A
         )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
     """Rebuild the model described by a checkpoint's card and load its weights (eval mode);
     the weights are checked against the architecture first (:func:`check_weights_fit`)."""
     return model_from_checkpoint(read_checkpoint(path), path, device)
@@ -141,13 +142,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 def model_from_checkpoint(
     ckpt: dict[str, Any], path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, ModelCard]:
     """:func:`load_model` of a checkpoint already read (:func:`read_checkpoint`), for callers
     that need more of it than the model (the input check's statistics): one read, not two.
     ``path`` names the file in errors."""
     from brainmri.models.build import build_model
 
-    card = ckpt["card"]
+    card = cast(ModelCard, ckpt["card"])  # checked by read_checkpoint
     check_weights_fit(path, card, ckpt["model_state"])
     model = build_model(card["arch"], weights="none", num_classes=len(card["classes"]))
     try:

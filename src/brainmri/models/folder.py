@@ -18,6 +18,7 @@ take a folder wherever they take a checkpoint.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ MAX_CONFIG_BYTES = 16 * 2**20
 
 def write_folder(
     out: str | Path,
-    card: dict[str, Any],
+    card: Mapping[str, Any],
     model_state: dict[str, Any],
     groups: dict[str, dict[str, Any]],
     readme: str,

@@ -277,7 +277,7 @@ def _add_api(
 
     @app.get("/api/model", summary="The model card", dependencies=[Depends(require_token)])
     async def model_card() -> dict[str, Any]:
-        return predictor.card
+        return dict(predictor.card)
 
     upload_schema = {
         "requestBody": {

@@ -28,8 +28,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--archs", help="comma-separated architectures to train (default: resnet50,resnet101,resnet152)")
     p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default: 256)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: 8 on CPU, 32 on GPU; --quick 4)")
-    p.add_argument("--warmup", type=int, help="untimed training steps first (default: 1 on CPU, 10 on GPU)")
-    p.add_argument("--steps", type=int, help="timed training steps (default: 4 on CPU, 40 on GPU)")
+    p.add_argument("--warmup", type=int, help="untimed training steps first (default: 2 on CPU, 10 on GPU)")
+    p.add_argument("--steps", type=int, help="timed training steps (default: 9 on CPU, 40 on GPU)")
     p.add_argument(
         "--baseline-workers", type=int, help="DataLoader workers of the baseline (default: 0 on CPU, up to 8 on GPU)"
     )

@@ -31,6 +31,8 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
             "64",
             "--infer-arch",
             "resnet18",
+            "--pairs",
+            "2",
             "--json",
             str(out),
         ]
@@ -70,7 +72,16 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
     assert not bad, f"fields not a positive number: {bad}"
     # Consistency, not speed: derived numbers agree with the measured ones.
     r50 = result["train"]["resnet50"]
-    assert r50["ratio"] == pytest.approx(r50["ours_ips"] / r50["baseline_ips"])
+    # Two pairs, each ours and the baseline timed one right after the other: medians over them.
+    assert len(r50["ours_ips_pairs"]) == len(r50["baseline_ips_pairs"]) == len(r50["ratio_pairs"]) == 2
+    assert r50["ratio_pairs"] == pytest.approx(
+        [o / b for o, b in zip(r50["ours_ips_pairs"], r50["baseline_ips_pairs"], strict=True)]
+    )
+    assert r50["ratio"] == pytest.approx(sum(r50["ratio_pairs"]) / 2)
+    assert r50["ours_ips"] == pytest.approx(sum(r50["ours_ips_pairs"]) / 2)
+    assert r50["ratio_spread_pct"] == pytest.approx(
+        100 * abs(r50["ratio_pairs"][0] - r50["ratio_pairs"][1]) / r50["ratio"]
+    )
     assert result["flops"]["achieved_gflops"] == pytest.approx(
         result["flops"]["train_gflop_per_image"] * r50["ours_ips"]
     )
@@ -93,6 +104,8 @@ def test_bench_rejects_bad_settings(sartaj, capsys):
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert main(["bench", "--quick", "--data", str(sartaj), "--warmup", "0"]) == 2
     assert "--warmup must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--data", str(sartaj), "--pairs", "0"]) == 2
+    assert "--pairs must be at least 1" in capsys.readouterr().err
     assert main(["bench", "--quick", "--data", str(sartaj), "--archs", "resnet5"]) == 2
     assert "unknown architecture 'resnet5'" in capsys.readouterr().err
 

@@ -50,16 +50,21 @@ def default_settings(device: torch.device, quick: bool) -> dict[str, Any]:
             "batch_size": 32 if gpu else 4,
             "warmup": 3 if gpu else 1,
             "steps": 5 if gpu else 2,
+            "pairs": 1,
             "latency_runs": 20 if gpu else 5,
             "batch_runs": 3 if gpu else 1,
         }
     return {
         "archs": ["resnet50", "resnet101", "resnet152"],
         "batch_size": 32 if gpu else 8,
-        # 9 timed steps on CPU: three windows of three, whose spread the table prints (4 steps
-        # gave 1.56x to 2.51x for one model on one quiet machine).
+        # Ours and the baseline are timed in pairs, one right after the other, three times in
+        # alternating order; the ratio is the median of the pairs' ratios. A shared VM's speed
+        # drifts by 20 % within minutes (two runs of 9 steps each gave 12.0 and 14.7 img/s for
+        # the same model, and ratios 2.12x and 1.75x), and a ratio of two timings taken seconds
+        # apart cancels that drift where a ratio of timings taken a minute apart does not.
         "warmup": 10 if gpu else 2,
-        "steps": 40 if gpu else 9,
+        "steps": 20 if gpu else 6,
+        "pairs": 3,
         "latency_runs": 100 if gpu else 30,
         "batch_runs": 10 if gpu else 2,
     }
@@ -88,6 +93,7 @@ def bench_settings(
     steps: int | None,
     baseline_workers: int | None,
     infer_arch: str,
+    pairs: int | None = None,
 ) -> dict[str, Any]:
     """:func:`default_settings` with the caller's choices, each checked: one clear error per bad one."""
     from brainmri.models.build import PAPER_ARCHS, available_archs
@@ -97,7 +103,7 @@ def bench_settings(
     for arch in [*archs, infer_arch]:
         if arch not in available_archs():
             raise BrainMRIError(f"unknown architecture {arch!r}; e.g. {', '.join(PAPER_ARCHS)}")
-    for name, value in (("batch_size", batch_size), ("warmup", warmup), ("steps", steps)):
+    for name, value in (("batch_size", batch_size), ("warmup", warmup), ("steps", steps), ("pairs", pairs)):
         if value is not None:
             if value < 1:  # the first step's end is where timing starts
                 raise BrainMRIError(f"--{name.replace('_', '-')} must be at least 1")
@@ -142,6 +148,7 @@ def run_bench(
     baseline_workers: int | None = None,
     infer_arch: str = "resnet50",
     log: Callable[[str], None] | None = None,
+    pairs: int | None = None,
 ) -> dict[str, Any]:
     """Measure everything and return the results (the JSON written by ``brainmri bench``)."""
     from brainmri.runtime import resolve_device
@@ -149,7 +156,9 @@ def run_bench(
     say = log or (lambda message: None)
     data = resolve_data(data)
     dev = resolve_device(device)
-    settings = bench_settings(dev, quick, archs, image_size, batch_size, warmup, steps, baseline_workers, infer_arch)
+    settings = bench_settings(
+        dev, quick, archs, image_size, batch_size, warmup, steps, baseline_workers, infer_arch, pairs
+    )
     result: dict[str, Any] = {"bench_version": 1, "quick": quick, "machine": machine_info(dev), "settings": settings}
     lap = _Laps()
     with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as tmp:
@@ -281,22 +290,24 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"brainmri bench{' --quick' if result['quick'] else ''}: {m['device_name']} ({m['device']}, "
         f"{m['cores']} cores, torch {m['torch']}), {s['image_size']} px, batch {s['batch_size']}, "
-        f"{s['warmup']} warm-up + {s['steps']} timed steps, precision {s.get('precision')}, "
+        f"{s.get('pairs', 1)} x ({s['warmup']} warm-up + {s['steps']} timed steps), precision {s.get('precision')}, "
         f"channels_last {s.get('channels_last')}",
         "",
-        f"{'training (img/s)':<20}{'ours':>10}{'baseline':>10}{'ratio':>8}{'peak RSS MB':>13}{'spread ours/base':>18}",
+        f"{'training (img/s)':<20}{'ours':>10}{'baseline':>10}{'ratio':>8}{'peak RSS MB':>13}"
+        f"{'spread ours/base/ratio':>24}",
     ]
     for arch, r in result["train"].items():
         spreads = "/".join(
-            "–" if r.get(k) is None else f"{r[k]:.0f}%" for k in ("ours_spread_pct", "baseline_spread_pct")
+            "–" if r.get(k) is None else f"{r[k]:.0f}%"
+            for k in ("ours_spread_pct", "baseline_spread_pct", "ratio_spread_pct")
         )
         lines.append(
             f"{arch:<20}{r['ours_ips']:>10.2f}{r['baseline_ips']:>10.2f}{r['ratio']:>7.2f}x{r['ours_peak_rss_mb']:>13.0f}"
-            f"{spreads:>18}"
+            f"{spreads:>24}"
         )
     lines.append(
-        "spread: range of images/s over three windows of the timed steps, as % of the median; "
-        "above 5 %, the machine was busy or the steps too few to steer by"
+        "spread: range over the timed pairs (ours and the baseline one right after the other), as % of the "
+        "median; above 5 %, the machine was busy or the steps too few to steer by"
     )
     d, mm, f = result["data_pipeline"], result["matmul"], result["flops"]
     lines += [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -280,6 +281,14 @@ def compare_data_pipelines(
     return {"ours_ips": ours, "baseline_ips": base}
 
 
+def _range_pct(values: Sequence[float]) -> float | None:
+    """The range of ``values`` as a percentage of their median (None for a single value: one
+    timing says nothing about how steady it is)."""
+    if len(values) < 2:
+        return None
+    return 100.0 * (max(values) - min(values)) / statistics.median(values)
+
+
 def compare_training(
     prepared: Path,
     raw: Path,
@@ -290,23 +299,43 @@ def compare_training(
     say: Callable[[str], None],
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Training throughput and peak memory of ``arch``, ours and the baseline's, with their ratio;
-    and the recipe ours trained with (precision, channels_last, workers), for the settings."""
+    and the recipe ours trained with (precision, channels_last, workers), for the settings.
+
+    The two are timed in ``settings["pairs"]`` pairs, one right after the other, in alternating
+    order (ours first, then the baseline first, ...), so that each pair's ratio is of two
+    timings taken seconds apart. The reported images/s and ratio are medians over the pairs, and
+    each spread is the range over the pairs as a percentage of that median."""
     timing = TrainTiming.from_settings(settings)
-    say(f"training {arch}: ours ...")
-    ours = time_our_training(prepared, work, arch, device, timing)
-    say(f"training {arch}: naive baseline ...")
-    base = time_baseline_training(raw, arch, device, timing, settings["baseline_workers"])
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for i in range(int(settings.get("pairs", 1))):
+        say(f"training {arch}: ours and the naive baseline, pair {i + 1} ...")
+        order = ("ours", "base") if i % 2 == 0 else ("base", "ours")
+        timed: dict[str, dict[str, Any]] = {}
+        for who in order:
+            if who == "ours":
+                timed[who] = time_our_training(prepared, work, arch, device, timing)
+            else:
+                timed[who] = time_baseline_training(raw, arch, device, timing, settings["baseline_workers"])
+        pairs.append((timed["ours"], timed["base"]))
+    ours_ips = [o["ips"] for o, _ in pairs]
+    base_ips = [b["ips"] for _, b in pairs]
+    ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
+    ours, base = pairs[0]
     row = {
-        "ours_ips": ours["ips"],
-        "baseline_ips": base["ips"],
-        "ratio": ours["ips"] / base["ips"],
-        "ours_ips_mean": ours["ips_mean"],
-        "baseline_ips_mean": base["ips_mean"],
-        "ours_spread_pct": ours["spread_pct"],
-        "baseline_spread_pct": base["spread_pct"],
-        "ours_peak_rss_mb": ours["peak_rss_mb"],
-        "baseline_peak_rss_mb": base["peak_rss_mb"],
+        "ours_ips": statistics.median(ours_ips),
+        "baseline_ips": statistics.median(base_ips),
+        "ratio": statistics.median(ratios),
+        "ours_ips_pairs": ours_ips,
+        "baseline_ips_pairs": base_ips,
+        "ratio_pairs": ratios,
+        "ours_ips_mean": statistics.mean(o["ips_mean"] for o, _ in pairs),
+        "baseline_ips_mean": statistics.mean(b["ips_mean"] for _, b in pairs),
+        "ours_spread_pct": _range_pct(ours_ips),
+        "baseline_spread_pct": _range_pct(base_ips),
+        "ratio_spread_pct": _range_pct(ratios),
+        "ours_peak_rss_mb": max(o["peak_rss_mb"] for o, _ in pairs),
+        "baseline_peak_rss_mb": max(b["peak_rss_mb"] for _, b in pairs),
     }
-    say(f"  {arch}: ours {ours['ips']:.2f} img/s, baseline {base['ips']:.2f} img/s")
+    say(f"  {arch}: ours {row['ours_ips']:.2f} img/s, baseline {row['baseline_ips']:.2f} img/s")
     recipe = {"precision": ours["precision"], "channels_last": ours["channels_last"], "workers": ours["workers"]}
     return row, recipe

@@ -29,7 +29,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default: 256)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: 8 on CPU, 32 on GPU; --quick 4)")
     p.add_argument("--warmup", type=int, help="untimed training steps first (default: 2 on CPU, 10 on GPU)")
-    p.add_argument("--steps", type=int, help="timed training steps (default: 9 on CPU, 40 on GPU)")
+    p.add_argument("--steps", type=int, help="timed training steps per timing (default: 6 on CPU, 20 on GPU)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        help="timings of ours and the baseline, one right after the other; the ratio is their median (default: 3; "
+        "--quick 1)",
+    )
     p.add_argument(
         "--baseline-workers", type=int, help="DataLoader workers of the baseline (default: 0 on CPU, up to 8 on GPU)"
     )
@@ -49,6 +55,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         batch_size=args.batch_size,
         warmup=args.warmup,
+        pairs=args.pairs,
         steps=args.steps,
         baseline_workers=args.baseline_workers,
         infer_arch=args.infer_arch,

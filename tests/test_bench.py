@@ -45,6 +45,7 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
     assert result["quick"] is True
     assert result["machine"]["cores"] >= 1 and result["machine"]["torch"] and result["machine"]["device"] == "cpu"
     assert result["settings"]["archs"] == ["resnet50"]
+    assert result["environment"]["code"]["version"] and result["environment"]["command"]
     numbers = {
         "train ours": result["train"]["resnet50"]["ours_ips"],
         "train baseline": result["train"]["resnet50"]["baseline_ips"],

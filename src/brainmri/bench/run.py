@@ -159,7 +159,15 @@ def run_bench(
     settings = bench_settings(
         dev, quick, archs, image_size, batch_size, warmup, steps, baseline_workers, infer_arch, pairs
     )
-    result: dict[str, Any] = {"bench_version": 1, "quick": quick, "machine": machine_info(dev), "settings": settings}
+    from brainmri.provenance import provenance
+
+    result: dict[str, Any] = {
+        "bench_version": 2,  # 2: ours and the baseline timed in pairs
+        "quick": quick,
+        "machine": machine_info(dev),
+        "settings": settings,
+        "environment": provenance(),  # the code (commit, uncommitted changes), command line, packages
+    }
     lap = _Laps()
     with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as tmp:
         _measure(Path(tmp), data, dev, result, say, lap)

@@ -92,7 +92,10 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
     # 0.67 forward and 2.0 to train (x3); ResNet-18 is 3.6 at 224 px, about 0.3 at 64 px.
     assert 1.6 < result["flops"]["train_gflop_per_image"] < 2.4
     assert 0.2 < result["inference"]["forward_gflop_per_image"] < 0.4
-    assert set(result["targets"]) >= {"train_speedup_resnet50", "data_over_model"}
+    assert set(result["targets"]) >= {"train_speedup_resnet50", "data_over_model", "fraction_of_peak"}
+    for goal in result["targets"].values():  # a missed goal says by how much
+        assert goal["met"] or goal["missed_by"] == pytest.approx(abs(float(goal["target"].split()[1]) - goal["value"]))
+    assert "256 px" in result["targets"]["fraction_of_peak"]["note"]  # the test runs at 64 px
 
 
 def test_bench_without_data_is_a_clear_error(tmp_path, capsys):

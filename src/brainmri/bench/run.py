@@ -1,7 +1,7 @@
 """``brainmri bench``: how fast training, data loading, preparation and inference run here,
 side by side with a naive baseline and with this machine's measured matmul peak.
 
-This module holds the whole run (:func:`run_bench`), the issue's targets, the table and the
+This module holds the whole run (:func:`run_bench`), the speed goals, the table and the
 JSON; the measuring is in :mod:`brainmri.bench.measure` (memory, matmul peak, FLOPs),
 :mod:`brainmri.bench.training` (training and data pipelines, ours against the naive
 torchvision baseline) and :mod:`brainmri.bench.inference` (``Predictor`` on torch, ONNX, int8).
@@ -34,8 +34,14 @@ DEFAULT_DATA = Path("..") / "shared" / "datasets" / "brain-tumor-mri-sartaj"
 #: for the estimate of the paper's 10-epoch run from the measured throughput.
 PAPER_TRAIN_IMAGES = 2740
 PAPER_EPOCHS = 10
-#: The issue's targets on the 2-core CPU machine.
-TARGETS = {"train_speedup": 2.5, "data_over_model": 5.0, "latency_p50_ms": 50.0, "gpu_paper_run_seconds": 60.0}
+#: The project's speed goals (on the 2-core CPU machine unless said).
+TARGETS = {
+    "train_speedup": 2.5,  # every depth, ours over the naive baseline
+    "fraction_of_peak": 0.75,  # ResNet-50 training, of the matmul peak of its precision, at 256 px
+    "data_over_model": 5.0,  # the data pipeline alone, over the model's training rate
+    "onnx_fp32_p50_ms": 20.0,  # one slice through ONNX Runtime, fp32, ResNet-50 at 256 px
+    "gpu_paper_run_seconds": 60.0,  # the paper's 10 epochs of ResNet-50, on one GPU
+}
 
 
 # --- settings -------------------------------------------------------------------------
@@ -253,39 +259,39 @@ def _training_summary(result: dict[str, Any], dev: torch.device) -> None:
     result["paper_run_estimate_comparable"] = head == "resnet50" and settings["image_size"] == 256
 
 
-def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The issue's targets, each with the measured value and whether it was met."""
-    out: dict[str, dict[str, Any]] = {}
-    if "resnet50" in result["train"]:
-        value = result["train"]["resnet50"]["ratio"]
-        out["train_speedup_resnet50"] = {
-            "value": value,
-            "target": f">= {TARGETS['train_speedup']}",
-            "met": value >= TARGETS["train_speedup"],
-        }
-    value = result["data_pipeline"]["data_over_model"]
-    out["data_over_model"] = {
+def _target(value: float, bound: float, at_least: bool, **extra: Any) -> dict[str, Any]:
+    """One goal: the value, the goal as text, whether it was met and, when not, by how much."""
+    met = value >= bound if at_least else value <= bound
+    return {
         "value": value,
-        "target": f">= {TARGETS['data_over_model']}",
-        "met": value >= TARGETS["data_over_model"],
+        "target": f"{'>=' if at_least else '<='} {bound:g}",
+        "met": met,
+        "missed_by": None if met else abs(bound - value),
+        **extra,
     }
-    if result["inference"]["arch"] == "resnet50":
-        backends = [b for b in ("torch", "onnx", "onnx_int8") if b in result["inference"]]
-        best = min(backends, key=lambda b: result["inference"][b]["latency_ms_p50"])
-        value = result["inference"][best]["latency_ms_p50"]
-        out["latency_p50_ms_resnet50"] = {
-            "value": value,
-            "target": f"<= {TARGETS['latency_p50_ms']}",
-            "met": value <= TARGETS["latency_p50_ms"],
-            "backend": best,
-        }
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The project's speed goals, each with the measured value, whether it was met and by how
+    much it was missed: every depth at least 2.5x the naive baseline, ResNet-50 training at
+    least 75 % of the matmul peak of its precision (a goal stated at 256 px), fp32 ONNX
+    single-slice p50 at most 20 ms, the data pipeline at least 5x the model."""
+    out: dict[str, dict[str, Any]] = {}
+    for arch, row in result["train"].items():
+        out[f"train_speedup_{arch}"] = _target(row["ratio"], TARGETS["train_speedup"], True)
+    flops = result.get("flops") or {}
+    if "fraction_of_peak" in flops:
+        at = result["settings"]["image_size"]
+        note = {} if at == 256 else {"note": f"measured at {at} px; the goal is stated at 256 px"}
+        out["fraction_of_peak"] = _target(flops["fraction_of_peak"], TARGETS["fraction_of_peak"], True, **note)
+    value = result["data_pipeline"]["data_over_model"]
+    out["data_over_model"] = _target(value, TARGETS["data_over_model"], True)
+    onnx = result["inference"].get("onnx")
+    if result["inference"]["arch"] == "resnet50" and onnx:
+        out["onnx_fp32_p50_ms_resnet50"] = _target(onnx["latency_ms_p50"], TARGETS["onnx_fp32_p50_ms"], False)
     if result["machine"]["device"].startswith("cuda") and result.get("paper_run_estimate_comparable"):
         value = result["paper_run_estimate_seconds"]
-        out["paper_run_seconds"] = {
-            "value": value,
-            "target": f"< {TARGETS['gpu_paper_run_seconds']}",
-            "met": value < TARGETS["gpu_paper_run_seconds"],
-        }
+        out["paper_run_seconds"] = _target(value, TARGETS["gpu_paper_run_seconds"], False)
     return out
 
 
@@ -350,9 +356,10 @@ def format_table(result: dict[str, Any]) -> str:
     )
     lines += ["", "targets:"]
     for name, t in result["targets"].items():
+        verdict = "met" if t["met"] else f"MISSED by {t['missed_by']:.3g}"
         lines.append(
-            f"  {name:<28}{t['value']:>10.2f}  target {t['target']:<8} {'met' if t['met'] else 'MISSED'}"
-            + (f" ({t['backend']})" if "backend" in t else "")
+            f"  {name:<28}{t['value']:>10.2f}  target {t['target']:<8} {verdict}"
+            + (f" ({t['note']})" if t.get("note") else "")
         )
     return "\n".join(lines)
 

@@ -128,6 +128,9 @@ def test_an_interrupt_inside_a_step_keeps_the_last_whole_state(prepared, tmp_pat
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", step_then_stop)
+    from brainmri.training import run as training_run
+
+    monkeypatch.setattr(training_run, "CHECKPOINT_EVERY_SECONDS", 0.0)  # last.pt after every epoch
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(prepared, limit_per_class=4), run, progress=False)
@@ -426,3 +429,27 @@ def test_missing_imagenet_weights_fail_before_a_run_folder_is_written(prepared, 
     with pytest.raises(BrainMRIError, match="--weights none"):
         train(tiny_config(prepared, weights="imagenet"), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_last_checkpoint_is_written_when_due_and_after_the_last_epoch(prepared, tmp_path, monkeypatch):
+    """last.pt is not rewritten after every short epoch: only once the interval has passed, and
+    always after the last epoch (an interruption saves too, tested above)."""
+    from brainmri.training import run as training_run
+
+    seen: dict[int, bool] = {}
+    run = tmp_path / "run"
+
+    def look(epoch: int, step: int) -> None:
+        if step == 1:
+            seen[epoch] = (run / "checkpoints" / "last.pt").is_file()
+
+    monkeypatch.setattr(training_run, "CHECKPOINT_EVERY_SECONDS", 1e9)
+    train(tiny_config(prepared, epochs=3, limit_per_class=4), run, progress=False, step_callback=look)
+    assert seen == {1: False, 2: False, 3: False}
+    assert read_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 3
+
+    monkeypatch.setattr(training_run, "CHECKPOINT_EVERY_SECONDS", 0.0)
+    seen.clear()
+    run = tmp_path / "every"
+    train(tiny_config(prepared, epochs=2, limit_per_class=4), run, progress=False, step_callback=look)
+    assert seen == {1: False, 2: True}

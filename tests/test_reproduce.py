@@ -124,3 +124,27 @@ def test_compare_cross_validation_reports_mean_and_std(trained_run, tmp_path, ca
         assert (out / "runs" / "resnet18" / "pooled" / name).is_file()
     assert "2 folds" in md
     assert "not available" in md  # an item the run cannot fill is named, with its reason, not left out
+
+
+def test_finished_only_reports_the_finished_runs_and_trains_nothing(trained_run, tmp_path, capsys):
+    """A long grid can be reported while its last runs still train: --finished-only trains
+    nothing, leaves the unfinished runs out and says so."""
+    import json
+
+    from brainmri.experiments.compare import load_results
+
+    prepared = json.loads((trained_run / "config.json").read_text())["data"]
+    out = tmp_path / "grid"
+    args = ["compare", "--data", prepared, "--out", str(out), "--archs", "resnet18", "--weights", "none"]
+    args += ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--limit-per-class", "6"]
+    args += ["--bootstrap", "50", "--no-progress"]
+    assert main([*args, "--seeds", "2", "--finished-only"]) != 0
+    assert "nothing to report" in capsys.readouterr().err
+    assert main([*args, "--seeds", "1"]) == 0  # seed 42 trained and evaluated
+    capsys.readouterr()
+    assert main([*args, "--seeds", "2", "--finished-only"]) == 0
+    said = capsys.readouterr().out
+    assert "seed43: not finished, left out of this report" in said
+    assert not (out / "runs" / "resnet18" / "seed43").exists(), "--finished-only trained a run"
+    assert [r["seed"] for r in load_results(out)["resnet18"]["runs"]] == [42]
+    assert "ResNet-18" in (out / "report.md").read_text()

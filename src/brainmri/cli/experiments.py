@@ -103,6 +103,11 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         help="train each architecture N times on the one split, with seeds --seed, --seed+1, ...; the report gives "
         "mean and SD and the paired differences between architectures",
     )
+    cmp.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: write the report from the runs that have finished, naming those left out",
+    )
     cmp.add_argument("--config", help="JSON/YAML file of training settings (flags override it)")
     add_training_flags(cmp, exclude=("data", "split", "fold", "arch"))
     cmp.add_argument(
@@ -153,6 +158,11 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="train each architecture N times on the one split (seeds --seed, --seed+1, ...); mean, SD and paired "
         "differences in the report",
+    )
+    rep.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: write the report from the runs that have finished, naming those left out",
     )
     rep.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
     rep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -217,6 +227,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         cv=args.cv,
         seeds=args.seeds,
         boxes=args.boxes,
+        finished_only=args.finished_only,
         n_bootstrap=args.bootstrap,
         progress=not args.no_progress,
         meta={"n_bootstrap": args.bootstrap},
@@ -244,6 +255,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         leakage=args.leakage,
         leakage_archs=arch_list(args.leakage_archs),
         leakage_seeds=args.leakage_seeds,
+        finished_only=args.finished_only,
         weights=args.weights,
         epochs=args.epochs,
         image_size=args.image_size,

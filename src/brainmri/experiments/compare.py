@@ -219,6 +219,7 @@ def compare(
     externals: Sequence[str | Path] = (),
     seeds: int | None = None,
     boxes: str | Path | None = None,
+    finished_only: bool = False,
 ) -> Path:
     """Train and evaluate ``archs`` on one prepared folder with one split and one config,
     then write ``report.md`` and ``report.html`` into ``out``; returns the HTML report.
@@ -230,6 +231,10 @@ def compare(
     ``seeds`` extends a finished comparison. ``boxes``: tumour boxes of one external folder
     (the one that holds the file, or the only one); each run's explanations are scored
     against them (:func:`brainmri.evaluation.evaluate.evaluate_run`).
+
+    ``finished_only`` trains nothing: the report covers the runs that have finished (trained
+    and evaluated) and says which are left out, so that a long grid can be reported while its
+    last runs are still training elsewhere.
     """
     prepared, out = Path(prepared), Path(out)
     archs, externals = _check_inputs(prepared, archs, cv, config, externals, seeds)
@@ -250,9 +255,13 @@ def compare(
     base = config.replace(data=str(prepared.resolve()), split=str(split.resolve()))
     started = time.perf_counter()
     if seeds is not None:
-        results = _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals, box_map)
+        results = _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals, box_map,
+                                 finished_only)  # fmt: skip
     else:
-        results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals, box_map)
+        results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals, box_map,
+                                  finished_only)  # fmt: skip
+    if not results:
+        raise BrainMRIError(f"no run in {out} has finished: nothing to report (--finished-only trains nothing)")
     log(f"all runs done in {time.perf_counter() - started:.0f} s")
     write_external_groups(out, externals)
     leakage = leakage_counts(split) if not cv else None
@@ -293,22 +302,40 @@ def seed_values(config: TrainConfig, seeds: int) -> list[int]:
     return [config.seed + k for k in range(seeds)]
 
 
-def _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals, boxes) -> dict[str, dict[str, Any]]:
+def _left_out(run_dir: Path, finished_only: bool, log: Log) -> bool:
+    """With ``finished_only``, whether ``run_dir`` is left out of the report (not yet trained
+    and evaluated), saying so."""
+    if finished_only and not _run_is_evaluated(RunDir(run_dir)):
+        log(f"{run_dir}: not finished, left out of this report (--finished-only)")
+        return True
+    return False
+
+
+def _compare_seeds(
+    out, base, archs, seeds, n_bootstrap, progress, log, externals, boxes, finished_only=False
+) -> dict[str, dict[str, Any]]:
     """Every architecture at every seed, seed by seed, on the one split; the results of each
     architecture hold its runs in seed order."""
     results: dict[str, dict[str, Any]] = {arch: {"runs": []} for arch in archs}
     for seed in seed_values(base, seeds):
         for arch in archs:
             run_dir = out / "runs" / arch / f"seed{seed}"
+            if _left_out(run_dir, finished_only, log):
+                continue
             done = train_and_evaluate(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log,
                                       externals, gallery=False, boxes=boxes)  # fmt: skip
             results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
-    return results
+    return {arch: res for arch, res in results.items() if res["runs"]}
 
 
-def _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals, boxes) -> dict[str, dict[str, Any]]:
+def _compare_single(
+    out, base, archs, cv, n_bootstrap, progress, log, externals, boxes, finished_only=False
+) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for arch in archs:
+        folders = [out / "runs" / arch / f"fold{k}" for k in range(cv)] if cv else [out / "runs" / arch]
+        if any([_left_out(f, finished_only, log) for f in folders]):
+            continue
         if cv:
             folds = []
             for k in range(cv):

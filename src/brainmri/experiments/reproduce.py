@@ -82,6 +82,7 @@ def reproduce(
     leakage: bool = False,
     leakage_archs: Sequence[str] | None = None,
     leakage_seeds: int | None = None,
+    finished_only: bool = False,
     **overrides: Any,
 ) -> Path:
     """Fetch (or use ``data``), prepare, and compare with a preset's settings; returns the
@@ -94,7 +95,8 @@ def reproduce(
     device, ...). With ``leakage``, the controlled leakage study (:mod:`brainmri.experiments.leakage`) runs
     the first of ``leakage_archs`` (default: the first architecture) on its two arms at
     ``leakage_seeds`` seeds (default: ``seeds``, else 3) in ``out/<preset>-leakage/``, and the
-    report gains its section.
+    report gains its section. ``finished_only`` trains nothing and reports the finished runs
+    (:func:`brainmri.experiments.compare.compare`); it does not combine with ``leakage``.
     """
     from brainmri.data.fetch import ensure_dataset
     from brainmri.experiments.leakage import leakage_sections, run_leakage_study
@@ -102,6 +104,8 @@ def reproduce(
     config = preset_config(preset, **overrides)
     if leakage and cv:
         raise BrainMRIError("the leakage study compares single 80/20 splits; it does not combine with --cv")
+    if leakage and finished_only:
+        raise BrainMRIError("--finished-only reports the comparison's finished runs; run it without --leakage")
     out = Path(out)
     started = time.perf_counter()
     source = ensure_dataset(data)
@@ -115,7 +119,7 @@ def reproduce(
     meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
     common: dict[str, Any] = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
     report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, boxes=boxes,
-                     **common)  # fmt: skip
+                     finished_only=finished_only, **common)  # fmt: skip
     if leakage:
         arch = list(leakage_archs or archs or PAPER_ARCHS)[0]
         study = run_leakage_study(prepared, out / f"{preset}-leakage", config.replace(arch=arch),

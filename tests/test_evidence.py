@@ -319,6 +319,10 @@ def test_publish_keeps_records_drops_weights_and_unfinished_runs(tmp_path):
         (run / "checkpoints" / "last.pt").write_bytes(b"weights")
         (run / "train.log").write_text("epoch 1\n")
     (done / "summary.json").write_text("{}")
+    just_started = src / "runs" / "resnet50" / "seed44"  # no checkpoint yet: its records and log only
+    just_started.mkdir(parents=True)
+    (just_started / "config.json").write_text("{}")
+    (just_started / "train.log").write_text("training resnet50\n")
     (done / "metrics.json").write_text('{"accuracy": 0.9}')
     noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
     Image.fromarray(noise).save(done / "curves.png")  # incompressible: well over the limit

@@ -15,6 +15,7 @@ from PIL import Image
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_bytes
+from brainmri.rundir import TRAIN_LOG
 
 MAX_FIGURE_BYTES = 200_000
 #: What is never published: weights, event files, and HTML reports with embedded images.
@@ -47,9 +48,11 @@ def publish(src: str | Path, dest: str | Path, overwrite: bool = False) -> list[
         raise BrainMRIError(f"{dest} already exists; pass --overwrite to replace it")
     if dest.exists():
         shutil.rmtree(dest)
-    # A run still training (checkpoints, no summary yet) has no numbers to publish: left out, so
-    # that its half-written log and history are not taken for a result.
-    unfinished = [c.parent for c in src.rglob("checkpoints") if not (c.parent / "summary.json").is_file()]
+    # A run still training (a train.log or checkpoints, no summary yet; before its first
+    # checkpoint it has only its records and log) has no numbers to publish: left out, so that
+    # its half-written log and history are not taken for a result.
+    started = {p.parent for name in ("checkpoints", TRAIN_LOG) for p in src.rglob(name)}
+    unfinished = [run for run in started if not (run / "summary.json").is_file()]
     written = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)

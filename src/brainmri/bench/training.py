@@ -320,7 +320,7 @@ def compare_training(
     ours_ips = [o["ips"] for o, _ in pairs]
     base_ips = [b["ips"] for _, b in pairs]
     ratios = [o / b for o, b in zip(ours_ips, base_ips, strict=True)]
-    ours, base = pairs[0]
+    ours = pairs[0][0]  # the recipe ours trained with: the same in every pair
     row = {
         "ours_ips": statistics.median(ours_ips),
         "baseline_ips": statistics.median(base_ips),

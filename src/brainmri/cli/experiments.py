@@ -86,6 +86,15 @@ def add_evaluate_parsers(sub: argparse._SubParsersAction) -> None:
     add_reproduce_parser(sub)
 
 
+def _add_finished_only(parser: argparse.ArgumentParser) -> None:
+    """``--finished-only``, the same for compare and reproduce."""
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: write the report from the runs that have finished, naming those left out",
+    )
+
+
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     cmp = sub.add_parser(
         "compare",
@@ -103,11 +112,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         help="train each architecture N times on the one split, with seeds --seed, --seed+1, ...; the report gives "
         "mean and SD and the paired differences between architectures",
     )
-    cmp.add_argument(
-        "--finished-only",
-        action="store_true",
-        help="train nothing: write the report from the runs that have finished, naming those left out",
-    )
+    _add_finished_only(cmp)
     cmp.add_argument("--config", help="JSON/YAML file of training settings (flags override it)")
     add_training_flags(cmp, exclude=("data", "split", "fold", "arch"))
     cmp.add_argument(
@@ -159,11 +164,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
         help="train each architecture N times on the one split (seeds --seed, --seed+1, ...); mean, SD and paired "
         "differences in the report",
     )
-    rep.add_argument(
-        "--finished-only",
-        action="store_true",
-        help="train nothing: write the report from the runs that have finished, naming those left out",
-    )
+    _add_finished_only(rep)
     rep.add_argument("--seed", type=int, help="seed of the split and training (default: 42)")
     rep.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     rep.add_argument(

@@ -128,7 +128,7 @@ def content_digest(folder: str | Path) -> str:
     folder = Path(folder)
     lines = []
     for split in EXPECTED_SPLITS:
-        for path in sorted((folder / split).rglob("*")):
+        for path in (folder / split).rglob("*"):  # the lines are sorted below
             if path.is_file():
                 lines.append(f"{path.relative_to(folder).as_posix()}\t{file_sha256(path)}\n")
     return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()

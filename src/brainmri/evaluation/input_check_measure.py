@@ -90,7 +90,7 @@ def _held_out(run_dir: Path) -> list[tuple[str, Path]]:
 
     run = Run.read(run_dir, card={})
     rows = run.split
-    if run.data is None or rows is None or run.fold is not None or "fold" in rows[0]:
+    if run.data is None or rows is None or "fold" in rows[0]:  # a k-fold file has no one test side
         return []
     return [(r["path"], run.data / r["path"]) for r in select_split(rows, "test")]
 

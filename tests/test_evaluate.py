@@ -16,6 +16,7 @@ from brainmri.metrics.classification import (
     compute_metrics,
     roc_auc_ovr,
 )
+from brainmri.metrics.records import BootstrapCI, CalibrationBins, ClassMetrics, EvaluationMetrics, Metrics
 
 CLASSES4 = ("a", "b", "c", "d")
 # Ten predictions; class "d" is never predicted.
@@ -62,6 +63,10 @@ def test_metrics_match_hand_computation_with_a_never_predicted_class():
     assert 0.0 <= lo < 0.6 < hi <= 1.0
     lo, hi = m["ci"]["macro_f1"]
     assert lo < m["macro"]["f1"] < hi
+    # The typed record names every key, and nothing rides beside them.
+    assert set(m) == Metrics.__required_keys__
+    assert all(set(v) == ClassMetrics.__required_keys__ for v in pc.values())
+    assert set(m["ci"]) == BootstrapCI.__required_keys__ and set(m["calibration"]) == CalibrationBins.__required_keys__
 
 
 def test_a_class_absent_from_the_evaluated_images_is_undefined_not_zero():
@@ -169,7 +174,13 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
     with (run / "split.csv").open() as fh:
         test_rows = [r for r in csv.DictReader(fh) if r["side"] == "test"]
     assert m["n"] == len(test_rows) and sum(map(sum, m["confusion_matrix"])) == len(test_rows)
-    assert json.loads((run / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["accuracy"] == m["accuracy"]
+    assert (
+        Metrics.__required_keys__
+        <= set(saved)
+        <= EvaluationMetrics.__required_keys__ | EvaluationMetrics.__optional_keys__
+    )
     history = read_history(run)
     assert m["run"]["avg_train_loss"] == pytest.approx(np.mean([r["train_loss"] for r in history]))
     assert m["run"]["avg_val_loss"] is None  # no validation side: nothing validated, the test side untouched

@@ -13,7 +13,7 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from brainmri.inference.run_record import read_json_file as _read_json
 from brainmri.io.images import ImageError, read_image
 from brainmri.io.preprocess import stack, to_array
 from brainmri.metrics.classification import compute_metrics
+from brainmri.metrics.records import CardMetrics, EvaluationMetrics
 from brainmri.models.annex import write_annex
 from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
 from brainmri.rundir import METRICS_JSON, PREDICTIONS_CSV, RunDir
@@ -207,7 +208,7 @@ def evaluate_run(
     tta: bool | None = None,
     overwrite: bool = False,
     boxes: str | Path | None = None,
-) -> dict[str, Any]:
+) -> EvaluationMetrics:
     """Evaluate a run's best checkpoint on its held-out split, or on the labelled folder ``data``
     (leaving out, unless ``keep_overlap``, its images that duplicate the run's training data).
 
@@ -252,12 +253,14 @@ def evaluate_run(
         proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
     else:
         proba, warnings, check = check_images(ckpt, model, images, reasons, batch_size, device, flip)
-    metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
-    metrics["source"] = source
-    metrics["inference"] = {"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size}
     from brainmri.provenance import provenance
 
-    metrics["provenance"] = provenance()  # the code that evaluated, which may be newer than the run's
+    metrics = EvaluationMetrics(
+        **compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed),
+        source=source,
+        inference={"precision": "fp32", "flip_averaging": flip, "batch_size": batch_size},
+        provenance=provenance(),  # the code that evaluated, which may be newer than the run's
+    )
     if warnings is not None:
         metrics["input_check"] = {**check, "flagged": sum(w is not None for w in warnings), "of": len(warnings)}
     metrics["run"] = {
@@ -366,27 +369,28 @@ def check_images(ckpt: dict[str, Any], model, images, reasons, batch_size: int, 
     return proba, warnings, {"checks": check.status, "threshold": check.threshold}
 
 
-def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+def card_metrics(metrics: EvaluationMetrics) -> CardMetrics:
     """The few numbers a model card carries."""
-    return {
-        "n": metrics["n"],
-        "accuracy": metrics["accuracy"],
-        "accuracy_ci95": metrics["ci"]["accuracy"],
-        "macro_precision": metrics["macro"]["precision"],
-        "macro_recall": metrics["macro"]["recall"],
-        "macro_f1": metrics["macro"]["f1"],
-        "macro_f1_ci95": metrics["ci"]["macro_f1"],
-        "roc_auc_macro": metrics["roc_auc_macro"],
-        "ece": metrics["ece"],
-        "evaluated_on": metrics["source"].get("path") or metrics["source"].get("split"),
-    }
+    source = metrics.get("source") or {}
+    return CardMetrics(
+        n=metrics["n"],
+        accuracy=metrics["accuracy"],
+        accuracy_ci95=metrics["ci"]["accuracy"],
+        macro_precision=metrics["macro"]["precision"],
+        macro_recall=metrics["macro"]["recall"],
+        macro_f1=metrics["macro"]["f1"],
+        macro_f1_ci95=metrics["ci"]["macro_f1"],
+        roc_auc_macro=metrics["roc_auc_macro"],
+        ece=metrics["ece"],
+        evaluated_on=source.get("path") or source.get("split"),
+    )
 
 
 def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def format_table(metrics: dict[str, Any]) -> str:
+def format_table(metrics: EvaluationMetrics) -> str:
     """The metrics as plain-text tables for the terminal."""
     classes = metrics["classes"]
     width = max(len(c) for c in [*classes, "weighted avg"]) + 2
@@ -408,8 +412,9 @@ def format_table(metrics: dict[str, Any]) -> str:
     ci = metrics["ci"]
     level = int(round(ci["level"] * 100))
 
-    def interval(key: str) -> str:
-        return f" ({level}% CI {_f(ci[key][0])}-{_f(ci[key][1])})" if ci.get(key) else ""
+    def interval(key: Literal["accuracy", "macro_f1"]) -> str:
+        bounds = ci[key]
+        return f" ({level}% CI {_f(bounds[0])}-{_f(bounds[1])})" if bounds else ""
 
     lines += [
         "",
@@ -418,7 +423,7 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"macro F1            {_f(metrics['macro']['f1'])}{interval('macro_f1')}",
         f"ECE (15 bins)       {_f(metrics['ece'])}",
     ]
-    run = metrics.get("run", {})
+    run = metrics.get("run") or {}
     if run:
         secs = run.get("training_seconds")
         lines += [
@@ -448,7 +453,7 @@ def format_table(metrics: dict[str, Any]) -> str:
             f"{check['flagged']} of {check['of']} image(s) not like the training images "
             f"(input_warning in predictions.csv; checks: {check['checks']})",
         ]
-    source = metrics.get("source", {})
+    source = metrics.get("source") or {}
     skipped = source.get("skipped") or []
     if skipped:
         lines += ["", f"{len(skipped)} file(s) skipped:"] + [f"  {s['path']}: {s['reason']}" for s in skipped[:20]]

@@ -23,6 +23,7 @@ from brainmri.errors import BrainMRIError
 from brainmri.evaluation.evaluate import evaluate_run, read_history, read_predictions
 from brainmri.files import atomic_write_text, read_json
 from brainmri.metrics.classification import compute_metrics
+from brainmri.metrics.records import EvaluationMetrics
 from brainmri.models.build import PAPER_ARCHS
 from brainmri.render.document import fmt
 from brainmri.render.figures import make_figures
@@ -449,7 +450,7 @@ def _summary(results: dict[str, dict[str, Any]], leakage: dict[str, int] | None)
     return out
 
 
-def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> dict[str, Any]:
+def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> EvaluationMetrics:
     """Metrics and figures over the out-of-fold predictions of all folds (each image once)."""
     ys, probs, histories = [], [], []
     classes: list[str] = []
@@ -459,7 +460,7 @@ def _pool_folds(arch_dir: Path, cv: int, n_bootstrap: int, seed: int) -> dict[st
         probs.append(p)
         histories.append(read_history(arch_dir / f"fold{k}"))
     y_true, proba = np.concatenate(ys), np.concatenate(probs)
-    metrics = compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = EvaluationMetrics(**compute_metrics(y_true, proba, classes, n_bootstrap=n_bootstrap, seed=seed))
     epochs = min(len(h) for h in histories)
     mean_history = [
         {

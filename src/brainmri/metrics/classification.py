@@ -6,12 +6,12 @@ confidence intervals).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from brainmri.errors import BrainMRIError
+from brainmri.metrics.records import Averages, BootstrapCI, CalibrationBins, ClassMetrics, Metrics
 
 #: Probabilities are clipped here before a log, so that one confident mistake gives a large,
 #: finite loss rather than infinity.
@@ -29,7 +29,7 @@ def cross_entropy(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
 ECE_BINS = 15
 
 
-def calibration_bins(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
+def calibration_bins(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> CalibrationBins:
     """Reliability-diagram bins on the top-class probability and the expected calibration error.
 
     Bin ``i`` holds confidences in ``(i/n, (i+1)/n]``; ECE is the count-weighted mean gap
@@ -47,13 +47,13 @@ def calibration_bins(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BI
     mean_conf = np.divide(conf_sum, counts, out=np.zeros(n_bins), where=nonempty)
     mean_acc = np.divide(acc_sum, counts, out=np.zeros(n_bins), where=nonempty)
     ece = float(np.sum(np.abs(mean_acc - mean_conf) * counts) / max(len(y_true), 1))
-    return {
-        "ece": ece,
-        "edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(),
-        "count": counts.astype(int).tolist(),
-        "confidence": [float(c) if n else None for c, n in zip(mean_conf, counts, strict=True)],
-        "accuracy": [float(a) if n else None for a, n in zip(mean_acc, counts, strict=True)],
-    }
+    return CalibrationBins(
+        ece=ece,
+        edges=np.linspace(0.0, 1.0, n_bins + 1).tolist(),
+        count=counts.astype(int).tolist(),
+        confidence=[float(c) if n else None for c, n in zip(mean_conf, counts, strict=True)],
+        accuracy=[float(a) if n else None for a, n in zip(mean_acc, counts, strict=True)],
+    )
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -88,7 +88,7 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> BootstrapCI:
     """Percentile bootstrap confidence intervals for accuracy and macro F1.
 
     Test sets of a few hundred images give intervals several points wide; the paper's
@@ -98,7 +98,7 @@ def bootstrap_ci(
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if len(y_true) == 0 or n_resamples <= 0:
-        return {"level": level, "n_resamples": 0, "seed": seed, "accuracy": None, "macro_f1": None}
+        return BootstrapCI(level=level, n_resamples=0, seed=seed, accuracy=None, macro_f1=None)
     present = np.unique(y_true)
     rng = np.random.default_rng(seed)
     accs, f1s = [], []
@@ -109,11 +109,12 @@ def bootstrap_ci(
         accs.append(acc)
         f1s.append(f1)
     tail = (1.0 - level) / 2 * 100
-    out: dict[str, Any] = {"level": level, "n_resamples": n_resamples, "seed": seed}
-    for name, values in (("accuracy", np.concatenate(accs)), ("macro_f1", np.concatenate(f1s))):
-        lo, hi = np.percentile(values, [tail, 100 - tail])
-        out[name] = [float(lo), float(hi)]
-    return out
+
+    def interval(values: list[np.ndarray]) -> list[float]:
+        lo, hi = np.percentile(np.concatenate(values), [tail, 100 - tail])
+        return [float(lo), float(hi)]
+
+    return BootstrapCI(level=level, n_resamples=n_resamples, seed=seed, accuracy=interval(accs), macro_f1=interval(f1s))
 
 
 def roc_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> tuple[list[float | None], float | None]:
@@ -136,7 +137,7 @@ def compute_metrics(
     classes: Sequence[str],
     n_bootstrap: int = 1000,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Metrics:
     """Every metric of the report from true labels and predicted probabilities (N, K).
 
     Macro and weighted averages run over the classes present in ``y_true``: an external set
@@ -157,10 +158,10 @@ def compute_metrics(
     y_pred = proba.argmax(axis=1)
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     predicted = np.bincount(y_pred, minlength=k)
-    averages = {}
+    averages: dict[str, Averages] = {}
     for avg in ("macro", "weighted"):
         ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=avg, zero_division=0)
-        averages[avg] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
+        averages[avg] = Averages(precision=float(ap), recall=float(ar), f1=float(af))
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     row = cm.sum(axis=1, keepdims=True)
     cm_norm = np.divide(cm, row, out=np.zeros(cm.shape), where=row > 0)
@@ -170,29 +171,29 @@ def compute_metrics(
     auc_per_class, auc_macro = roc_auc_ovr(y_true, proba)
     calib = calibration_bins(y_true, proba)
     per_class = {
-        name: {
-            "precision": float(p[i]) if s[i] > 0 or predicted[i] > 0 else None,
-            "recall": float(r[i]) if s[i] > 0 else None,
-            "f1": float(f[i]) if s[i] > 0 else None,
-            "specificity": specificity[i],
-            "support": int(s[i]),
-            "roc_auc": auc_per_class[i],
-        }
+        name: ClassMetrics(
+            precision=float(p[i]) if s[i] > 0 or predicted[i] > 0 else None,
+            recall=float(r[i]) if s[i] > 0 else None,
+            f1=float(f[i]) if s[i] > 0 else None,
+            specificity=specificity[i],
+            support=int(s[i]),
+            roc_auc=auc_per_class[i],
+        )
         for i, name in enumerate(classes)
     }
-    return {
-        "n": int(len(y_true)),
-        "classes": list(classes),
-        "classes_evaluated": [classes[i] for i in present],
-        "accuracy": float((y_pred == y_true).mean()),
-        "loss": float(cross_entropy(proba, y_true).mean()),
-        "macro": averages["macro"],
-        "weighted": averages["weighted"],
-        "per_class": per_class,
-        "confusion_matrix": cm.astype(int).tolist(),
-        "confusion_matrix_normalized": cm_norm.tolist(),
-        "roc_auc_macro": auc_macro,
-        "ece": calib["ece"],
-        "calibration": calib,
-        "ci": bootstrap_ci(y_true, y_pred, k, n_resamples=n_bootstrap, seed=seed),
-    }
+    return Metrics(
+        n=int(len(y_true)),
+        classes=list(classes),
+        classes_evaluated=[classes[i] for i in present],
+        accuracy=float((y_pred == y_true).mean()),
+        loss=float(cross_entropy(proba, y_true).mean()),
+        macro=averages["macro"],
+        weighted=averages["weighted"],
+        per_class=per_class,
+        confusion_matrix=cm.astype(int).tolist(),
+        confusion_matrix_normalized=cm_norm.tolist(),
+        roc_auc_macro=auc_macro,
+        ece=calib["ece"],
+        calibration=calib,
+        ci=bootstrap_ci(y_true, y_pred, k, n_resamples=n_bootstrap, seed=seed),
+    )

@@ -9,7 +9,7 @@ Figures are drawn from what evaluation writes (``metrics.json``, ``predictions.c
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "") -> Path:
+def plot_confusion(metrics: Mapping[str, Any], path: Path, title: str = "") -> Path:
     """Counts and row-normalised confusion matrices side by side (the paper's Figs. 4-6)."""
     names = [_short(c) for c in metrics["classes"]]
     counts = np.asarray(metrics["confusion_matrix"])
@@ -104,7 +104,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, title: str = "") 
     return _save(fig, path)
 
 
-def plot_per_class(metrics: dict[str, Any], path: Path, title: str = "") -> Path:
+def plot_per_class(metrics: Mapping[str, Any], path: Path, title: str = "") -> Path:
     """Precision, recall and F1 per class as grouped bars (the paper's Fig. 3)."""
     classes = metrics["classes"]
     names = [_short(c) for c in classes]
@@ -151,7 +151,7 @@ def plot_roc(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], path
     return _save(fig, path)
 
 
-def plot_reliability(metrics: dict[str, Any], path: Path, title: str = "") -> Path:
+def plot_reliability(metrics: Mapping[str, Any], path: Path, title: str = "") -> Path:
     """Reliability diagram: accuracy against confidence per bin, bar widths equal to bins."""
     cal = metrics["calibration"]
     edges = np.asarray(cal["edges"])
@@ -177,7 +177,7 @@ def plot_reliability(metrics: dict[str, Any], path: Path, title: str = "") -> Pa
 
 def make_figures(
     out_dir: str | Path,
-    metrics: dict[str, Any],
+    metrics: Mapping[str, Any],
     y_true: np.ndarray,
     proba: np.ndarray,
     history: Sequence[dict[str, Any]] | None = None,

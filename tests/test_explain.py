@@ -185,3 +185,17 @@ def test_explanations_are_scored_against_boxes(model_path, tmp_path):
         csv.writer(fh).writerows([["file", "label", "x_center", "y_center", "width", "height", "half"], *corner])
     far = score_explanations(model, card, folder, boxes, tmp_path / "far", explainers=[ex], n_bootstrap=50)
     assert far["chosen_on_report"]["pointing_0.1"]["mean"] == 0.0
+
+
+def test_a_batch_of_maps_equals_the_maps_one_slice_at_a_time():
+    """The failure gallery explains its slices in batches: in eval mode each map must depend on
+    its own slice only, so a batch gives what one slice at a time gives."""
+    from brainmri.inference.explain import DEFAULT_EXPLAINER, saliency
+
+    torch.manual_seed(1)
+    model = build_model("resnet18", "none").eval()
+    x, classes = torch.rand(5, 1, 64, 64), [0, 1, 2, 3, 1]
+    batch = saliency(model, x, classes, DEFAULT_EXPLAINER)
+    alone = np.concatenate([saliency(model, x[i : i + 1], [c], DEFAULT_EXPLAINER) for i, c in enumerate(classes)])
+    assert batch.shape == (5, 64, 64) and batch.std() > 0
+    np.testing.assert_allclose(batch, alone, atol=1e-4)

@@ -21,12 +21,7 @@ PY=${PYTHON:-python3}
 DATA=${DATA:-../shared/datasets/brain-tumor-mri-sartaj}
 EXTERNAL=${EXTERNAL:-../shared/datasets/brain-tumor-mri-external}
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "gpu_check: installing the carried wheels failed" >&2; exit 2; }
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source scripts/carried_wheels.sh
 CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))") || { echo "gpu_check: no torch" >&2; exit 2; }
 MODE=${MODE:-auto}
 if [ "$MODE" = auto ]; then MODE=$([ "$CUDA" = 1 ] && echo full || echo reduced); fi

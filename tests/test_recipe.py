@@ -70,6 +70,17 @@ def test_onecycle_warms_up_to_the_peak_then_anneals_as_torch_defines_it():
         TrainConfig(schedule="onecycle", warmup=0.0).check()
 
 
+@pytest.mark.parametrize(("total", "pct"), [(5, 0.2), (10, 0.1), (4, 0.25), (6, 0.2)])
+def test_onecycle_on_a_run_of_a_few_steps_still_warms_up_then_anneals(total, pct):
+    # A warm-up of exactly one step made torch's OneCycleLR divide by zero (a tiny --epochs 1
+    # run): such a run must train, peak once, and end below where it started.
+    lr = 0.002
+    lrs = _lrs(TrainConfig(schedule="onecycle", lr=lr, warmup=pct), total)
+    assert len(lrs) == total and all(0 < v <= lr * (1 + 1e-9) for v in lrs)
+    peak = lrs.index(max(lrs))
+    assert lrs[0] < max(lrs) and lrs[-1] < lrs[0] and 0 < peak < total - 1
+
+
 def test_weight_decay_skips_norm_layers_and_biases():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(4, 3))
     for name in ("adam", "adamw", "sgd"):

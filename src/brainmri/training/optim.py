@@ -63,11 +63,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimSettings, tot
     to lr over ``warmup`` of the steps, then cosine annealing to lr/25e4); the others are
     :func:`lr_factor`."""
     if config.schedule == "onecycle":
+        warmup = config.warmup
+        if math.isclose(warmup * total_steps, 1.0):
+            # torch's first phase would end where it starts (a division by zero in OneCycleLR):
+            # only very short runs (5 steps at the default 0.2) meet this; warm up over 1.5 steps.
+            warmup = min(1.5 / total_steps, 0.99)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=config.lr,
             total_steps=total_steps,
-            pct_start=config.warmup,
+            pct_start=warmup,
             anneal_strategy="cos",
             cycle_momentum=False,
             div_factor=WARMUP_DIVISOR,

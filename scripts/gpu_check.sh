@@ -15,17 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu-check}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python3}
-DATA=${DATA:-../shared/datasets/brain-tumor-mri-sartaj}
-EXTERNAL=${EXTERNAL:-../shared/datasets/brain-tumor-mri-external}
-
-source scripts/carried_wheels.sh
-CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))") || { echo "gpu_check: no torch" >&2; exit 2; }
-MODE=${MODE:-auto}
-if [ "$MODE" = auto ]; then MODE=$([ "$CUDA" = 1 ] && echo full || echo reduced); fi
-DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
+source scripts/gpu_setup.sh
 if [ "$MODE" = full ]; then
     TRAIN=(--config configs/scratch.yaml)
     BENCH=(--steps 40 --warmup 10)

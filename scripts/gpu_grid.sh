@@ -5,22 +5,13 @@
 # Resumable: run it again after an interruption and it skips what finished. Without a GPU it
 # runs a reduced mode on the CPU (two small ResNets, tiny images, one epoch, two seeds), which
 # tests/test_gpu_script.py runs, so that the script stays runnable where no GPU is. Wheels in
-# .whl/ are installed first (scripts/carried_wheels.sh).
+# .whl/ are installed first (scripts/gpu_setup.sh).
 #
 #   scripts/gpu_grid.sh [OUT]        env: DATA, EXTERNAL (datasets), MODE=auto|full|reduced, PYTHON, EPOCHS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu-grid}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python3}
-DATA=${DATA:-../shared/datasets/brain-tumor-mri-sartaj}
-EXTERNAL=${EXTERNAL:-../shared/datasets/brain-tumor-mri-external}
-source scripts/carried_wheels.sh
-CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))") || { echo "gpu_grid: no torch" >&2; exit 2; }
-MODE=${MODE:-auto}
-if [ "$MODE" = auto ]; then MODE=$([ "$CUDA" = 1 ] && echo full || echo reduced); fi
-DEVICE=$([ "$CUDA" = 1 ] && echo cuda || echo cpu)
+source scripts/gpu_setup.sh
 if [ "$MODE" = full ]; then
     GRID=(--preset scratch --epochs "${EPOCHS:-40}" --seeds 3 --leakage --leakage-seeds 3)
 else

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from statistics import median
 
 from brainmri.config import TrainConfig
 from brainmri.evaluation.evaluate import evaluate_run, read_history
@@ -61,12 +62,6 @@ def time_to_target(history: list[dict], target: float) -> dict:
         if row.get("val_acc", 0.0) >= target:
             return {"reached": True, "epoch": int(row["epoch"]), "seconds": spent}
     return {"reached": False, "epoch": None, "seconds": spent}
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def images_per_second(run: Path) -> float:

@@ -24,10 +24,10 @@ import torch
 
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text
-from brainmri.inference.explain import Explainer, saliency_many
+from brainmri.inference.explain import Explainer, saliency_in_batches
 from brainmri.inference.forward import probabilities
 from brainmri.io.images import ImageError, read_gray
-from brainmri.io.preprocess import stack, to_array, to_input
+from brainmri.io.preprocess import stack, to_array
 from brainmri.labels import canonical_label
 from brainmri.metrics.localisation import (
     Box,
@@ -89,12 +89,7 @@ def _load(folder: Path, boxes: Sequence[Box], card: dict[str, Any]) -> tuple[lis
 
 def _maps(model, arrays, targets, explainers: Sequence[Explainer], batch_size: int, device) -> dict[str, np.ndarray]:
     """Every explainer's maps, batch by batch, from one pass per input scale."""
-    parts: dict[str, list[np.ndarray]] = {e.name: [] for e in explainers}
-    for i in range(0, len(arrays), batch_size):
-        x = to_input(stack(arrays[i : i + batch_size])).to(device)
-        for name, maps in saliency_many(model, x, targets[i : i + batch_size], explainers).items():
-            parts[name].append(maps)
-    return {name: np.concatenate(p) for name, p in parts.items()}
+    return saliency_in_batches(model, stack(arrays), targets, explainers, batch_size, device)
 
 
 def _summary(values: Sequence[float], n_bootstrap: int, seed: int = 0) -> dict[str, float | int | None]:

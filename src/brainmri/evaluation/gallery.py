@@ -51,11 +51,9 @@ def _write_list(path: Path, rows: list[dict[str, Any]]) -> None:
 def _heatmaps(run: RunDir, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(slice, map overlay of the predicted class) for each row, at the model's size (the
     explanation method the card names, else the default)."""
-
     from brainmri.data.prepared import load_split
-    from brainmri.inference.explain import DEFAULT_EXPLAINER, Explainer, overlay, saliency
+    from brainmri.inference.explain import DEFAULT_EXPLAINER, Explainer, overlay, saliency_in_batches
     from brainmri.inference.run_record import Run
-    from brainmri.io.preprocess import to_input
     from brainmri.models.checkpoint import load_model
 
     model, card = load_model(run.best)
@@ -65,15 +63,10 @@ def _heatmaps(run: RunDir, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray,
     chosen = (card.get("explanation") or {}).get("chosen")
     explainer = Explainer.parse(chosen) if chosen else DEFAULT_EXPLAINER
     classes = list(card["classes"])
-    out = []
-    # In batches: in eval mode each map depends on its own slice only, and one pass over 16 slices
-    # costs far less than 16 passes over one (the gallery was most of a quick run's evaluation).
-    for start in range(0, len(rows), SALIENCY_BATCH):
-        batch = rows[start : start + SALIENCY_BATCH]
-        grays = images[[index[r["path"]] for r in batch]]
-        heats = saliency(model, to_input(grays), [classes.index(r["predicted"]) for r in batch], explainer)
-        out += [(g[0].numpy(), overlay(g[0].numpy(), h)) for g, h in zip(grays, heats, strict=True)]
-    return out
+    grays = images[[index[r["path"]] for r in rows]]
+    targets = [classes.index(r["predicted"]) for r in rows]
+    heats = saliency_in_batches(model, grays, targets, [explainer], SALIENCY_BATCH)[explainer.name]
+    return [(g[0].numpy(), overlay(g[0].numpy(), h)) for g, h in zip(grays, heats, strict=True)]
 
 
 def _short(name: str) -> str:

@@ -43,8 +43,9 @@ def category(name: str) -> str:
 
 
 def profile_size(arch: str, size: int, batch: int, steps: int) -> dict:
-    config = TrainConfig.from_dict({**PRESETS["scratch"], "image_size": size, "arch": arch, "batch_size": batch,
-                                    "device": "cpu"})  # fmt: skip
+    # one size throughout: the preset's progressive resizing would change it between epochs
+    config = TrainConfig.from_dict({**PRESETS["scratch"], "image_size": size, "progressive": "", "arch": arch,
+                                    "batch_size": batch, "device": "cpu"})  # fmt: skip
     device = torch.device("cpu")
     precision = resolve_precision(config.precision, device)
     model = build_model(arch, "none", 4)

@@ -148,3 +148,24 @@ def test_finished_only_reports_the_finished_runs_and_trains_nothing(trained_run,
     assert not (out / "runs" / "resnet18" / "seed43").exists(), "--finished-only trained a run"
     assert [r["seed"] for r in load_results(out)["resnet18"]["runs"]] == [42]
     assert "ResNet-18" in (out / "report.md").read_text()
+
+
+def test_the_scratch_preset_trains_small_images_first_and_none_turns_it_off(tmp_path, capsys):
+    """The scratch preset adopted progressive resizing from the time-to-accuracy study;
+    ``--progressive none`` trains every epoch at full size, as the recorded depth grid and
+    leakage study did, and any other spec is checked before anything is prepared."""
+    from brainmri.experiments.reproduce import preset_config
+
+    config = preset_config("scratch")
+    assert [config.epoch_size(e) for e in (1, 14, 15, 26, 27, 40)] == [64, 64, 96, 96, 128, 128]
+    assert preset_config("scratch", progressive="").progressive_sizes() == []
+    args = ["reproduce", "--preset", "scratch", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]
+    assert main([*args, "--progressive", "48:1.5"]) == 2
+    assert "--progressive" in capsys.readouterr().err
+    # a smaller --image-size than the preset's steps needs --progressive none (or a spec of its own)
+    assert main([*args, "--image-size", "64"]) == 2
+    assert "--progressive" in capsys.readouterr().err
+    assert main([*args, "--image-size", "64", "--progressive", "none"]) == 2  # past the config: the data are absent
+    err = capsys.readouterr().err
+    assert "--progressive" not in err and "absent" in err
+    assert not (tmp_path / "out").exists()

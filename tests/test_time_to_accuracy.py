@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,22 +46,57 @@ def test_throughput_levers_are_the_median_of_paired_ratios():
 def test_a_smoke_run_writes_the_tables_and_resumes_without_training_again(small_raw, tmp_path):
     from brainmri.data.prepare import prepare
 
+    tta = _script()
+
     prepared = tmp_path / "prepared"
     prepare(small_raw, prepared, size=128, workers=1, progress=False)
     out = tmp_path / "tta"
     argv = [sys.executable, str(ROOT / "scripts" / "time_to_accuracy.py"), "--data", str(prepared), "--out", str(out),
             "--arch", "resnet18", "--limit-per-class", "6", "--recipes", "20-epochs", "--levers", "no-channels-last",
-            "--pairs", "1", "--pair-epochs", "1", "--target", "0"]  # fmt: skip
+            "--pairs", "1", "--pair-epochs", "1", "--targets", "0,1.01"]  # fmt: skip
     first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
     record = json.loads((out / "time_to_accuracy.json").read_text())
     recipe = record["recipes"]["20 epochs"]
-    assert recipe["target"] == {"reached": True, "epoch": 1, "seconds": pytest.approx(recipe["target"]["seconds"])}
+    first_epoch = tta.read_history(out / "20-epochs")[0]["seconds"]
+    assert recipe["targets"]["0.00"] == {"reached": True, "epoch": 1, "seconds": pytest.approx(first_epoch)}
+    assert not recipe["targets"]["1.01"]["reached"]  # above any accuracy: never reached
+    assert recipe["training_seconds"] > recipe["validation_seconds"] > 0
+    assert isinstance(recipe["meets_goal"], bool) and recipe["test_accuracy_ci"][0] <= recipe["test_accuracy"]
     assert 0 <= recipe["test_accuracy"] <= 1 and recipe["median_images_per_second"] > 0
     lever = record["throughput_levers"]["no channels-last"]
     assert lever["pairs"] == 1 and lever["ratio"] == pytest.approx(lever["rates"][0][1] / lever["rates"][0][0])
+    # Runs that predate history.csv's val_seconds: their validation is derived from the epoch's
+    # images and rate, and agrees with what this run recorded.
+    run, old = out / "20-epochs", tmp_path / "old-run"
+    old.mkdir()
+    for name in ("config.json", "split.csv"):
+        (old / name).write_bytes((run / name).read_bytes())
+    lines = (run / "history.csv").read_text().splitlines()
+    drop = lines[0].split(",").index("val_seconds")
+    (old / "history.csv").write_text("".join(",".join(c for i, c in enumerate(row.split(",")) if i != drop) + "\n"
+                                             for row in lines))  # fmt: skip
+    recorded, seconds = tta.validation_seconds(run), sum(r["seconds"] for r in tta.read_history(run))
+    # history.csv keeps 6 significant digits: a wrong count of images would be off by far more
+    assert recorded[0] > 0 and tta.validation_seconds(old) == pytest.approx(recorded, abs=1e-4 * seconds)
+    # A run against a copy of itself with one right answer made wrong: -1/n, paired, and McNemar
+    # sees one discordant image.
+    (old / "predictions.csv").write_text((run / "predictions.csv").read_text())
+    y_true, proba, _, _ = tta.read_predictions(run / "predictions.csv")
+    right = np.flatnonzero(proba.argmax(axis=1) == y_true)
+    assert len(right), "the smoke run got no test image right"
+    rows = (old / "predictions.csv").read_text().splitlines()
+    cells = rows[1 + right[0]].split(",")
+    cells[3:] = ["0" if c == max(cells[3:], key=float) else c for c in cells[3:]]  # its best class now scores 0
+    cells[3 + (y_true[right[0]] + 1) % 4] = "2"  # and another class wins
+    rows[1 + right[0]] = ",".join(cells)
+    (old / "predictions.csv").write_text("\n".join(rows) + "\n")
+    paired = tta.against(old, run)
+    assert paired["mean"] == pytest.approx(-1 / len(y_true)) and paired["n"] == len(y_true)
+    assert paired["mcnemar"]["only_a_right"] == 0 and paired["mcnemar"]["only_b_right"] == 1
+    assert tta.against(run, run)["mean"] == 0.0
     table = (out / "time_to_accuracy.md").read_text()
-    assert "| 20 epochs |" in table and "| no channels-last | 1 | 1 |" in table
+    assert "| 20 epochs |" in table and "| no channels-last | 1 | 1 |" in table and "not reached" in table
     finished = sorted(out.glob("**/summary.json"))
     assert len(finished) == 3  # the recipe, and today and the lever for the one pair
     stamps = [p.stat().st_mtime_ns for p in finished]

@@ -103,7 +103,7 @@ def test_interrupted_run_resumes_to_the_same_history_as_an_uninterrupted_one(pre
         train(config, run, progress=False)
 
     train(config, run, resume=True, progress=False)
-    timing = {"seconds", "images_per_second"}
+    timing = {"seconds", "val_seconds", "images_per_second"}
     a = [{k: v for k, v in row.items() if k not in timing} for row in read_history(straight)]
     b = [{k: v for k, v in row.items() if k not in timing} for row in read_history(run)]
     assert len(b) == 2 and a == b
@@ -144,7 +144,7 @@ def test_loader_workers_and_relative_paths_do_not_change_a_run(prepared, tmp_pat
     config = tiny_config(Path(prepared.name), limit_per_class=4, epochs=1)
     inline = train(config, tmp_path / "inline", progress=False)
     workers = train(config.replace(workers=1), tmp_path / "workers", progress=False)
-    timing = {"seconds", "images_per_second"}
+    timing = {"seconds", "val_seconds", "images_per_second"}
     rows = [[{k: v for k, v in r.items() if k not in timing} for r in read_history(x)] for x in (inline, workers)]
     assert rows[0] == rows[1]  # dropout is keyed by the step, not by how batches were made
     assert json.loads((inline / "config.json").read_text())["data"] == str(prepared.resolve())
@@ -165,6 +165,16 @@ def test_best_checkpoint_reloads_and_reproduces_its_validation_metrics(prepared,
     again, _ = load_model(run)
     with torch.no_grad():
         assert torch.equal(model(x[:4].float() / 255), again(x[:4].float() / 255))
+
+
+def test_history_records_what_validation_costs_in_the_epochs_that_validate(prepared, tmp_path):
+    """``val_every 2`` over 3 epochs validates epochs 2 and 3 (the last always): only those
+    carry validation seconds, so that the cost of validating can be read off any run."""
+    run = train(tiny_config(prepared, val_size=0.3, epochs=3, val_every=2), tmp_path / "v", progress=False)
+    rows = read_history(run)
+    assert [r["val_acc"] != "" for r in rows] == [False, True, True]
+    assert float(rows[0]["val_seconds"]) == 0.0
+    assert all(0.0 < float(r["val_seconds"]) < float(r["seconds"]) for r in rows[1:])
 
 
 def test_the_last_epoch_is_kept_and_the_test_side_chooses_nothing(trained_run):

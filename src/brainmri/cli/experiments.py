@@ -157,6 +157,12 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--image-size", type=int, help="image size in pixels (default: the preset's)")
     rep.add_argument("--limit-per-class", type=int, help="images per class and side (default: the preset's)")
     rep.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    rep.add_argument(
+        "--progressive",
+        metavar="SPEC",
+        help="smaller images in the first epochs, SIZE:FRACTION,... (default: the preset's; none: every epoch at "
+        "the preset's size, as the scratch preset trained before it adopted 64:0.35,96:0.3)",
+    )
     rep.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
     rep.add_argument(
         "--seeds",
@@ -262,6 +268,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         limit_per_class=args.limit_per_class,
         batch_size=args.batch_size,
+        progressive="" if args.progressive == "none" else args.progressive,
         seed=args.seed,
         device=args.device,
     )

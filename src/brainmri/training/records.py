@@ -29,7 +29,19 @@ from brainmri.runtime import cpu_name
 from brainmri.terminal import safe
 from brainmri.training import sampling
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_second")
+#: ``seconds`` is the epoch's training plus its validation; ``val_seconds`` the validation alone
+#: (0 in an epoch that did not validate), so that what validation costs can be read off any run.
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "val_seconds",
+    "images_per_second",
+)
 
 
 #: How a run picks the model it keeps (``checkpoints/best.pt``), recorded in its card and summary.

@@ -404,12 +404,14 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
     if run.world_size > 1:  # rank 0's BatchNorm statistics are the ones saved: validate with them
         for buffer in parts.evaluated.buffers():
             dist.broadcast(buffer, src=0)
-    val_start = time.perf_counter()
     val: Mapping[str, float | None] = {"loss": None, "accuracy": None}
+    val_seconds = 0.0
     if run.selects and (epoch % config.val_every == 0 or epoch == config.epochs):
+        val_start = time.perf_counter()
         val = engine.validate(
             parts.evaluated, run.val_x, run.val_y, run.loop, run.precision, run.device, run.world_size, run.rank
         )
+        val_seconds = time.perf_counter() - val_start
     seen = max(totals["seen"], 1)
     row = {
         "epoch": epoch,
@@ -418,7 +420,8 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
         "val_loss": val["loss"],
         "val_acc": val["accuracy"],
         "lr": totals["lr"],
-        "seconds": totals["train_seconds"] + time.perf_counter() - val_start,
+        "seconds": totals["train_seconds"] + val_seconds,
+        "val_seconds": val_seconds,
         "images_per_second": totals["seen"] / max(totals["train_seconds"], 1e-9),
     }
     state.history.append(row)

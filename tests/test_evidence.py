@@ -270,6 +270,12 @@ def test_progressive_sizes_cover_the_epochs_and_bad_specs_are_one_line():
     config = TrainConfig(epochs=10, image_size=128, progressive="64:0.4,96:0.3")
     assert [config.epoch_size(e) for e in range(1, 11)] == [64] * 4 + [96] * 3 + [128] * 3
     assert TrainConfig(epochs=10).epoch_size(1) == TrainConfig().image_size  # none: every epoch full size
+    # a run too short for the fractions still ends at full size (1 epoch: 0.65 of it rounds to 1)
+    assert TrainConfig(epochs=1, image_size=128, progressive="64:0.35,96:0.3").epoch_size(1) == 128
+    assert [TrainConfig(epochs=2, image_size=128, progressive="64:0.35,96:0.3").epoch_size(e) for e in (1, 2)] == [
+        64,
+        128,
+    ]
     for bad in ("64", "64:1.2", "512:0.2", "64:0.6,96:0.5", "x:0.1"):
         with pytest.raises(BrainMRIError, match="--progressive"):
             TrainConfig(image_size=128, progressive=bad).check()

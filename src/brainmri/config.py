@@ -337,6 +337,11 @@ def _progressive_pairs(spec: str, image_size: int) -> list[tuple[int, float]]:
 
 
 def _epoch_size(progressive: Sequence[tuple[int, float]], epochs: int, image_size: int, epoch: int) -> int:
+    """The size of ``epoch`` (1-based); the last epoch is always at ``image_size``, so that a
+    short run (``--epochs 1`` with a preset's progressive resizing) still ends on the size it is
+    validated and used at."""
+    if epoch >= epochs:
+        return image_size
     done = 0.0
     for size, fraction in progressive:
         done += fraction

@@ -20,7 +20,6 @@ resnet18 --limit-per-class 20 --recipes 20-epochs --pairs 1 --pair-epochs 1 --ta
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 from statistics import median
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from brainmri.config import TrainConfig
+from brainmri.data.splitfile import read_split, select_split
 from brainmri.evaluation.evaluate import evaluate_run, read_history, read_predictions
 from brainmri.experiments.reproduce import PRESETS
 from brainmri.files import atomic_write_text, read_json
@@ -82,8 +82,7 @@ def time_to_target(history: list[dict], target: float) -> dict:
 def epoch_images(run: Path) -> int:
     """Images one training epoch of ``run`` saw: its training side, balanced as it was."""
     config = TrainConfig.from_dict(read_json(run / "config.json"))
-    with (run / "split.csv").open(newline="", encoding="utf-8") as fh:
-        labels = [CLASSES.index(r["label"]) for r in csv.DictReader(fh) if r["side"] == "train"]
+    labels = [CLASSES.index(r["label"]) for r in select_split(read_split(run / "split.csv"), "train")]
     return sum(len(b) for b in epoch_batches(torch.tensor(labels), config.sampling_section(), 1, 0, 1))
 
 
@@ -98,11 +97,10 @@ def validation_seconds(run: Path) -> list[float]:
     return [r["seconds"] - n / r["images_per_second"] for r in history]
 
 
-def test_correct(run: Path) -> dict[str, tuple[bool, str]]:
+def correct_on_test(run: Path) -> dict[str, tuple[bool, str]]:
     """Each test image's path -> (whether the run got it right, its duplicate group)."""
     y_true, proba, paths, _ = read_predictions(run / "predictions.csv")
-    with (run / "split.csv").open(newline="", encoding="utf-8") as fh:
-        groups = {r["path"]: r["group"] for r in csv.DictReader(fh)}
+    groups = {r["path"]: r["group"] for r in read_split(run / "split.csv")}
     return {p: (bool(t == q), groups[p]) for p, t, q in zip(paths, y_true, proba.argmax(axis=1), strict=True)}
 
 
@@ -110,13 +108,13 @@ def against(run: Path, reference: Path) -> dict:
     """Test accuracy of ``run`` minus ``reference`` on the same images: a paired bootstrap over
     duplicate groups (95 % CI) and McNemar's test, so that two single runs are compared on
     what each got right, not on two overlapping intervals."""
-    a, b = test_correct(run), test_correct(reference)
+    a, b = correct_on_test(run), correct_on_test(reference)
     if a.keys() != b.keys():
         raise SystemExit(f"{run} and {reference} were tested on different images")
     paths = sorted(a)
-    right_a, right_b = [a[p][0] for p in paths], [b[p][0] for p in paths]
-    difference = paired_bootstrap(np.array(right_a), np.array(right_b), clusters=[a[p][1] for p in paths])
-    return {**difference, "mcnemar": mcnemar(np.array(right_a), np.array(right_b))}
+    right_a, right_b = np.array([a[p][0] for p in paths]), np.array([b[p][0] for p in paths])
+    difference = paired_bootstrap(right_a, right_b, clusters=[a[p][1] for p in paths])
+    return {**difference, "mcnemar": mcnemar(right_a, right_b)}
 
 
 def images_per_second(run: Path) -> float:

@@ -21,7 +21,7 @@ if [ "$MODE" = full ]; then
     BENCH=(--steps 40 --warmup 10)
     TORCHRUN=(--config configs/scratch.yaml --epochs 2)
 else
-    TRAIN=(--config configs/scratch.yaml --progressive '' --epochs 1 --image-size 32 --limit-per-class 8 --batch-size 8)
+    TRAIN=(--config configs/scratch.yaml --progressive none --epochs 1 --image-size 32 --limit-per-class 8 --batch-size 8)
     BENCH=(--quick)
     TORCHRUN=("${TRAIN[@]}")
 fi

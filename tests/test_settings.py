@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from brainmri.cli.command import main
+from brainmri.cli.args import train_config_from_args
+from brainmri.cli.command import build_parser, main
 from brainmri.config import AugmentSettings, LoopSettings, OptimSettings, SamplingSettings, TrainConfig
 from brainmri.errors import BrainMRIError
 from brainmri.training import augment, loop, optim, sampling
@@ -142,3 +143,17 @@ def test_the_loop_section_carries_the_config_values():
     assert [section.epoch_size(e) for e in range(1, 11)] == [config.epoch_size(e) for e in range(1, 11)]
     assert section.sampling == SamplingSettings(config.batch_size, "class_weights", 7)
     assert section.optim == config.optim_section() and section.augment == config.augment_section()
+
+
+def test_no_progressive_resizing_has_one_value_however_it_is_spelt():
+    """``none`` (as ``reproduce --progressive none`` and the recorded commands say) and '' are
+    the same setting: the same config, the same config.json, every epoch at --image-size."""
+    plain = TrainConfig(epochs=4, image_size=64, progressive="")
+    for spelt in ("none", "None", " NONE "):
+        assert TrainConfig(epochs=4, image_size=64, progressive=spelt) == plain
+        assert TrainConfig.from_dict({"epochs": 4, "image_size": 64, "progressive": spelt}).to_dict() == plain.to_dict()
+    args = build_parser().parse_args(["train", "--epochs", "4", "--image-size", "64", "--progressive", "none"])
+    assert train_config_from_args(args) == plain
+    assert [plain.epoch_size(e) for e in range(1, 5)] == [64] * 4
+    with pytest.raises(BrainMRIError, match="--progressive 'nothing'"):
+        TrainConfig(progressive="nothing")

@@ -205,8 +205,8 @@ class TrainConfig:
     progressive: str = _opt(
         "",
         "train the first epochs at smaller sizes: SIZE:FRACTION,... of the epochs in order, the rest at --image-size "
-        "(e.g. 64:0.4,96:0.3; empty: every epoch at --image-size). Batches are downscaled after augmentation; the "
-        "model sees --image-size in its last epochs, at validation and at inference",
+        "(e.g. 64:0.4,96:0.3; none or empty: every epoch at --image-size). Batches are downscaled after "
+        "augmentation; the model sees --image-size in its last epochs, at validation and at inference",
         metavar="SPEC",
     )
     crop: float = _opt(
@@ -239,6 +239,10 @@ class TrainConfig:
     extra: dict[str, Any] = _opt({}, "free-form notes kept with the run", flag=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.progressive, str) and self.progressive.strip().lower() == "none":
+            # one spelling of "no progressive resizing", so that a config saying none equals one
+            # saying '' (a resumed run compares them)
+            object.__setattr__(self, "progressive", "")
         for name, value in _validated(self).items():  # an int given for a float becomes a float
             object.__setattr__(self, name, value)
 

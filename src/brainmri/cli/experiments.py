@@ -268,7 +268,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         limit_per_class=args.limit_per_class,
         batch_size=args.batch_size,
-        progressive="" if args.progressive == "none" else args.progressive,
+        progressive=args.progressive,
         seed=args.seed,
         device=args.device,
     )

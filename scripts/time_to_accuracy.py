@@ -50,6 +50,8 @@ RECIPES: dict[str, dict] = {
     "progressive 30 epochs": {"epochs": 30, "progressive": "64:0.35,96:0.3"},
     # a larger batch with the learning rate scaled linearly (32 -> 64, 2e-3 -> 4e-3)
     "batch 64": {"batch_size": 64, "lr": 4e-3},
+    # the two levers together: progressive resizing (the preset's) with the larger batch
+    "progressive batch 64": {"progressive": "64:0.35,96:0.3", "batch_size": 64, "lr": 4e-3},
     # progressive resizing that ends above 128 px: 64, 96 and 128 px, then the last 15 % at 160 px
     "progressive 160 px": {"image_size": 160, "progressive": "64:0.35,96:0.3,128:0.2"},
 }

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from brainmri.cli.command import main
+from brainmri.cli.command import build_parser, main
 from brainmri.experiments.reproduce import PRESETS
 from brainmri.render.figures import FIGURES
 from brainmri.reports.comparison import METRIC_COLUMNS
@@ -158,7 +158,14 @@ def test_the_scratch_preset_trains_small_images_first_and_none_turns_it_off(tmp_
 
     config = preset_config("scratch")
     assert [config.epoch_size(e) for e in (1, 14, 15, 26, 27, 40)] == [64, 64, 96, 96, 128, 128]
+    assert (config.batch_size, config.lr) == (64, 4e-3)  # adopted with it: batches of 64, lr scaled
     assert preset_config("scratch", progressive="").progressive_sizes() == []
+    # the recorded depth grid's settings: every epoch at 128 px, batches of 32 at 2e-3
+    recorded = ["--progressive", "none", "--batch-size", "32", "--lr", "2e-3"]
+    parsed = build_parser().parse_args(["reproduce", "--preset", "scratch", "--data", "d", *recorded])
+    assert (parsed.progressive, parsed.batch_size, parsed.lr) == ("none", 32, 2e-3)
+    old = preset_config("scratch", progressive=parsed.progressive, batch_size=parsed.batch_size, lr=parsed.lr)
+    assert (old.progressive_sizes(), old.batch_size, old.lr) == ([], 32, 2e-3)
     args = ["reproduce", "--preset", "scratch", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "out")]
     assert main([*args, "--progressive", "48:1.5"]) == 2
     assert "--progressive" in capsys.readouterr().err

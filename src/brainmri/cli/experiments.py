@@ -157,6 +157,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--image-size", type=int, help="image size in pixels (default: the preset's)")
     rep.add_argument("--limit-per-class", type=int, help="images per class and side (default: the preset's)")
     rep.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    rep.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     rep.add_argument(
         "--progressive",
         metavar="SPEC",
@@ -268,6 +269,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         limit_per_class=args.limit_per_class,
         batch_size=args.batch_size,
+        lr=args.lr,
         progressive=args.progressive,
         seed=args.seed,
         device=args.device,

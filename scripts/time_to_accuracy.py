@@ -266,7 +266,12 @@ def main() -> None:
     # batches of 32 at a peak learning rate of 2e-3
     base = {
         **PRESETS["scratch"],
-        **{"progressive": "", "batch_size": 32, "lr": 2e-3, "val_every": 1, "data": args.data, "arch": args.arch},
+        "progressive": "",
+        "batch_size": 32,
+        "lr": 2e-3,
+        "val_every": 1,
+        "data": args.data,
+        "arch": args.arch,
     }
     if args.limit_per_class:
         base["limit_per_class"] = args.limit_per_class

@@ -55,6 +55,7 @@ class OptimSettings:
     momentum: float
     schedule: str
     warmup: float  # the fraction in use: the given one or the schedule's default
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,11 @@ class TrainConfig:
     lr: float = _opt(1e-4, "learning rate; the peak of a schedule (1e-4)", low=0.0, open_low=True)
     weight_decay: float = _opt(0.0, "weight decay, never on norm layers or biases (0)", low=0.0)
     momentum: float = _opt(0.9, "SGD momentum (0.9)", low=0.0, high=1.0, open_high=True)
+    fused_optimizer: bool = _opt(
+        False,
+        "update all parameters in one fused kernel (torch's fused=True): the same update, faster, "
+        "rounded differently, so off (the default) repeats earlier runs bit for bit",
+    )
     schedule: str = _opt(
         "constant",
         "learning-rate schedule, stepped every batch: constant (default), onecycle, cosine",
@@ -272,7 +278,13 @@ class TrainConfig:
 
     def optim_section(self) -> OptimSettings:
         return OptimSettings(
-            self.optimizer, self.lr, self.weight_decay, self.momentum, self.schedule, self.effective_warmup
+            self.optimizer,
+            self.lr,
+            self.weight_decay,
+            self.momentum,
+            self.schedule,
+            self.effective_warmup,
+            self.fused_optimizer,
         )
 
     def sampling_section(self) -> SamplingSettings:

@@ -230,7 +230,11 @@ def recipe_text(config: TrainConfig) -> str:
         recipe += f", label smoothing {config.label_smoothing:g}"
     if config.ema:
         recipe += f", EMA {config.ema:g}"
-    flags = [name.replace("_", "-") for name in ("hflip", "tta", "zero_init_residual") if getattr(config, name)]
+    flags = [
+        name.replace("_", "-")
+        for name in ("hflip", "tta", "zero_init_residual", "fused_optimizer")
+        if getattr(config, name)
+    ]
     if config.progressive_sizes():
         flags.append(f"progressive {config.progressive} then {config.image_size} px")
     if config.crop < 1.0:

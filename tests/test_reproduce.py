@@ -176,3 +176,16 @@ def test_the_scratch_preset_trains_small_images_first_and_none_turns_it_off(tmp_
     err = capsys.readouterr().err
     assert "--progressive" not in err and "absent" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_reproduce_passes_the_fused_optimizer_choice_to_every_run():
+    """``--fused-optimizer`` / ``--no-fused-optimizer`` override the preset; without either the
+    preset's choice stands."""
+    from brainmri.experiments.reproduce import preset_config
+
+    for flags, expected in (([], None), (["--fused-optimizer"], True), (["--no-fused-optimizer"], False)):
+        parsed = build_parser().parse_args(["reproduce", "--preset", "quick", "--data", "d", *flags])
+        assert parsed.fused_optimizer is expected
+        config = preset_config("quick", fused_optimizer=parsed.fused_optimizer)
+        assert config.fused_optimizer is (preset_config("quick").fused_optimizer if expected is None else expected)
+        assert config.optim_section().fused is config.fused_optimizer

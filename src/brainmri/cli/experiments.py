@@ -164,6 +164,12 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
         help="smaller images in the first epochs, SIZE:FRACTION,... (default: the preset's; none: every epoch at "
         "the preset's size, as the scratch preset trained before it adopted 64:0.35,96:0.3)",
     )
+    rep.add_argument(
+        "--fused-optimizer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the optimiser's update in one fused kernel: faster, rounded differently (default: the preset's)",
+    )
     rep.add_argument("--cv", type=int, help="stratified group K-fold cross-validation instead of one split")
     rep.add_argument(
         "--seeds",
@@ -271,6 +277,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         progressive=args.progressive,
+        fused_optimizer=args.fused_optimizer,
         seed=args.seed,
         device=args.device,
     )

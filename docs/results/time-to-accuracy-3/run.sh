@@ -1,0 +1,36 @@
+#!/bin/bash
+# The third time-to-accuracy study as it was run (this machine's paths): each training from a
+# clean worktree at the commit named, then the tables and the paired comparisons from the run
+# records alone. Resumable: finished runs are kept, an interrupted one resumes.
+set -e
+export PYTHONPATH=/work/tta4/src
+cd /work/tta4    # commit b21b9d0 (adds --fused-optimizer, the lever and the 45-epoch recipe)
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3 \
+    --recipes '' --levers fused-optimizer --pairs 2
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3 \
+    --recipes progressive-batch-64-fused-45-epochs --levers ''
+export PYTHONPATH=/work/tta5/src
+cd /work/tta5    # commit 4b1e787 (adds the 60-epoch recipe; training code as at b21b9d0)
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3 \
+    --recipes progressive-batch-64-fused-60-epochs --levers ''
+export PYTHONPATH=/work/tta6/src
+cd /work/tta6    # commit 32319ce (adds the last recipe; training code as at b21b9d0)
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3 \
+    --recipes mostly-64-px-fused-60-epochs-val-every-5 --levers ''
+# the tables of every run and the lever (no training: every run has finished)
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3 \
+    --recipes progressive-batch-64-fused-45-epochs,progressive-batch-64-fused-60-epochs,mostly-64-px-fused-60-epochs-val-every-5 \
+    --levers fused-optimizer --pairs 2
+# each new run against the second study's runs on the same split and test images (paired
+# bootstrap and McNemar; the second study's runs repeat byte for byte, see its README)
+/work/main/.venv/bin/python - <<'PY' > /work/exp/tta3/against_study_2.json
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "scripts")
+from time_to_accuracy import against
+new = ["progressive-batch-64-fused-45-epochs", "progressive-batch-64-fused-60-epochs", "mostly-64-px-fused-60-epochs-val-every-5"]
+refs = ["today", "progressive-batch-64"]
+print(json.dumps({n: {r: against(Path("/work/exp/tta3") / n, Path("/work/exp/tta2") / r) for r in refs} for n in new}, indent=2))
+PY
+cd /work/main
+.venv/bin/brainmri results publish /work/exp/tta3 docs/results/time-to-accuracy-3

@@ -7,11 +7,13 @@ minutes of training on 2 cores.
 
 Every recipe trains on the same split (the duplicate-aware 80/20 split, seed 42) with the same
 validation side carved from training (10 %), validated every epoch; the test side is scored
-once at the end and chooses nothing. Recipes: ``today`` (the scratch preset before it adopted
-progressive resizing and batches of 64 from these studies: 128 px, 40 epochs, batch 32, lr 2e-3)
-and the candidates below, each one lever away from it or a combination, trained to the end;
-levers that change only the speed (channels-last, worker processes, the fused optimiser) are timed in short runs
-paired with ``today``. What validating costs is read off each run's history. Writes
+once at the end and chooses nothing. ``--seed N --split FILE`` trains the recipes again with
+another seed (weights, batches, augmentation and the validation carve) on the same test side.
+Recipes: ``today`` (the scratch preset before it adopted progressive resizing and batches of 64
+from these studies: 128 px, 40 epochs, batch 32, lr 2e-3) and the candidates below, each one
+lever away from it or a combination, trained to the end; levers that change only the speed
+(channels-last, worker processes, the fused optimiser) are timed in short runs paired with
+``today``. What validating costs is read off each run's history. Writes
 ``time_to_accuracy.json`` and ``time_to_accuracy.md`` in OUT; resumable (finished runs are
 kept, so a rerun with other ``--targets`` only rewrites the tables). A smoke run: ``--arch
 resnet18 --limit-per-class 20 --recipes 20-epochs --pairs 1 --pair-epochs 1 --targets 0``.
@@ -280,6 +282,13 @@ def main() -> None:
     parser.add_argument("--pair-epochs", type=int, default=2, help="epochs of each short run (2)")
     parser.add_argument("--arch", default="resnet50", help="model (resnet50; smaller ones for a smoke run)")
     parser.add_argument("--limit-per-class", type=int, default=None, help="fewer images, for a smoke run")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of training and of the validation carve (42); another needs --split, to keep the test side",
+    )
+    parser.add_argument("--split", help="split file whose test side every run keeps (e.g. a seed-42 run's split.csv)")
     args = parser.parse_args()
 
     def chosen(text: str, known: dict[str, str], flag: str) -> list[str]:
@@ -304,6 +313,11 @@ def main() -> None:
     }
     if args.limit_per_class:
         base["limit_per_class"] = args.limit_per_class
+    if args.seed != 42 and not args.split:
+        parser.error("--seed other than 42 needs --split FILE (seed 42's split), so that the test side stays the same")
+    base["seed"] = args.seed
+    if args.split:
+        base["split"] = args.split
     try:
         targets = [float(t) for t in args.targets.split(",") if t.strip()]
     except ValueError:

@@ -3,6 +3,7 @@ levers as paired ratios, and a smoke run of the whole script that resumes withou
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import subprocess
@@ -104,3 +105,19 @@ def test_a_smoke_run_writes_the_tables_and_resumes_without_training_again(small_
     assert again.returncode == 0, again.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in finished] == stamps  # nothing trained again
     assert json.loads((out / "time_to_accuracy.json").read_text())["recipes"] == record["recipes"]
+    # Another seed on the same test side: --seed needs --split, and keeps that split's test rows
+    # while the validation side is carved again.
+    other = tmp_path / "tta-seed43"
+    seeded = [*argv[:5], str(other), *argv[6:12], "--levers", "", "--targets", "0", "--seed", "43"]
+    refused = subprocess.run(seeded, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "--split" in refused.stderr and not other.exists()
+    done = subprocess.run([*seeded, "--split", str(run / "split.csv")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((other / "20-epochs" / "config.json").read_text())["seed"] == 43
+
+    def sides(path: Path, side: str) -> list[str]:
+        return sorted(r["path"] for r in csv.DictReader(path.open()) if r["side"] == side)
+
+    assert sides(other / "20-epochs" / "split.csv", "test") == sides(run / "split.csv", "test")
+    assert sides(other / "20-epochs" / "split.csv", "val") != sides(run / "split.csv", "val")

@@ -6,9 +6,10 @@ minutes of training on 2 cores.
     python scripts/time_to_accuracy.py --data PREPARED --out runs/tta [--targets 0.90,0.92] [--recipes today,batch-64]
 
 Every recipe trains on the same split (the duplicate-aware 80/20 split, seed 42) with the same
-validation side carved from training (10 %), validated every epoch; the test side is scored
-once at the end and chooses nothing. ``--seed N --split FILE`` trains the recipes again with
-another seed (weights, batches, augmentation and the validation carve) on the same test side.
+validation side carved from training (10 %), validated every epoch unless the recipe says
+otherwise; the test side is scored once at the end and chooses nothing. ``--seed N --split
+FILE`` trains the recipes again with another seed (weights, batches, augmentation and the
+validation carve) on the same test side.
 Recipes: ``today`` (the scratch preset before it adopted progressive resizing and batches of 64
 from these studies: 128 px, 40 epochs, batch 32, lr 2e-3) and the candidates below, each one
 lever away from it or a combination, trained to the end; levers that change only the speed

@@ -34,3 +34,23 @@ print(json.dumps({n: {r: against(Path("/work/exp/tta3") / n, Path("/work/exp/tta
 PY
 cd /work/main
 .venv/bin/brainmri results publish /work/exp/tta3 docs/results/time-to-accuracy-3
+# seed 43 of the fitted recipe on seed 42's test side, from a clean worktree at 475a13c (adds
+# --seed and --split to the script; training code as at b21b9d0), then its paired comparisons
+export PYTHONPATH=/work/tta7/src
+cd /work/tta7
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3-seed43 \
+    --recipes mostly-64-px-fused-60-epochs-val-every-5 --levers '' \
+    --seed 43 --split /work/exp/tta3/mostly-64-px-fused-60-epochs-val-every-5/split.csv
+/work/main/.venv/bin/python - <<'PY' > /work/exp/tta3-seed43/against.json
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "scripts")
+from time_to_accuracy import against
+new = Path("/work/exp/tta3-seed43/mostly-64-px-fused-60-epochs-val-every-5")
+refs = {"seed 42 (../mostly-64-px-fused-60-epochs-val-every-5)": Path("/work/exp/tta3/mostly-64-px-fused-60-epochs-val-every-5"),
+        "today (second study)": Path("/work/exp/tta2/today"),
+        "progressive batch 64 (second study)": Path("/work/exp/tta2/progressive-batch-64")}
+print(json.dumps({k: against(new, v) for k, v in refs.items()}, indent=2))
+PY
+cd /work/main
+.venv/bin/brainmri results publish /work/exp/tta3-seed43 docs/results/time-to-accuracy-3/seed-43

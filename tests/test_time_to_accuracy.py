@@ -3,7 +3,6 @@ levers as paired ratios, and a smoke run of the whole script that resumes withou
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from brainmri.data.splitfile import read_split, select_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +118,7 @@ def test_a_smoke_run_writes_the_tables_and_resumes_without_training_again(small_
     assert json.loads((other / "20-epochs" / "config.json").read_text())["seed"] == 43
 
     def sides(path: Path, side: str) -> list[str]:
-        return sorted(r["path"] for r in csv.DictReader(path.open()) if r["side"] == side)
+        return sorted(r["path"] for r in select_split(read_split(path), side))
 
     assert sides(other / "20-epochs" / "split.csv", "test") == sides(run / "split.csv", "test")
     assert sides(other / "20-epochs" / "split.csv", "val") != sides(run / "split.csv", "val")

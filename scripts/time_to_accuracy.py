@@ -32,11 +32,12 @@ import torch
 
 from brainmri.config import TrainConfig
 from brainmri.data.splitfile import read_split, select_split
-from brainmri.evaluation.evaluate import evaluate_run, read_history, read_predictions
+from brainmri.evaluation.evaluate import evaluate_run, read_history
 from brainmri.experiments.reproduce import PRESETS
 from brainmri.files import atomic_write_text, read_json
 from brainmri.labels import CLASSES
 from brainmri.metrics.paired import mcnemar, paired_bootstrap
+from brainmri.metrics.predictions import read_predictions
 from brainmri.training.run import train
 from brainmri.training.sampling import epoch_batches
 

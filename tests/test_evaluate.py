@@ -165,7 +165,8 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
     from PIL import Image
 
     from brainmri.data.prepared import read_manifest
-    from brainmri.evaluation.evaluate import evaluate_run, format_table, read_history, read_predictions
+    from brainmri.evaluation.evaluate import evaluate_run, format_table, read_history
+    from brainmri.metrics.predictions import read_predictions
     from brainmri.models.checkpoint import read_checkpoint
     from brainmri.render.figures import FIGURES
 

@@ -51,8 +51,8 @@ def test_a_run_records_the_precision_auto_chose(prepared, tmp_path, monkeypatch,
 def test_validation_numbers_of_a_bf16_run_are_what_evaluate_reports(prepared, tmp_path, capsys):
     """Training in bf16 (emulated or native), validating in fp32: the card, the last history row
     and ``brainmri evaluate``'s probabilities of the validation side give one answer."""
-    from brainmri.evaluation.evaluate import read_predictions
     from brainmri.metrics.classification import cross_entropy
+    from brainmri.metrics.predictions import read_predictions
 
     run = train(_tiny(prepared, precision="bf16", epochs=2, val_size=0.4, limit_per_class=6), tmp_path / "bf16",
                 progress=False)  # fmt: skip

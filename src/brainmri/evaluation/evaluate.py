@@ -9,9 +9,8 @@ writes ``metrics.json``, ``predictions.csv`` and the figures.
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +26,7 @@ from brainmri.inference.run_record import read_json_file as _read_json
 from brainmri.io.images import ImageError, read_image
 from brainmri.io.preprocess import stack, to_array
 from brainmri.metrics.classification import compute_metrics
+from brainmri.metrics.predictions import read_predictions, write_labelled_predictions
 from brainmri.metrics.records import CardMetrics, EvaluationMetrics
 from brainmri.models.annex import write_annex
 from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint
@@ -167,33 +167,6 @@ def _folder(
     return stack(arrays), np.asarray(labels, dtype=np.int64), paths, source, reasons
 
 
-def write_labelled_predictions(
-    path: Path, paths: Sequence[str], y_true: np.ndarray, proba: np.ndarray, classes, warnings=None
-) -> None:
-    """One row per image, so figures and error analysis can be redone without the model; with
-    ``warnings`` (``evaluate --data``) a last column ``input_warning`` (:mod:`brainmri.inference.input_check`)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], *(["input_warning"] * bool(warnings))])
-    for i, (p, t, row) in enumerate(zip(paths, y_true, proba, strict=True)):
-        extra = [warnings[i] or ""] if warnings else []
-        writer.writerow([p, classes[int(t)], classes[int(row.argmax())], *[f"{v:.6g}" for v in row], *extra])
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """(y_true, proba, paths, classes) from a ``predictions.csv``."""
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        rows = list(reader)
-    cols = [i for i, h in enumerate(header) if i >= 3 and h.startswith("p_")]
-    classes = [header[i][2:] for i in cols]
-    y_true = np.array([classes.index(r[1]) for r in rows], dtype=np.int64)
-    proba = np.array([[float(r[i]) for i in cols] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
-    return y_true, proba, [r[0] for r in rows], classes
-
-
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path | None = None,
@@ -272,8 +245,8 @@ def evaluate_run(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_labelled_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
-    if data is None:
-        _write_val_predictions(record, model, batch_size, device, flip)
+    if data is None and not run.val_predictions.is_file():  # training writes it; older runs lack it
+        _write_val_predictions(record, model, batch_size, device, bool(card.get("tta")))
     temperature = run_temperature(run_dir, card)
     if temperature is not None:
         from brainmri.metrics.calibration import calibration_scores
@@ -337,8 +310,10 @@ def run_temperature(run_dir: str | Path, card: Mapping[str, Any] | None = None) 
 
 
 def _write_val_predictions(run: Run, model, batch_size: int, device: str, flip: bool):
-    """Probabilities on the run's validation side, if it has one: what a calibration (fitted on
-    data carved from training, never on the test side) is fitted on, recomputable later."""
+    """Probabilities on the run's validation side, if it has one, for a run trained before
+    training wrote them: what a calibration (fitted on data carved from training, never on the
+    test side) is fitted on, recomputable later. With the card's flip averaging, as training
+    fits the temperature."""
     from brainmri.data.prepared import load_split
 
     if not run.split or "side" not in run.split[0] or not any(r["side"] == "val" for r in run.split):

@@ -20,9 +20,10 @@ from brainmri.data import splitfile, splits
 from brainmri.data.prepared import PreparedFolder
 from brainmri.data.splits import crossing_groups, make_random_split
 from brainmri.errors import BrainMRIError
-from brainmri.evaluation.evaluate import evaluate_run, read_history, read_predictions
+from brainmri.evaluation.evaluate import evaluate_run, read_history
 from brainmri.files import atomic_write_text, read_json
 from brainmri.metrics.classification import compute_metrics
+from brainmri.metrics.predictions import read_predictions
 from brainmri.metrics.records import EvaluationMetrics
 from brainmri.models.build import PAPER_ARCHS
 from brainmri.render.document import fmt

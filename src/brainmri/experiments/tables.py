@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from brainmri.errors import BrainMRIError
-from brainmri.evaluation.evaluate import read_predictions
 from brainmri.evaluation.external import breakdown, read_groups_csv
 from brainmri.experiments.compare import load_results
 from brainmri.experiments.leakage import findings
 from brainmri.files import read_json
 from brainmri.metrics.calibration import calibration_scores, fit_temperature
 from brainmri.metrics.paired import mean_sd
+from brainmri.metrics.predictions import read_predictions
 from brainmri.render.document import markdown_table
 from brainmri.reports.paper import PUBLISHED
 from brainmri.reports.repeats import pair_differences, pretty, verdict

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from brainmri.data.prepared import PreparedFolder
 from brainmri.errors import BrainMRIError
 from brainmri.inference.run_record import Run
 from brainmri.rundir import RunDir
@@ -65,6 +64,7 @@ METHOD = "mahalanobis"
 #: Name of the score's output in an ONNX export, and the checkpoint key of the statistics.
 ONNX_OUTPUT = "ood_score"
 STATS_KEY = "input_check"
+_IN_CHECKPOINT = f"in the checkpoint under '{STATS_KEY}'"
 PREFIX = "not like the training images: "
 
 
@@ -172,26 +172,34 @@ def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, groups: list[s
 def _training_side(run: Run):
     """The run's training images (train and val sides, never test) at the model's size."""
     from brainmri.data.prepared import load_split
-    from brainmri.data.splitfile import select_split
 
     if run.folder is None and run.data is None:
         raise BrainMRIError(
             f"the prepared data of run {run.path} ({run.config.get('data') or 'not recorded'}) is not there; "
             "the input check is calibrated on the run's training images: pass --data PREPARED"
         )
+    sides, groups, source = training_groups(run)
+    images, labels = [], []
+    for side in sides:
+        x, y, _ = load_split(run.prepared, run.dir.split, side, fold=run.fold, size=int(run.card["image_size"]))
+        images.append(x)
+        labels.append(y.numpy())
+    return torch.cat(images), np.concatenate(labels), groups, source
+
+
+def training_groups(run: Run) -> tuple[list[str], list[str], dict[str, Any]]:
+    """The sides the input check is calibrated on (train, and val where the run has one; never
+    test), each image's duplicate group in that order, and the card's record of the source."""
+    from brainmri.data.splitfile import select_split
+
     rows = run.split
     if rows is None:
         raise BrainMRIError(f"run {run.path} has no split.csv: its training side is unknown")
     fold = run.fold
     sides = ["train"] + (["val"] if fold is None and any(r["side"] == "val" for r in rows) else [])
-    images, labels, groups = [], [], []
-    for side in sides:
-        x, y, _ = load_split(run.prepared, run.dir.split, side, fold=fold, size=int(run.card["image_size"]))
-        images.append(x)
-        labels.append(y.numpy())
-        groups += [r.get("group") or r["path"] for r in select_split(rows, side, fold)]
+    groups = [r.get("group") or r["path"] for side in sides for r in select_split(rows, side, fold)]
     source = {"prepared": str(run.prepared.path), "split": str(run.dir.split), "sides": sides, "fold": fold}
-    return torch.cat(images), np.concatenate(labels), groups, source
+    return sides, groups, source
 
 
 def calibrate_input_check(
@@ -232,39 +240,57 @@ def fit_input_check(
     ckpt: dict[str, Any],
     *,
     data: str | Path | None = None,
-    folder: PreparedFolder | None = None,
     device: str | torch.device = "auto",
     batch_size: int = 64,
     percentile: float = PERCENTILE,
     where: str = "in",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The input check of the run's model ``ckpt`` (as read from its ``best.pt``) fitted on the
-    run's training side: the card entry and the statistics (:data:`STATS_KEY` group). Writes
-    nothing: training puts them into the checkpoint it writes, :func:`calibrate_input_check`
-    beside it (``where``: "in" or "beside", for the card's words). ``data`` replaces the run's
-    recorded prepared folder; ``folder`` is that folder already opened (training's)."""
+    run's training side, read from its prepared folder: the card entry and the statistics
+    (:data:`STATS_KEY` group). Writes nothing: :func:`calibrate_input_check` puts them beside
+    the checkpoint (``where``: "in" or "beside", for the card's words). ``data`` replaces the
+    run's recorded prepared folder."""
     from brainmri.inference.forward import probabilities_with
     from brainmri.models.checkpoint import model_from_checkpoint
     from brainmri.runtime import resolve_device
 
     _check_percentile(percentile)
-    run = Run.read(run_dir, ckpt["card"], folder).with_data(data)
-    ckpt_path = run.dir.best
+    run = Run.read(run_dir, ckpt["card"]).with_data(data)
     images, labels, groups, source = _training_side(run)
     dev = resolve_device(device) if isinstance(device, str) else device
-    model, _ = model_from_checkpoint(ckpt, ckpt_path, device=dev)
-    _, features = probabilities_with(model, images, _identity, batch_size=batch_size, device=dev)
-    features = features.astype(np.float64)
+    model, _ = model_from_checkpoint(ckpt, run.dir.best, device=dev)
+    _, features = probabilities_with(model, images, pooled_features, batch_size=batch_size, device=dev)
+    return fit_statistics_of(features, images, labels, groups, source, percentile=percentile,
+                             stored=_stored(run.dir.best, where))  # fmt: skip
+
+
+def _stored(ckpt_path: Path, where: str) -> str:
+    return _IN_CHECKPOINT if where == "in" else f"beside the checkpoint, in {ckpt_path.stem}.{STATS_KEY}.safetensors"
+
+
+def fit_statistics_of(
+    features: np.ndarray,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    groups: list[str],
+    source: dict[str, Any],
+    *,
+    percentile: float = PERCENTILE,
+    stored: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The input check fitted on a model's pooled ``features`` of the training side's
+    ``images`` (uint8 (N, 1, H, W), as the model sees them) with their ``labels`` and duplicate
+    ``groups``: the card entry and the statistics. Training calls it with the features of the
+    forward pass that also fits the temperature (:mod:`brainmri.training.run`), so the kept model
+    runs over its training images once; ``source`` and ``stored`` are the card's words on where
+    the images came from and where the statistics are kept (by default in the checkpoint)."""
+    _check_percentile(percentile)
+    features = np.asarray(features, dtype=np.float64)
     scores = cross_fitted_scores(features, labels, groups)
     threshold = float(np.percentile(scores, percentile))
     transform, centres = fit_statistics(features, labels)
     dim, k = transform.shape[0], centres.shape[0]
     image_entry = calibrate_image_statistics(images, groups, percentile)
-    stored = (
-        f"in the checkpoint under '{STATS_KEY}'"
-        if where == "in"
-        else f"beside the checkpoint, in {ckpt_path.stem}.{STATS_KEY}.safetensors"
-    )
     entry = {
         "method": METHOD,
         "description": "Mahalanobis distance of the backbone's pooled features to the nearest class mean, "
@@ -278,7 +304,7 @@ def fit_input_check(
         },
         "training_scores": {q: float(np.percentile(scores, p)) for q, p in (("median", 50), ("p99", 99))}
         | {"max": float(scores.max())},
-        "statistics": f"{stored}: transform {dim}x{dim}, centres {k}x{dim}",
+        "statistics": f"{stored or _IN_CHECKPOINT}: transform {dim}x{dim}, centres {k}x{dim}",
         "cheap_checks": {
             "min_side": MIN_SIDE,
             "min_std": MIN_STD,
@@ -321,7 +347,9 @@ def calibrate_image_statistics(images: torch.Tensor, groups: list[str], percenti
     )
 
 
-def _identity(features: torch.Tensor) -> torch.Tensor:
+def pooled_features(features: torch.Tensor) -> torch.Tensor:
+    """The ``extra`` that asks :func:`brainmri.inference.forward.probabilities_with` for the pooled
+    features themselves, which the input check is fitted on."""
     return features
 
 

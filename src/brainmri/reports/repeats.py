@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from brainmri.data import splitfile
-from brainmri.evaluation.evaluate import read_predictions
 from brainmri.metrics import paired
+from brainmri.metrics.predictions import read_predictions
 from brainmri.render.document import fmt
 from brainmri.rundir import PREDICTIONS_CSV, RunDir
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -73,6 +74,7 @@ class _Run:
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
+    val_paths: list[str]
     selects: bool
     card_base: dict[str, Any]
     folder: PreparedFolder  # the prepared folder's records, read once
@@ -254,9 +256,9 @@ def _start(
     # training: the test side is looked at only by evaluation, once, at the end.
     selects = config.val_size > 0
     if selects:
-        val_x, val_y, _ = load_split(folder, run.split, "val", size=config.image_size)
+        val_x, val_y, val_paths = load_split(folder, run.split, "val", size=config.image_size)
     else:
-        val_x, val_y = train_x[:0], train_y[:0]
+        val_x, val_y, val_paths = train_x[:0], train_y[:0], []
     if config.workers == 0:
         train_x, train_y = train_x.to(device), train_y.to(device)
     val_x, val_y = val_x.to(device), val_y.to(device)
@@ -275,6 +277,7 @@ def _start(
         train_y,
         val_x,
         val_y,
+        val_paths,
         selects,
         card_base,
         folder,
@@ -483,13 +486,26 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
 def _fit_kept_model(run: _Run) -> tuple[str, float | None]:
     """Fit the input check and the temperature on the kept model and write them into its
     ``best.pt``, once: the last write of that file (evaluation and later calibrations record
-    theirs beside it). Returns the summary's words on the input check, and the temperature."""
-    from brainmri.inference.input_check import STATS_KEY
-    from brainmri.models.checkpoint import read_checkpoint, write_checkpoint
+    theirs beside it). One forward pass over the training side and one over the validation side
+    serve both fits and ``val_predictions.csv``. Returns the summary's words on the input check,
+    and the temperature."""
+    from brainmri.inference.forward import probabilities_with
+    from brainmri.inference.input_check import STATS_KEY, pooled_features
+    from brainmri.models.checkpoint import model_from_checkpoint, read_checkpoint, write_checkpoint
 
     ckpt = read_checkpoint(run.dir.best, annex=False)
-    check, entry, stats = _calibrate(run, ckpt)
-    temperature, fit = _fit_temperature(run, ckpt)
+    model, _ = model_from_checkpoint(ckpt, run.dir.best, device=run.device)
+    _, train_features = probabilities_with(model, run.train_x, pooled_features, device=run.device)
+    val_proba, val_features = None, train_features[:0]
+    if run.selects and len(run.val_y):
+        # the flip averaging the card asks for, as evaluation predicts; the features are the
+        # slices' own (not their mirror images'), as the input check scores them
+        val_proba, val_features = probabilities_with(
+            model, run.val_x, pooled_features, flip=bool(ckpt["card"].get("tta")), device=run.device
+        )
+    features = np.concatenate([train_features, val_features])
+    check, entry, stats = _calibrate(run, features)
+    temperature, fit = _fit_temperature(run, val_proba, list(ckpt["card"]["classes"]))
     card = dict(ckpt["card"])
     if entry is not None:
         card["input_check"], ckpt[STATS_KEY] = entry, stats
@@ -500,13 +516,21 @@ def _fit_kept_model(run: _Run) -> tuple[str, float | None]:
     return check, temperature
 
 
-def _calibrate(run: _Run, ckpt: dict[str, Any]) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
-    """Calibrate the input check on the kept model (a failure is logged: 'brainmri calibrate RUN'
-    can redo it); returns the summary's words, the card entry and the statistics."""
-    from brainmri.inference.input_check import fit_input_check
+def _calibrate(run: _Run, features: np.ndarray) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """Calibrate the input check on the kept model's pooled ``features`` of the training side,
+    train then val images; a failure is logged ('brainmri calibrate RUN' can redo it). Returns
+    the summary's words, the card entry and the statistics."""
+    from brainmri.inference.input_check import fit_statistics_of, training_groups
+    from brainmri.inference.run_record import Run
 
+    record = Run.read(run.dir.path, {}, run.folder)
+    images = torch.cat([run.train_x.cpu(), run.val_x.cpu()])
+    labels = torch.cat([run.train_y.cpu(), run.val_y.cpu()]).numpy()
     try:
-        entry, stats = fit_input_check(run.dir.path, ckpt, folder=run.folder, device=run.device)
+        sides, groups, source = training_groups(record)
+        if sides != (["train", "val"] if len(run.val_y) else ["train"]) or len(groups) != len(labels):
+            raise BrainMRIError(f"split.csv of {run.dir.path} does not match the images trained on")
+        entry, stats = fit_statistics_of(features, images, labels, groups, source)
     except BrainMRIError as exc:
         run.log(f"input check not calibrated: {exc}; run 'brainmri calibrate {run.dir.path}' to do it")
         return f"not calibrated: {exc}", None, None
@@ -518,18 +542,19 @@ def _calibrate(run: _Run, ckpt: dict[str, Any]) -> tuple[str, dict[str, Any] | N
     return f"calibrated, threshold {entry['threshold']:.4g}", entry, stats
 
 
-def _fit_temperature(run: _Run, ckpt: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
-    """Fit temperature scaling on the validation side (never the test side) with the kept
-    model: the temperature and the card's record of the fit; None, None without a validation side."""
-    from brainmri.inference.forward import probabilities
+def _fit_temperature(
+    run: _Run, proba: np.ndarray | None, classes: list[str]
+) -> tuple[float | None, dict[str, Any] | None]:
+    """Fit temperature scaling on the kept model's probabilities ``proba`` of the validation
+    side (never the test side), and write them as ``val_predictions.csv``: the temperature and
+    the card's record of the fit; None, None without a validation side."""
     from brainmri.metrics.calibration import fit_temperature, nll
-    from brainmri.models.checkpoint import model_from_checkpoint
+    from brainmri.metrics.predictions import write_labelled_predictions
 
-    if not run.selects or len(run.val_y) == 0:
+    if proba is None:
         return None, None
-    model, card = model_from_checkpoint(ckpt, run.dir.best, device=run.device)
-    proba = probabilities(model, run.val_x, flip=bool(card.get("tta")), device=run.device)
     labels = run.val_y.cpu().numpy()
+    write_labelled_predictions(run.dir.val_predictions, run.val_paths, labels, proba, classes)
     temperature = fit_temperature(proba, labels)
     fit = {"fitted_on": f"val side of split.csv, {len(labels)} images carved from training", "temperature": temperature,
            "val_nll_before": nll(proba, labels)}  # fmt: skip

@@ -55,7 +55,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_size": 0.1,
         "val_every": 2,
     },
-    "quick": {**SCRATCH_RECIPE, "image_size": 64, "epochs": 8, "limit_per_class": 200, "val_size": 0.1, "val_every": 4},
+    # The fused optimiser update: at 64 px and batches of 32 the update is a larger share of a
+    # step than at the scratch preset's sizes; its epochs took about 7 % less time, the whole run
+    # 22 s less (docs/results/quick-fused-preset).
+    "quick": {
+        **SCRATCH_RECIPE,
+        "image_size": 64,
+        "epochs": 8,
+        "limit_per_class": 200,
+        "val_size": 0.1,
+        "val_every": 4,
+        "fused_optimizer": True,
+    },
 }
 
 

@@ -54,3 +54,44 @@ print(json.dumps({k: against(new, v) for k, v in refs.items()}, indent=2))
 PY
 cd /work/main
 .venv/bin/brainmri results publish /work/exp/tta3-seed43 docs/results/time-to-accuracy-3/seed-43
+# seed 43 of the preset's recipe (progressive batch 64), then seed 44 of the fitted recipe and of
+# the preset's recipe, all on seed 42's test side, from a clean worktree at c096e3c (training code
+# as at b21b9d0); then the tables and each seed's paired comparisons
+export PYTHONPATH=/work/tta8/src
+cd /work/tta8
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3-seed43 \
+    --recipes progressive-batch-64 --levers '' \
+    --seed 43 --split /work/exp/tta3/mostly-64-px-fused-60-epochs-val-every-5/split.csv
+for r in mostly-64-px-fused-60-epochs-val-every-5 progressive-batch-64; do
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3-seed44 \
+    --recipes $r --levers '' \
+    --seed 44 --split /work/exp/tta3/mostly-64-px-fused-60-epochs-val-every-5/split.csv
+done
+for s in 43 44; do
+/work/main/.venv/bin/python scripts/time_to_accuracy.py --data /work/exp/depth/prepared-256 --out /work/exp/tta3-seed$s \
+    --recipes mostly-64-px-fused-60-epochs-val-every-5,progressive-batch-64 --levers '' \
+    --seed $s --split /work/exp/tta3/mostly-64-px-fused-60-epochs-val-every-5/split.csv
+done
+/work/main/.venv/bin/python - <<'PY' > /work/exp/tta3-seeds.json
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "scripts")
+from time_to_accuracy import against
+fitted, preset = "mostly-64-px-fused-60-epochs-val-every-5", "progressive-batch-64"
+runs = {42: {fitted: Path("/work/exp/tta3") / fitted, preset: Path("/work/exp/tta2") / preset},
+        43: {r: Path("/work/exp/tta3-seed43") / r for r in (fitted, preset)},
+        44: {r: Path("/work/exp/tta3-seed44") / r for r in (fitted, preset)}}
+import numpy as np
+from brainmri.metrics.paired import paired_bootstrap
+from time_to_accuracy import correct_on_test
+out = {f"seed {s}: fitted against the preset's recipe": against(r[fitted], r[preset]) for s, r in runs.items()}
+# pooled over the three seeds: each test image's correctness averaged over the seeds, bootstrapped by duplicate group
+right = {k: [correct_on_test(r[k]) for r in runs.values()] for k in (fitted, preset)}
+paths = sorted(right[fitted][0])
+mean = {k: np.mean([[c[p][0] for p in paths] for c in right[k]], axis=0) for k in right}
+groups = [right[fitted][0][p][1] for p in paths]
+out["seeds 42-44 pooled: fitted against the preset's recipe"] = paired_bootstrap(mean[fitted], mean[preset], clusters=groups)
+out["test accuracy per seed"] = {k: {s: float(np.mean([c[p][0] for p in paths])) for s, c in zip(runs, right[k])} for k in right}
+print(json.dumps(out, indent=2))
+PY
+cp /work/exp/tta3-seeds.json docs/results/time-to-accuracy-3/seeds.json

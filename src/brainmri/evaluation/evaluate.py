@@ -246,7 +246,7 @@ def evaluate_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_labelled_predictions(out_dir / PREDICTIONS_CSV, paths, y_true, proba, classes, warnings)
     if data is None and not run.val_predictions.is_file():  # training writes it; older runs lack it
-        _write_val_predictions(record, model, batch_size, device, bool(card.get("tta")))
+        _write_val_predictions(record, model, batch_size, device)
     temperature = run_temperature(run_dir, card)
     if temperature is not None:
         from brainmri.metrics.calibration import calibration_scores
@@ -309,7 +309,7 @@ def run_temperature(run_dir: str | Path, card: Mapping[str, Any] | None = None) 
     return {"value": fit_temperature(proba, y), "fitted_on": f"val_predictions.csv ({len(paths)} validation images)"}
 
 
-def _write_val_predictions(run: Run, model, batch_size: int, device: str, flip: bool):
+def _write_val_predictions(run: Run, model, batch_size: int, device: str):
     """Probabilities on the run's validation side, if it has one, for a run trained before
     training wrote them: what a calibration (fitted on data carved from training, never on the
     test side) is fitted on, recomputable later. With the card's flip averaging, as training
@@ -319,6 +319,7 @@ def _write_val_predictions(run: Run, model, batch_size: int, device: str, flip: 
     if not run.split or "side" not in run.split[0] or not any(r["side"] == "val" for r in run.split):
         return
     images, labels, paths = load_split(run.prepared, run.dir.split, "val", size=run.card["image_size"])
+    flip = bool(run.card.get("tta"))
     proba = predict_proba(model, images, batch_size=batch_size, device=device, flip=flip)
     write_labelled_predictions(run.dir.val_predictions, paths, labels.numpy(), proba, list(run.card["classes"]))
 

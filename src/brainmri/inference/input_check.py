@@ -229,7 +229,7 @@ def calibrate_input_check(
     if ckpt["card"].get("input_check") and not overwrite:
         raise BrainMRIError(f"{run_dir} has a calibrated input check already; pass --overwrite to calibrate it again")
     entry, stats = fit_input_check(
-        run_dir, ckpt, data=data, device=device, batch_size=batch_size, percentile=percentile, where="beside"
+        run_dir, ckpt, data=data, device=device, batch_size=batch_size, percentile=percentile
     )
     write_annex(ckpt_path, {"input_check": entry}, {STATS_KEY: stats})
     return entry
@@ -243,13 +243,11 @@ def fit_input_check(
     device: str | torch.device = "auto",
     batch_size: int = 64,
     percentile: float = PERCENTILE,
-    where: str = "in",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The input check of the run's model ``ckpt`` (as read from its ``best.pt``) fitted on the
     run's training side, read from its prepared folder: the card entry and the statistics
-    (:data:`STATS_KEY` group). Writes nothing: :func:`calibrate_input_check` puts them beside
-    the checkpoint (``where``: "in" or "beside", for the card's words). ``data`` replaces the
-    run's recorded prepared folder."""
+    (:data:`STATS_KEY` group), worded as :func:`calibrate_input_check` stores them, beside the
+    checkpoint. Writes nothing. ``data`` replaces the run's recorded prepared folder."""
     from brainmri.inference.forward import probabilities_with
     from brainmri.models.checkpoint import model_from_checkpoint
     from brainmri.runtime import resolve_device
@@ -260,12 +258,8 @@ def fit_input_check(
     dev = resolve_device(device) if isinstance(device, str) else device
     model, _ = model_from_checkpoint(ckpt, run.dir.best, device=dev)
     _, features = probabilities_with(model, images, pooled_features, batch_size=batch_size, device=dev)
-    return fit_statistics_of(features, images, labels, groups, source, percentile=percentile,
-                             stored=_stored(run.dir.best, where))  # fmt: skip
-
-
-def _stored(ckpt_path: Path, where: str) -> str:
-    return _IN_CHECKPOINT if where == "in" else f"beside the checkpoint, in {ckpt_path.stem}.{STATS_KEY}.safetensors"
+    stored = f"beside the checkpoint, in {run.dir.best.stem}.{STATS_KEY}.safetensors"
+    return fit_statistics_of(features, images, labels, groups, source, percentile=percentile, stored=stored)
 
 
 def fit_statistics_of(
@@ -276,7 +270,7 @@ def fit_statistics_of(
     source: dict[str, Any],
     *,
     percentile: float = PERCENTILE,
-    stored: str | None = None,
+    stored: str = _IN_CHECKPOINT,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The input check fitted on a model's pooled ``features`` of the training side's
     ``images`` (uint8 (N, 1, H, W), as the model sees them) with their ``labels`` and duplicate
@@ -304,7 +298,7 @@ def fit_statistics_of(
         },
         "training_scores": {q: float(np.percentile(scores, p)) for q, p in (("median", 50), ("p99", 99))}
         | {"max": float(scores.max())},
-        "statistics": f"{stored or _IN_CHECKPOINT}: transform {dim}x{dim}, centres {k}x{dim}",
+        "statistics": f"{stored}: transform {dim}x{dim}, centres {k}x{dim}",
         "cheap_checks": {
             "min_side": MIN_SIDE,
             "min_std": MIN_STD,

@@ -137,3 +137,57 @@ def test_a_training_step_seeds_dropout_and_leaves_the_global_rng_as_it_was():
         c = dropout(torch.ones(64))
     assert torch.equal(a, b) and not torch.equal(a, c)  # keyed by the step, not by what ran before
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_checkpoint_streams_into_place_and_a_full_disk_is_one_line_that_loses_nothing(tmp_path, monkeypatch):
+    """``write_checkpoint`` streams ``torch.save`` into a temporary file and renames it: the
+    file reads back as written, and a disk that fills up mid-write is one clear error that
+    leaves the previous checkpoint as it was and no temporary file behind."""
+    import errno
+    import os
+
+    import brainmri.files as files
+    from brainmri.labels import CLASSES
+    from brainmri.models.build import IMAGENET_MEAN, IMAGENET_STD, build_model
+    from brainmri.models.card import make_card
+    from brainmri.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", weights="none")
+    card = make_card("resnet18", 64, "none", CLASSES, IMAGENET_MEAN, IMAGENET_STD)
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, model, card, torch.optim.AdamW(model.parameters()), epoch=3)
+    first = read_checkpoint(path, annex=False)
+    assert first["epoch"] == 3 and first["card"]["arch"] == "resnet18"
+    for key, value in model.state_dict().items():
+        assert torch.equal(first["model_state"][key], value), key
+    before = sha256(path)
+
+    class FillsUp:
+        """An open file on a disk with 1 MB left."""
+
+        def __init__(self, fh):
+            self.fh, self.written = fh, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode)))
+    with pytest.raises(BrainMRIError) as err:
+        save_checkpoint(path, model, card, None, epoch=4)
+    assert str(err.value) == f"cannot write {path}: No space left on device"
+    assert sha256(path) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]

@@ -12,8 +12,9 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from brainmri.errors import BrainMRIError
 
@@ -111,6 +112,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place, so that a crash
     never leaves a half-written file that looks complete. A path that cannot be written
     (a file where a folder should be, no permission, a full disk) is one clear error."""
+    atomic_write_with(path, lambda fh: fh.write(data))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """:func:`atomic_write_bytes` for a writer that streams into the open file (``torch.save``):
+    nothing is built in memory first, which for a 1 GB checkpoint took three times as long as
+    writing it (docs/results/quick-end-of-run)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +130,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -123,16 +123,20 @@ def test_training_calibrates_the_check_and_records_it_in_the_card(trained_run):
     assert "input check calibrated on" in (trained_run / "train.log").read_text()
 
 
-def test_one_forward_pass_fits_the_check_the_temperature_and_val_predictions(trained_run, tmp_path):
-    """With a validation side, the end of training runs the kept model once over each side:
-    the input check it records is what 'brainmri calibrate' fits from the prepared folder, the
-    temperature is fitted on the val_predictions.csv it writes (the card's flip averaging, as
-    evaluation predicts), and evaluate leaves that file as training wrote it."""
+def test_one_forward_pass_fits_the_check_the_temperature_and_val_predictions(trained_run, tmp_path, monkeypatch):
+    """With a validation side, the end of training runs the kept model over the training side
+    and reuses the pass that validated the kept epoch for the validation side: the input check
+    it records is what 'brainmri calibrate' fits from the prepared folder, the temperature is
+    fitted on the val_predictions.csv it writes (the card's flip averaging, as evaluation
+    predicts; the card's val_loss is that file's), and evaluate leaves that file as training
+    wrote it."""
     from brainmri.config import TrainConfig
     from brainmri.data.prepared import load_split
     from brainmri.evaluation.evaluate import evaluate_run
+    from brainmri.inference import forward
     from brainmri.inference.forward import probabilities
     from brainmri.metrics.calibration import fit_temperature
+    from brainmri.metrics.classification import cross_entropy
     from brainmri.metrics.predictions import read_predictions
     from brainmri.models.checkpoint import load_model
     from brainmri.training.run import train
@@ -141,13 +145,20 @@ def test_one_forward_pass_fits_the_check_the_temperature_and_val_predictions(tra
     config = TrainConfig(data=data, arch="resnet18", weights="none", epochs=1, batch_size=8, image_size=32,
                          limit_per_class=8, val_size=0.3, tta=True, deterministic=True, device="cpu",
                          seed=5)  # fmt: skip
+    passes: list[int] = []  # images per call of the one inference function
+    real_run = forward._run
+    monkeypatch.setattr(
+        forward, "_run", lambda model, images, *a, **k: passes.append(len(images)) or real_run(model, images, *a, **k)
+    )
     run = train(config, tmp_path / "run", progress=False)
+    monkeypatch.setattr(forward, "_run", real_run)
     best = run / "checkpoints" / "best.pt"
     ckpt = read_checkpoint(best)
     entry, card = ckpt["card"]["input_check"], ckpt["card"]
     rows = read_split(run / "split.csv")
     n_train, n_val = len(select_split(rows, "train")), len(select_split(rows, "val"))
     assert n_val > 0 and entry["calibrated_on"]["sides"] == ["train", "val"]
+    assert sorted(passes) == sorted([n_val, n_train])  # validating epoch 1, then the training side only
     assert entry["calibrated_on"]["images"] == n_train + n_val
 
     refit, stats = ic.fit_input_check(run, ckpt, device="cpu")  # from the prepared folder, passes of its own
@@ -161,6 +172,7 @@ def test_one_forward_pass_fits_the_check_the_temperature_and_val_predictions(tra
     assert paths == val_paths and np.array_equal(y, labels.numpy()) and classes == list(card["classes"])
     np.testing.assert_allclose(proba, probabilities(model, images, flip=True), rtol=1e-5, atol=1e-6)
     assert card["temperature"] == pytest.approx(fit_temperature(proba, y), rel=1e-3)
+    assert card["metrics"]["val_loss"] == pytest.approx(float(cross_entropy(proba, y).mean()), rel=1e-5)
 
     written = (run / "val_predictions.csv").read_bytes()
     evaluate_run(run, n_bootstrap=20, device="cpu", tta=False)  # the test side without flips: the file stays

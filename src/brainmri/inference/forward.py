@@ -156,7 +156,11 @@ def score(
 ) -> dict[str, float]:
     """Loss (mean cross-entropy), accuracy and count of ``images``: what a run records for its
     validation side each epoch, computed exactly as ``evaluate`` computes them."""
-    proba = probabilities(model, images, **kwargs)
+    return score_of(probabilities(model, images, **kwargs), labels)
+
+
+def score_of(proba: np.ndarray, labels: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """:func:`score` of probabilities already computed (and their sums, which ranks add up)."""
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
     n = len(labels)
     if n == 0:

@@ -28,7 +28,8 @@ from torch import nn
 
 from brainmri.config import LoopSettings
 from brainmri.errors import BrainMRIError
-from brainmri.inference.forward import score
+from brainmri.inference.forward import probabilities, probabilities_with, score_of
+from brainmri.inference.input_check import pooled_features
 from brainmri.models.build import train_mode
 from brainmri.runtime import autocast, make_scaler
 from brainmri.training.augment import make_augmenter
@@ -310,20 +311,35 @@ def validate(
     device: torch.device,
     world_size: int = 1,
     rank: int = 0,
-) -> dict[str, float]:
+    keep: bool = False,
+) -> dict[str, Any]:
     """Loss and accuracy on the validation images, through the one inference function that
-    ``evaluate`` uses (fp32 unless ``--eval-precision auto``), summed over ranks."""
-    own = score(
-        model,
-        images[rank::world_size],
-        labels[rank::world_size],
-        batch_size=64,  # as evaluate's default: fp32 sums then match to the last bit
-        flip=config.tta,
-        precision="fp32" if config.eval_precision == "fp32" else precision,
-        device=device,
-    )
+    ``evaluate`` uses (fp32 unless ``--eval-precision auto``), summed over ranks.
+
+    With ``keep`` (one process), also the images' probabilities (``proba``) and pooled
+    features (``features``) from the same pass: if these weights are the ones the run keeps,
+    the end of training fits the temperature and the input check on them instead of running
+    the validation side through the model a second time."""
+    if keep and world_size > 1:
+        raise BrainMRIError("validate(keep=True) needs the whole validation side in one process")
+    settings: dict[str, Any] = {
+        "batch_size": 64,  # as evaluate's default: fp32 sums then match to the last bit
+        "flip": config.tta,
+        "precision": "fp32" if config.eval_precision == "fp32" else precision,
+        "device": device,
+    }
+    x, y = images[rank::world_size], labels[rank::world_size]
+    features = None
+    if keep:
+        proba, features = probabilities_with(model, x, pooled_features, **settings)
+    else:
+        proba = probabilities(model, x, **settings)
+    own = score_of(proba, y)
     loss_sum, correct, n = all_reduce([own.get("loss_sum", 0.0), own.get("correct", 0), own["n"]], device, world_size)
-    return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1), "n": int(n)}
+    out: dict[str, Any] = {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1), "n": int(n)}
+    if keep:
+        out.update(proba=proba, features=features)
+    return out
 
 
 def build_parts(

@@ -199,3 +199,24 @@ def test_a_batch_of_maps_equals_the_maps_one_slice_at_a_time():
     alone = np.concatenate([saliency(model, x[i : i + 1], [c], DEFAULT_EXPLAINER) for i, c in enumerate(classes)])
     assert batch.shape == (5, 64, 64) and batch.std() > 0
     np.testing.assert_allclose(batch, alone, atol=1e-4)
+
+
+def test_the_failure_grid_places_each_overlay_in_its_cell_under_its_caption_band(tmp_path):
+    """The failure gallery draws one mosaic: overlay i sits in row i // 6, column i % 6, below
+    a white band for its caption, and the figure is a PNG of that layout."""
+    from brainmri.evaluation.gallery import COLUMNS, draw_grid, mosaic
+
+    rng = np.random.default_rng(0)
+    overlays = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(8)]
+    grid, (side, cell_w, cell_h, band) = mosaic(overlays)
+    assert side == 40 and band > 0 and cell_w > side and cell_h == side + band
+    assert grid.shape == (2 * cell_h, COLUMNS * cell_w - (cell_w - side), 3)
+    for i, over in enumerate(overlays):
+        top, left = (i // COLUMNS) * cell_h + band, (i % COLUMNS) * cell_w
+        assert np.array_equal(grid[top : top + side, left : left + side], over), i
+        assert (grid[top - band : top, left : left + side] == 255).all(), i  # the caption band
+    assert (grid[cell_h:, 2 * cell_w :] == 255).all()  # the second row holds two overlays only
+    rows = [{"label": "glioma_tumor", "predicted": "normal", "probability": 0.9}] * 8
+    path = draw_grid([(o[:, :, 0], o) for o in overlays], rows, "t", tmp_path / "failures.png")
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width > img.height

@@ -145,3 +145,28 @@ def test_frozen_batchnorm_keeps_its_running_statistics():
         assert (not torch.equal(before, model.backbone.bn1.running_mean)) == frozen_stats_move, mode
         assert (not torch.equal(last_stage, model.backbone.layer4[1].bn2.running_mean)) == (mode != "head"), mode
         assert model.head.training  # dropout in the head still trains
+
+
+def test_a_loaded_checkpoint_runs_channels_last_and_predicts_as_in_nchw(tiny_checkpoint):
+    """Models loaded for inference are in the channels-last memory format (as training validates;
+    oneDNN's convolutions are faster on it), which changes the probabilities only by float
+    rounding, and the state dict still loads into a fresh NCHW model."""
+    from brainmri.inference.forward import probabilities
+    from brainmri.models.checkpoint import load_model, read_checkpoint
+
+    model, card = load_model(tiny_checkpoint)
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    nchw = build_model(card["arch"], weights="none", num_classes=len(card["classes"])).eval()
+    nchw.load_state_dict(model.state_dict())
+    assert all(m.weight.is_contiguous() for m in nchw.modules() if isinstance(m, nn.Conv2d))
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 1, card["image_size"], card["image_size"]), dtype=torch.uint8)
+    torch.testing.assert_close(
+        torch.from_numpy(probabilities(model, images, flip=True)),
+        torch.from_numpy(probabilities(nchw, images, flip=True)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    saved = read_checkpoint(tiny_checkpoint)["model_state"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())

@@ -94,8 +94,8 @@ def draw_grid(tiles: list[tuple[np.ndarray, np.ndarray]], rows: list[dict[str, A
     in one set of axes: sixty axes cost matplotlib about two seconds a grid, one a fraction."""
     from brainmri.render.figures import _save, figure
 
-    n_rows = max(1, -(-len(tiles) // COLUMNS))
     grid, (side, cell_w, cell_h, band) = mosaic([over for _, over in tiles])
+    n_rows = grid.shape[0] // cell_h
     fig = figure(figsize=(COLUMNS * 1.9, n_rows * 2.2 + 0.6))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - 0.6 / (n_rows * 2.2 + 0.6)))
     ax.imshow(grid)

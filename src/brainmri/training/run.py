@@ -79,9 +79,9 @@ class _Run:
     card_base: dict[str, Any]
     folder: PreparedFolder  # the prepared folder's records, read once
     last_saved: float = 0.0  # time.perf_counter() when last.pt was last written (0: not yet)
-    # (epoch, probabilities, pooled features) of the validation pass of the best epoch so far,
-    # in memory only: the end of training reuses them when that epoch's weights are kept
-    kept_val: tuple[int, np.ndarray, np.ndarray] | None = None
+    # (probabilities, pooled features) of the validation pass of the best epoch so far, in memory
+    # only (None after a resume, or where validation kept nothing): the end of training reuses them
+    kept_val: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def main(self) -> bool:
@@ -445,7 +445,7 @@ def _end_epoch(run: _Run, parts, state: engine.TrainState, epoch: int, totals, s
     )
     if improved:
         state.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss", "train_acc", "train_loss")}
-        run.kept_val = (epoch, val["proba"], val["features"]) if "proba" in val else None
+        run.kept_val = (val["proba"], val["features"]) if "proba" in val else None
     due = run.main and (epoch == config.epochs or time.perf_counter() - run.last_saved >= CHECKPOINT_EVERY_SECONDS)
     if run.main:
         if improved:
@@ -483,15 +483,15 @@ def _finish(run: _Run, state: engine.TrainState, session_start: float) -> None:
         "eval_precision": run.config.eval_precision,
         "world_size": run.world_size,
     }
-    summary["input_check"], summary["temperature"] = _fit_kept_model(run, best.get("epoch"))
+    summary["input_check"], summary["temperature"] = _fit_kept_model(run)
     write_json(run.dir.summary, summary)
     chosen = f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}" if run.selects else "kept the last epoch"
     run.log(f"finished: {chosen}, {total:.1f}s in total; run folder {run.dir.path}")
 
 
-def _fit_kept_model(run: _Run, kept_epoch: int | None) -> tuple[str, float | None]:
-    """Fit the input check and the temperature on the kept model (that of ``kept_epoch``) and
-    write them into its ``best.pt``, once: the last write of that file (evaluation and later
+def _fit_kept_model(run: _Run) -> tuple[str, float | None]:
+    """Fit the input check and the temperature on the kept model and write them into its
+    ``best.pt``, once: the last write of that file (evaluation and later
     calibrations record theirs beside it). One forward pass over the training side and one over
     the validation side serve both fits and ``val_predictions.csv``; the validation side's is
     the one that validated the kept epoch where this process still holds it (not after a
@@ -505,8 +505,8 @@ def _fit_kept_model(run: _Run, kept_epoch: int | None) -> tuple[str, float | Non
     model, _ = model_from_checkpoint(ckpt, run.dir.best, device=run.device)
     _, train_features = probabilities_with(model, run.train_x, pooled_features, device=run.device)
     val_proba, val_features = None, train_features[:0]
-    if run.selects and len(run.val_y) and run.kept_val is not None and run.kept_val[0] == kept_epoch:
-        _, val_proba, val_features = run.kept_val  # validation ran these weights, fp32, with the card's flip
+    if run.kept_val is not None:  # set with the best epoch: validation ran these weights, fp32, with the card's flip
+        val_proba, val_features = run.kept_val
     elif run.selects and len(run.val_y):
         # the flip averaging the card asks for, as evaluation predicts; the features are the
         # slices' own (not their mirror images'), as the input check scores them

@@ -66,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_size": 0.1,
         "val_every": 4,
         "fused_optimizer": True,
+        "tta": False,
     },
 }
 

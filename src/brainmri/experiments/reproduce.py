@@ -57,7 +57,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # The fused optimiser update: at 64 px and batches of 32 the update is a larger share of a
     # step than at the scratch preset's sizes; its epochs took about 7 % less time, the whole run
-    # 22 s less (docs/results/quick-fused-preset).
+    # 22 s less (docs/results/quick-fused-preset). No flip averaging: it doubled every forward
+    # pass of validation and evaluation, 38 s (23 %) of the time outside the epochs, for 0.006 to
+    # 0.022 of test accuracy on the same weights (docs/results/quick-no-flip); the scratch preset
+    # keeps it.
     "quick": {
         **SCRATCH_RECIPE,
         "image_size": 64,

@@ -147,26 +147,70 @@ def test_frozen_batchnorm_keeps_its_running_statistics():
         assert model.head.training  # dropout in the head still trains
 
 
-def test_a_loaded_checkpoint_runs_channels_last_and_predicts_as_in_nchw(tiny_checkpoint):
-    """Models loaded for inference are in the channels-last memory format (as training validates;
-    oneDNN's convolutions are faster on it), which changes the probabilities only by float
-    rounding, and the state dict still loads into a fresh NCHW model."""
+def test_a_loaded_checkpoint_is_folded_and_channels_last_and_predicts_as_trained(tiny_checkpoint, tmp_path):
+    """Models loaded for inference have batch-norm folded into their convolutions and are in the
+    channels-last memory format (oneDNN's convolutions are faster on it), which changes the
+    probabilities only by float rounding; the checkpoint keeps the unfolded state dict, and a
+    loaded model is never saved as a checkpoint without its BatchNorm layers."""
     from brainmri.inference.forward import probabilities
-    from brainmri.models.checkpoint import load_model, read_checkpoint
+    from brainmri.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+    from brainmri.models.folding import FoldedBatchNorm
 
     model, card = load_model(tiny_checkpoint)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # every one of a ResNet folds
+    assert sum(isinstance(m, FoldedBatchNorm) for m in model.modules()) == 20  # resnet18: 17 + 3 downsample
     convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    nchw = build_model(card["arch"], weights="none", num_classes=len(card["classes"])).eval()
-    nchw.load_state_dict(model.state_dict())
-    assert all(m.weight.is_contiguous() for m in nchw.modules() if isinstance(m, nn.Conv2d))
+    saved = read_checkpoint(tiny_checkpoint)["model_state"]
+    trained = build_model(card["arch"], weights="none", num_classes=len(card["classes"])).eval()
+    trained.load_state_dict(saved)  # the checkpoint as training wrote it: BatchNorm, NCHW
+    assert all(m.weight.is_contiguous() for m in trained.modules() if isinstance(m, nn.Conv2d))
     torch.manual_seed(0)
     images = torch.randint(0, 256, (6, 1, card["image_size"], card["image_size"]), dtype=torch.uint8)
     torch.testing.assert_close(
         torch.from_numpy(probabilities(model, images, flip=True)),
-        torch.from_numpy(probabilities(nchw, images, flip=True)),
+        torch.from_numpy(probabilities(trained, images, flip=True)),
         rtol=1e-5,
         atol=1e-6,
     )
-    saved = read_checkpoint(tiny_checkpoint)["model_state"]
-    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(BrainMRIError, match="loaded for inference"):
+        save_checkpoint(tmp_path / "again.pt", model, card)
+    assert not (tmp_path / "again.pt").exists()
+
+
+def test_batch_norm_folds_only_where_a_convolution_feeds_it_alone():
+    """Folding absorbs a BatchNorm into the convolution whose output goes to it and nowhere
+    else, with the same outputs; a BatchNorm after anything else, or one that normalises by the
+    batch's own statistics, stays; a model in training mode is refused."""
+    from brainmri.models.folding import FoldedBatchNorm, fold_batch_norm, is_folded
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),  # folds
+        nn.Conv2d(4, 4, 3), nn.ReLU(), nn.BatchNorm2d(4),  # a ReLU between: stays
+        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4, track_running_stats=False),  # batch statistics: stays
+    )  # fmt: skip
+    with torch.no_grad():
+        for _ in range(3):  # running statistics other than the initial 0 and 1
+            net(torch.randn(8, 1, 12, 12) * 3 + 1)
+    with pytest.raises(BrainMRIError, match="eval mode"):
+        fold_batch_norm(net)
+    net.eval()
+    x = torch.randn(5, 1, 12, 12)
+    expected = net(x)
+    assert not is_folded(net) and fold_batch_norm(net) is net and is_folded(net)
+    assert [type(m).__name__ for m in net] == ["Conv2d", "FoldedBatchNorm", "ReLU", "Conv2d", "ReLU", "BatchNorm2d",
+                                               "Conv2d", "BatchNorm2d"]  # fmt: skip
+    assert net[0].bias is not None and isinstance(net[1], FoldedBatchNorm)
+    torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+
+    resnet = build_model("resnet50", weights="none")
+    with torch.no_grad():
+        resnet(torch.rand(4, 1, 64, 64))  # training mode: the running statistics move
+    resnet.eval()
+    images = torch.rand(3, 1, 64, 64)
+    expected = resnet(images)
+    fold_batch_norm(resnet)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in resnet.modules())  # stem, 48 in blocks, 4 downsample
+    assert sum(isinstance(m, FoldedBatchNorm) for m in resnet.modules()) == 53
+    torch.testing.assert_close(resnet(images), expected, rtol=1e-4, atol=1e-5)

@@ -21,8 +21,9 @@ from brainmri.inference.predictor import Predictor, predict_paths
 from brainmri.io.images import read_gray
 from brainmri.io.paths import expand_paths
 from brainmri.io.preprocess import to_array
+from brainmri.models.build import build_model
 from brainmri.models.card import make_card
-from brainmri.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from brainmri.models.checkpoint import read_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,9 @@ def test_inference_resizes_through_the_prepared_size_exactly_as_training_did(tin
     ckpt = read_checkpoint(tiny_checkpoint)
     card = make_card("resnet18", 64, "none", list(ckpt["card"]["classes"]), [0.5] * 3, [0.25] * 3, prepared_size=128)
     model_path = tmp_path / "m.pt"
-    save_checkpoint(model_path, load_model(tiny_checkpoint)[0], card)
+    model = build_model("resnet18", weights="none").eval()
+    model.load_state_dict(ckpt["model_state"])
+    save_checkpoint(model_path, model, card)
     predictor = Predictor(model_path)
     assert "128x128 (the prepared data), then 64x64" in predictor.card["preprocessing"]["resize"]
     one_step_differs = False

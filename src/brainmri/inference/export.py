@@ -258,13 +258,13 @@ def export_folder(model_path: str | Path, out: str | Path, overwrite: bool = Fal
     if out.exists() and not overwrite:
         raise BrainMRIError(f"{shown(out)} already exists; pass --overwrite to replace it")
     ckpt = read_checkpoint(model_path)
-    model, card = model_from_checkpoint(ckpt, model_path)
+    _, card = model_from_checkpoint(ckpt, model_path)  # builds the model: a damaged checkpoint fails here
     InputCheck.from_checkpoint(ckpt)  # damaged statistics are refused here, not by the folder's users
     groups = {STATS_KEY: ckpt[STATS_KEY]} if isinstance(ckpt.get(STATS_KEY), dict) else {}
     card = card.copy()
     card["export"] = {"format": "folder", "weights": FOLDER_WEIGHTS, "card": FOLDER_CONFIG}
     files = [FOLDER_CONFIG, FOLDER_WEIGHTS, *[f"{key}.safetensors" for key in groups], FOLDER_README]
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in ckpt["model_state"].items()}  # as trained; the loaded model is folded
     return write_folder(out, card, state, groups, model_readme(card, files), overwrite=overwrite)
 
 

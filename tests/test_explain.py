@@ -220,3 +220,26 @@ def test_the_failure_grid_places_each_overlay_in_its_cell_under_its_caption_band
     path = draw_grid([(o[:, :, 0], o) for o in overlays], rows, "t", tmp_path / "failures.png")
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > img.height
+
+
+def test_the_maps_of_a_folded_model_are_those_of_the_model_as_trained():
+    """Models loaded for inference have batch-norm folded into their convolutions: the same
+    function, so every explanation of it is the map of the model as trained (BatchNorm kept)."""
+    import copy
+
+    from brainmri.inference.explain import METHODS, Explainer, saliency_many
+    from brainmri.models.folding import fold_batch_norm
+
+    torch.manual_seed(2)
+    trained = build_model("resnet18", "none")
+    with torch.no_grad():
+        for _ in range(3):  # training mode: running statistics other than the initial 0 and 1
+            trained(torch.rand(8, 1, 64, 64))
+    trained.eval()
+    folded = fold_batch_norm(copy.deepcopy(trained)).to(memory_format=torch.channels_last)
+    x, classes = torch.rand(3, 1, 64, 64), [0, 2, 3]
+    explainers = [Explainer(m, layer) for m in METHODS for layer in ("layer4", "layer3")]
+    want, got = saliency_many(trained, x, classes, explainers), saliency_many(folded, x, classes, explainers)
+    for ex in explainers:
+        assert want[ex.name].std() > 0, ex.name
+        np.testing.assert_allclose(got[ex.name], want[ex.name], atol=1e-4, err_msg=ex.name)

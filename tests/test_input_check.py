@@ -102,11 +102,41 @@ def test_mahalanobis_score_is_the_distance_to_the_nearest_class_mean():
     for x in (resid, wide):
         np.testing.assert_allclose(ic.ledoit_wolf(x), LedoitWolf(assume_centered=True).fit(x).covariance_, rtol=1e-9)
     # Calibrated on cross-fitted scores, fresh in-distribution samples pass and shifted ones do not.
-    scores = ic.cross_fitted_scores(feats, labels, [str(i) for i in range(len(labels))])
+    groups = [str(i // 3) for i in range(len(labels))]
+    scores = ic.cross_fitted_scores(feats, labels, groups)
+    # Each cross-fitted score is the distance under statistics fitted without the image's fold.
+    from sklearn.model_selection import GroupKFold
+
+    for fit, held in GroupKFold(n_splits=ic.FOLDS).split(feats, labels, groups):
+        refit = ic.fit_statistics(feats[fit], labels[fit])
+        np.testing.assert_allclose(scores[held], ic.score_features(*refit, feats[held]), rtol=1e-4)
+        assert not np.allclose(scores[held], ic.score_features(transform, centres, feats[held]), rtol=1e-3)
     threshold = np.percentile(scores, ic.PERCENTILE)
     assert np.mean(got > threshold) < 0.05
     shifted = fresh + 3 * np.sqrt(np.diag(cov))
     assert np.all(ic.score_features(transform, centres, shifted) > threshold)
+
+
+def test_image_statistics_of_a_batch_are_those_of_each_slice(sartaj):
+    """A batch is measured once and remembered (every model of a comparison measures the same
+    slices): what comes back again is the same, a change to one slice is seen, and a caller that
+    writes into the rows it got does not change what the next caller gets."""
+    from brainmri.inference.image_stats import statistics
+    from brainmri.io.preprocess import resize
+
+    files = sorted((sartaj / "Testing" / "glioma_tumor").iterdir())[:6]
+    batch = np.stack([resize(read_gray(f), 96) for f in files])[:, None]  # (N, 1, H, W), as models see them
+    alone = np.concatenate([statistics(one[None]) for one in batch])
+    rows = statistics(torch.from_numpy(batch))
+    np.testing.assert_array_equal(rows, alone)
+    rows[:] = 0.0
+    np.testing.assert_array_equal(statistics(batch), alone)
+    inverted = batch.copy()
+    inverted[2] = 255 - inverted[2]
+    changed = statistics(inverted)
+    assert not np.allclose(changed[2], alone[2])
+    np.testing.assert_array_equal(np.delete(changed, 2, axis=0), np.delete(alone, 2, axis=0))
+    np.testing.assert_array_equal(statistics(batch[:, 0]), alone)  # (N, H, W) alike
 
 
 def test_training_calibrates_the_check_and_records_it_in_the_card(trained_run):

@@ -13,6 +13,7 @@ numbers to the training side's, with a threshold calibrated there as the feature
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,14 +84,31 @@ def _one(gray: np.ndarray) -> list[float]:
     ]  # fmt: skip
 
 
+#: The last batch :func:`statistics` measured: its digest and its rows. Every model of one
+#: comparison calibrates on the same training side and is evaluated on the same external folder,
+#: at the same size; measuring them once saves about a second a model (0.7 ms a slice).
+_last: tuple[bytes, np.ndarray] | None = None
+
+
 def statistics(images: Any) -> np.ndarray:
-    """uint8 slices, (N, H, W) or (N, 1, H, W), array or tensor -> (N, len(FEATURES)) float64."""
+    """uint8 slices, (N, H, W) or (N, 1, H, W), array or tensor -> (N, len(FEATURES)) float64.
+    A batch identical to the last one measured (same shape, same bytes) is not measured again."""
+    global _last
     batch = np.asarray(images)
     if batch.ndim == 4:
         batch = batch[:, 0]
     if len(batch) == 0:
         return np.zeros((0, len(FEATURES)))
-    return np.array([_one(np.ascontiguousarray(img, dtype=np.uint8)) for img in batch], dtype=np.float64)
+    batch = np.ascontiguousarray(batch, dtype=np.uint8)
+    hashed = hashlib.blake2b(repr(batch.shape).encode(), digest_size=16)
+    hashed.update(batch.data)  # the array's own buffer, not a copy
+    digest = hashed.digest()
+    last = _last  # one read: another thread may replace it meanwhile
+    if last is not None and last[0] == digest:
+        return last[1].copy()
+    rows = np.array([_one(img) for img in batch], dtype=np.float64)
+    _last = (digest, rows)
+    return rows.copy()
 
 
 @dataclass(frozen=True)

@@ -116,32 +116,45 @@ class MahalanobisScore(nn.Module):
 def ledoit_wolf(resid: np.ndarray) -> np.ndarray:
     """The Ledoit-Wolf shrunk covariance of centred rows (n, D), as scikit-learn's ``LedoitWolf(
     assume_centered=True)`` computes it, from one Gram matrix: scikit-learn's blockwise loop
-    takes a minute at D = 2048 on a small CPU, this a second."""
+    takes a minute at D = 2048 on a small CPU, this a tenth of a second. The D x D matrices are
+    scaled in place: at D = 2048 each copy is 32 MB of memory traffic."""
     n, dim = resid.shape
-    emp = resid.T @ resid / n
+    emp = resid.T @ resid
+    emp /= n
     mu = np.trace(emp) / dim
-    delta_ = float(np.sum(emp**2))  # ||X'X||_F^2 / n^2
+    delta_ = float(np.dot(emp.ravel(), emp.ravel()))  # ||X'X||_F^2 / n^2
     beta_ = float(np.sum(np.sum(resid**2, axis=1) ** 2))  # sum of ||x_i||^4
     beta = (beta_ / n - delta_) / (dim * n)
     delta = (delta_ - 2.0 * mu * np.trace(emp) + dim * mu**2) / dim
     shrinkage = 0.0 if beta == 0 else min(beta, delta) / delta
-    cov = (1.0 - shrinkage) * emp
-    cov.flat[:: dim + 1] += shrinkage * mu
-    return cov
+    emp *= 1.0 - shrinkage
+    emp.flat[:: dim + 1] += shrinkage * mu
+    return emp
 
 
-def fit_statistics(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class means and one shared, shrunk covariance -> (transform (D, D), centres (K, D)), so
-    that ``||f @ transform - centre||`` is the Mahalanobis distance of ``f`` to that class mean."""
-    from scipy.linalg import cholesky, solve_triangular
+def _shared_cholesky(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class means (K, D) and the lower Cholesky factor L of their shared, shrunk covariance
+    (cov = L L'): the Mahalanobis distance of ``f`` to a mean ``m`` is ``||L^-1 (f - m)||``."""
+    from scipy.linalg import cholesky
 
     features = np.asarray(features, dtype=np.float64)
     present = np.unique(labels)
     means = np.stack([features[labels == k].mean(axis=0) for k in present])
     cov = ledoit_wolf(features - means[np.searchsorted(present, labels)])
     cov.flat[:: cov.shape[0] + 1] += 1e-9 * np.trace(cov) / cov.shape[0]  # positive definite without shrinkage
-    lower = cholesky(cov, lower=True)  # cov = L L': the distance is ||L^-1 (f - m)||
-    transform = solve_triangular(lower, np.eye(cov.shape[0]), lower=True).T
+    return cholesky(cov, lower=True, overwrite_a=True, check_finite=False), means
+
+
+def fit_statistics(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class means and one shared, shrunk covariance -> (transform (D, D), centres (K, D)), so
+    that ``||f @ transform - centre||`` is the Mahalanobis distance of ``f`` to that class mean.
+    The transform is L^-1' from LAPACK's triangular inverse (a third of the work of solving
+    against the identity)."""
+    from scipy.linalg import lapack
+
+    lower, means = _shared_cholesky(features, labels)
+    inverse, _ = lapack.dtrtri(lower, lower=1, overwrite_c=1)  # a Cholesky factor has a positive diagonal
+    transform = inverse.T
     return transform, means @ transform
 
 
@@ -152,6 +165,20 @@ def score_features(transform: np.ndarray, centres: np.ndarray, features: np.ndar
     return np.concatenate(parts)
 
 
+def _held_out_scores(features: np.ndarray, labels: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Scores of the ``held`` rows under statistics fitted on the others: two triangular solves
+    against the held rows and the class means instead of the full D x D transform."""
+    from scipy.linalg import solve_triangular
+
+    fit = np.ones(len(labels), dtype=bool)
+    fit[held] = False
+    lower, means = _shared_cholesky(features[fit], labels[fit])
+    z = solve_triangular(lower, np.asarray(features[held], dtype=np.float64).T, lower=True, check_finite=False)
+    c = solve_triangular(lower, means.T, lower=True, check_finite=False)
+    d2 = np.min([((z - c[:, [k]]) ** 2).sum(axis=0) for k in range(c.shape[1])], axis=0)
+    return np.sqrt(d2)
+
+
 def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, groups: list[str], folds: int = FOLDS) -> np.ndarray:
     """Each image's score under statistics fitted without its duplicate group's fold."""
     from sklearn.model_selection import GroupKFold
@@ -160,9 +187,8 @@ def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, groups: list[s
     if n_groups < 2:
         raise BrainMRIError(f"too few training images ({len(labels)}) to calibrate the input check")
     scores = np.empty(len(labels))
-    for fit_idx, held in GroupKFold(n_splits=min(folds, n_groups)).split(features, labels, groups):
-        transform, centres = fit_statistics(features[fit_idx], labels[fit_idx])
-        scores[held] = score_features(transform, centres, features[held])
+    for _, held in GroupKFold(n_splits=min(folds, n_groups)).split(features, labels, groups):
+        scores[held] = _held_out_scores(features, labels, held)
     return scores
 
 

@@ -117,7 +117,7 @@ def test_mahalanobis_score_is_the_distance_to_the_nearest_class_mean():
     assert np.all(ic.score_features(transform, centres, shifted) > threshold)
 
 
-def test_image_statistics_of_a_batch_are_those_of_each_slice(sartaj):
+def test_image_statistics_of_a_batch_are_those_of_each_slice(sartaj, monkeypatch):
     """A batch is measured once and remembered (every model of a comparison measures the same
     slices): what comes back again is the same, a change to one slice is seen, and a caller that
     writes into the rows it got does not change what the next caller gets."""
@@ -137,6 +137,18 @@ def test_image_statistics_of_a_batch_are_those_of_each_slice(sartaj):
     assert not np.allclose(changed[2], alone[2])
     np.testing.assert_array_equal(np.delete(changed, 2, axis=0), np.delete(alone, 2, axis=0))
     np.testing.assert_array_equal(statistics(batch[:, 0]), alone)  # (N, H, W) alike
+    # Two batches measured in turn, as each model of a comparison measures its training side and
+    # then the external folder: each is measured once and keeps its own rows.
+    from brainmri.inference import image_stats
+
+    measured = []
+    monkeypatch.setattr(image_stats, "_one", lambda gray, one=image_stats._one: measured.append(1) or one(gray))
+    first, second = batch[:3] // 2, batch[3:] // 2
+    rows = [statistics(first), statistics(second)]
+    for _ in range(3):
+        np.testing.assert_array_equal(statistics(first), rows[0])
+        np.testing.assert_array_equal(statistics(second), rows[1])
+    assert len(measured) == len(batch)
 
 
 def test_training_calibrates_the_check_and_records_it_in_the_card(trained_run):

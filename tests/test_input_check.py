@@ -20,6 +20,7 @@ from PIL import Image
 from brainmri.cli.command import main
 from brainmri.data.prepared import read_manifest
 from brainmri.data.splitfile import read_split, select_split
+from brainmri.errors import BrainMRIError
 from brainmri.inference import input_check as ic
 from brainmri.inference.predictor import Predictor
 from brainmri.io.images import read_gray, read_image
@@ -115,6 +116,12 @@ def test_mahalanobis_score_is_the_distance_to_the_nearest_class_mean():
     assert np.mean(got > threshold) < 0.05
     shifted = fresh + 3 * np.sqrt(np.diag(cov))
     assert np.all(ic.score_features(transform, centres, shifted) > threshold)
+    # Features of a diverged model are refused with one line, not turned into a NaN threshold.
+    images = torch.zeros((len(labels), 1, 8, 8), dtype=torch.uint8)
+    broken = feats.copy()
+    broken[5, 3] = np.nan
+    with pytest.raises(BrainMRIError, match="not all finite"):
+        ic.fit_statistics_of(broken, images, labels, groups, {})
 
 
 def test_image_statistics_of_a_batch_are_those_of_each_slice(sartaj, monkeypatch):

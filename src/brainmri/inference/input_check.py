@@ -306,6 +306,8 @@ def fit_statistics_of(
     the images came from and where the statistics are kept (by default in the checkpoint)."""
     _check_percentile(percentile)
     features = np.asarray(features, dtype=np.float64)
+    if not np.isfinite(features).all():
+        raise BrainMRIError("the model's pooled features are not all finite (did training diverge?)")
     scores = cross_fitted_scores(features, labels, groups)
     threshold = float(np.percentile(scores, percentile))
     transform, centres = fit_statistics(features, labels)

@@ -243,6 +243,37 @@ def test_evaluate_run_held_out_and_external_folder_agree(trained_run, tmp_path):
     assert read_checkpoint(run / "checkpoints" / "best.pt")["card"]["metrics"]["external"]["other"]["n"] == unnamed["n"]
 
 
+def test_a_folder_is_read_once_for_every_model_evaluated_on_it(trained_run, sartaj, tmp_path, monkeypatch):
+    """The models of a comparison are evaluated on one external folder in turn: its files are
+    decoded once and every model scores the same slices; a file changed since is seen."""
+    import shutil
+
+    from brainmri.evaluation import labelled_folder
+    from brainmri.evaluation.evaluate import evaluate_run
+    from brainmri.metrics.predictions import read_predictions
+
+    folder = tmp_path / "folder"
+    for name in ("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"):
+        (folder / name).mkdir(parents=True)
+        for f in sorted((sartaj / "Testing" / name).iterdir())[:3]:
+            shutil.copy2(f, folder / name / f.name)
+    reads = []
+    monkeypatch.setattr(
+        labelled_folder, "read_image", lambda path, one=labelled_folder.read_image: reads.append(path) or one(path)
+    )
+    runs = [_copy_run(trained_run, tmp_path / name) for name in ("a", "b")]
+    scores = [evaluate_run(run, data=folder, n_bootstrap=0, figures=False) for run in runs]
+    assert len(reads) == 12 and scores[0]["n"] == scores[1]["n"] == 12
+    predictions = [read_predictions(run / "eval" / "folder" / "predictions.csv") for run in runs]
+    assert predictions[0][2] == predictions[1][2]  # the same slices, in the same order
+    np.testing.assert_array_equal(predictions[0][1], predictions[1][1])
+    broken = sorted((folder / "no_tumor").iterdir())[0]
+    broken.write_bytes(b"not an image any more")
+    again = evaluate_run(runs[0], data=folder, n_bootstrap=0, figures=False, overwrite=True)
+    assert len(reads) == 24 and again["n"] == 11
+    assert [s["path"] for s in again["source"]["skipped"]] == [f"no_tumor/{broken.name}"]
+
+
 def test_evaluate_cli_errors_are_one_line(tmp_path, capsys):
     from brainmri.cli.command import main
 

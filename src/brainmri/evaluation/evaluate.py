@@ -20,11 +20,9 @@ import torch
 from brainmri.errors import BrainMRIError
 from brainmri.files import atomic_write_text, plain_name, shown
 from brainmri.inference.forward import probabilities
-from brainmri.inference.input_check import source_reasons
 from brainmri.inference.run_record import Run
 from brainmri.inference.run_record import read_json_file as _read_json
-from brainmri.io.images import ImageError, read_image
-from brainmri.io.preprocess import stack, to_array
+from brainmri.io.preprocess import stack
 from brainmri.metrics.classification import compute_metrics
 from brainmri.metrics.predictions import read_predictions, write_labelled_predictions
 from brainmri.metrics.records import CardMetrics, EvaluationMetrics
@@ -116,32 +114,18 @@ def _folder(
     Images that duplicate the run's training data are reported and, unless ``keep_overlap``,
     left out: they would make an external score look better than it is.
     """
-    from brainmri.data.hashing import image_hashes
     from brainmri.data.prepared import training_overlap
-    from brainmri.data.scan import scan
+    from brainmri.evaluation.labelled_folder import read_labelled_folder
 
     card = run.card
     classes = list(card["classes"])
     prepared = run.config.get("data") or ""
     check = run.can_check_overlap()
     prep_size = run.prepared.size if check else None
-    arrays, labels, paths, hashes, skipped, reasons = [], [], [], [], [], []
-    for row in scan(folder, label_map):
-        if row["label"] not in classes:
-            skipped.append({"path": row["source_path"], "reason": f"label {row['label']} not known to the model"})
-            continue
-        try:
-            decoded = read_image(folder / row["source_path"])
-        except ImageError as exc:
-            skipped.append({"path": row["source_path"], "reason": str(exc)})
-            continue
-        gray = decoded.array
-        arrays.append(to_array(gray, card["image_size"], via=card.get("prepared_size")))
-        reasons.append(source_reasons(gray, decoded.chroma))
-        if prep_size is not None:
-            hashes.append(image_hashes(to_array(gray, prep_size)))
-        labels.append(classes.index(row["label"]))
-        paths.append(row["source_path"])
+    read = read_labelled_folder(folder, label_map, classes, card["image_size"], card.get("prepared_size"), prep_size)
+    arrays, labels, paths = list(read.arrays), list(read.labels), list(read.paths)
+    reasons = [list(r) for r in read.reasons]
+    hashes, skipped = list(read.hashes), [dict(s) for s in read.skipped]
     overlap: list[dict[str, Any]] = []
     if check and paths:
         matches = training_overlap(run.prepared, run.dir.split, hashes, fold=run.fold)

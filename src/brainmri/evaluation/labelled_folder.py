@@ -9,8 +9,7 @@ settings and every file's size and modification time, so that a changed file is 
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +41,6 @@ class FolderRead:
     skipped: tuple[Mapping[str, str], ...]
 
 
-_reads: OrderedDict[tuple, FolderRead] = OrderedDict()
-_lock = threading.Lock()
-
-
 def read_labelled_folder(
     folder: Path,
     label_map: str | Mapping[str, str] | None,
@@ -58,38 +53,41 @@ def read_labelled_folder(
     of ``classes`` at ``size`` px, resized through ``via`` (the card's prepared size); hashes at
     ``prep_size`` when it is given (None: no overlap check). Unreadable files and unknown
     classes are reported in ``skipped``, never dropped silently."""
+    files = tuple((r["source_path"], r["label"], *_stamp(folder / r["source_path"])) for r in scan(folder, label_map))
+    return _read(folder.resolve(), files, tuple(classes), size, via, prep_size)
+
+
+@functools.lru_cache(maxsize=REMEMBERED)
+def _read(
+    folder: Path,
+    files: tuple[tuple[Any, ...], ...],
+    classes: tuple[str, ...],
+    size: int,
+    via: int | None,
+    prep_size: int | None,
+) -> FolderRead:
+    """The reading itself, kept under everything it depends on: the folder, each file's path,
+    label, size and modification time (``files``), and the settings."""
     from brainmri.data.hashing import image_hashes
 
-    rows = scan(folder, label_map)
-    files = tuple((r["source_path"], *_stamp(folder / r["source_path"])) for r in rows)
-    key = (str(folder.resolve()), repr(label_map), tuple(classes), size, via, prep_size, files)
-    with _lock:
-        if key in _reads:
-            _reads.move_to_end(key)
-            return _reads[key]
     arrays, labels, paths, reasons, hashes, skipped = [], [], [], [], [], []
-    for row in rows:
-        if row["label"] not in classes:
-            skipped.append({"path": row["source_path"], "reason": f"label {row['label']} not known to the model"})
+    for path, label, *_ in files:
+        if label not in classes:
+            skipped.append({"path": path, "reason": f"label {label} not known to the model"})
             continue
         try:
-            decoded = read_image(folder / row["source_path"])
+            decoded = read_image(folder / path)
         except ImageError as exc:
-            skipped.append({"path": row["source_path"], "reason": str(exc)})
+            skipped.append({"path": path, "reason": str(exc)})
             continue
         gray = decoded.array
         arrays.append(to_array(gray, size, via=via))
         reasons.append(tuple(source_reasons(gray, decoded.chroma)))
         if prep_size is not None:
             hashes.append(image_hashes(to_array(gray, prep_size)))
-        labels.append(classes.index(row["label"]))
-        paths.append(row["source_path"])
-    read = FolderRead(tuple(arrays), tuple(labels), tuple(paths), tuple(reasons), tuple(hashes), tuple(skipped))
-    with _lock:
-        _reads[key] = read
-        while len(_reads) > REMEMBERED:
-            _reads.popitem(last=False)
-    return read
+        labels.append(classes.index(label))
+        paths.append(path)
+    return FolderRead(tuple(arrays), tuple(labels), tuple(paths), tuple(reasons), tuple(hashes), tuple(skipped))
 
 
 def _stamp(path: Path) -> tuple[Any, ...]:

@@ -165,15 +165,13 @@ def score_features(transform: np.ndarray, centres: np.ndarray, features: np.ndar
     return np.concatenate(parts)
 
 
-def _held_out_scores(features: np.ndarray, labels: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """Scores of the ``held`` rows under statistics fitted on the others: two triangular solves
-    against the held rows and the class means instead of the full D x D transform."""
+def _held_out_scores(fit: np.ndarray, fit_labels: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Scores of the ``held`` rows under statistics fitted on the ``fit`` rows: two triangular
+    solves against the held rows and the class means instead of the full D x D transform."""
     from scipy.linalg import solve_triangular
 
-    fit = np.ones(len(labels), dtype=bool)
-    fit[held] = False
-    lower, means = _shared_cholesky(features[fit], labels[fit])
-    z = solve_triangular(lower, np.asarray(features[held], dtype=np.float64).T, lower=True, check_finite=False)
+    lower, means = _shared_cholesky(fit, fit_labels)
+    z = solve_triangular(lower, np.asarray(held, dtype=np.float64).T, lower=True, check_finite=False)
     c = solve_triangular(lower, means.T, lower=True, check_finite=False)
     d2 = np.min([((z - c[:, [k]]) ** 2).sum(axis=0) for k in range(c.shape[1])], axis=0)
     return np.sqrt(d2)
@@ -187,8 +185,8 @@ def cross_fitted_scores(features: np.ndarray, labels: np.ndarray, groups: list[s
     if n_groups < 2:
         raise BrainMRIError(f"too few training images ({len(labels)}) to calibrate the input check")
     scores = np.empty(len(labels))
-    for _, held in GroupKFold(n_splits=min(folds, n_groups)).split(features, labels, groups):
-        scores[held] = _held_out_scores(features, labels, held)
+    for fit, held in GroupKFold(n_splits=min(folds, n_groups)).split(features, labels, groups):
+        scores[held] = _held_out_scores(features[fit], labels[fit], features[held])
     return scores
 
 

@@ -47,3 +47,10 @@ def test_gpu_and_cpu_inference_agree(gpu_run):
     for a, b in zip(on_gpu[1:], on_cpu[1:], strict=True):
         pa, pb = [float(v) for v in a.split(",")[3:7]], [float(v) for v in b.split(",")[3:7]]
         assert max(abs(x - y) for x, y in zip(pa, pb, strict=True)) < 1e-3  # fp32 on both, kernels differ
+
+
+def test_the_model_input_is_the_same_on_the_gpu():
+    from brainmri.io.preprocess import to_input
+
+    levels = torch.arange(256, dtype=torch.uint8).reshape(4, 1, 8, 8)
+    assert torch.equal(to_input(levels.cuda()).cpu(), to_input(levels))

@@ -122,6 +122,24 @@ def test_every_format_gives_the_same_prediction(predictor, real_files, tmp_path)
         assert np.allclose([row.probabilities[c] for c in predictor.classes], reference, atol=1e-6), row.name
 
 
+def test_the_model_input_is_each_grey_level_over_255():
+    """Every path feeds the model ``to_input``'s floats: the same as PyTorch's own division
+    (what recorded runs were trained on), for each of the 256 grey levels, also from a strided
+    batch, in a new tensor that callers may change in place."""
+    from brainmri.io.preprocess import to_input
+
+    levels = torch.arange(256, dtype=torch.uint8).reshape(4, 1, 8, 8)
+    original = levels.clone()
+    for batch in (levels, levels.flip(-1), levels[:, :, ::2, 1::3]):
+        x = to_input(batch)
+        assert x.dtype == torch.float32 and x.shape == batch.shape
+        assert torch.equal(x, batch.to(torch.float32) / 255.0)
+        x.mul_(2)  # the caller's copy, not the slices'
+    assert torch.equal(levels, original)
+    assert torch.equal(to_input(levels), levels.double().div(255).float())  # correctly rounded
+    assert to_input(torch.full((1, 1, 2, 2), 0.5)).dtype == torch.float32  # floats pass through
+
+
 def test_batched_equals_one_by_one_and_thread_safe(predictor, real_files):
     arrays = [to_array(f, predictor.image_size) for f in real_files]
     together = predictor.predict_arrays(arrays)

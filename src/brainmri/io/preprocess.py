@@ -55,7 +55,16 @@ def stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def to_input(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, H, W) -> float32 in [0, 1], the input every model and export takes."""
-    if batch.dtype == torch.uint8:
+    """uint8 (N, 1, H, W) -> float32 in [0, 1], the input every model and export takes.
+
+    On the CPU the division runs in NumPy, which gives the same floats (IEEE division, each
+    of the 256 values checked in the tests) without opening an OpenMP parallel region: PyTorch's
+    OpenMP threads keep spinning for a while after one, and on a 2-core machine they took the
+    cores from ONNX Runtime's threads during the forward pass that follows (a single slice
+    through an ONNX export: 56-68 ms instead of 51, docs/results/onnx-latency-2).
+    """
+    if batch.dtype != torch.uint8:
+        return batch.float()
+    if batch.device.type != "cpu":
         return batch.float().div_(255.0)
-    return batch.float()
+    return torch.from_numpy(batch.numpy().astype(np.float32) / np.float32(255.0))

@@ -1,7 +1,0 @@
-#!/bin/bash
-# One process with 2 threads and one with 1, alternated, twice; then two 1-thread processes at
-# once, twice (rates.txt).
-S=$(dirname "$0")/step_rate_threads.py
-P=${PYTHON:-.venv/bin/python}
-for n in 2 1 1 2; do $P $S $n alone; done
-for i in 1 2; do echo "two at once, $i:"; ($P $S 1 a & $P $S 1 b & wait); done

@@ -1,0 +1,9 @@
+#!/bin/bash
+# At 64 px (the quick preset's size) and 128 px: one process with 2 threads and one with 1,
+# alternated; then two 1-thread processes at once, twice (rates.txt).
+S=$(dirname "$0")/step_rate_threads.py
+P=${PYTHON:-.venv/bin/python}
+for size in 64 128; do
+  for n in 2 1 1 2; do $P $S $n alone $size; done
+  for i in 1 2; do echo "two at once, $i:"; ($P $S 1 a $size & $P $S 1 b $size & wait); done
+done

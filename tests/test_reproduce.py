@@ -189,3 +189,54 @@ def test_reproduce_passes_the_fused_optimizer_choice_to_every_run():
         config = preset_config("quick", fused_optimizer=parsed.fused_optimizer)
         assert config.fused_optimizer is (preset_config("quick").fused_optimizer if expected is None else expected)
         assert config.optim_section().fused is config.fused_optimizer
+
+
+def test_runs_side_by_side_are_the_runs_one_at_a_time_with_the_same_threads(trained_run, tmp_path, capsys):
+    """``--jobs 2`` trains two runs at once, each in its own process with half the cores: each
+    run's records are those of the same run made alone with that many threads, the report keeps
+    the order asked for, and a bad --jobs is one line before anything is written."""
+    import json
+
+    import torch
+
+    from brainmri.experiments.compare import load_results
+    from brainmri.runtime import usable_cpus
+
+    if usable_cpus() < 2:
+        pytest.skip("runs side by side need 2 CPUs")
+    prepared = json.loads((trained_run / "config.json").read_text())["data"]
+    args = ["compare", "--data", prepared, "--archs", "resnet18,resnet34", "--weights", "none", "--epochs", "1"]
+    args += ["--image-size", "32", "--batch-size", "16", "--limit-per-class", "6", "--bootstrap", "50"]
+    args += ["--deterministic", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "bad"), "--jobs", str(usable_cpus() + 1)]) != 0
+    assert "--jobs must be between 1 and" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+    assert main([*args, "--out", str(tmp_path / "together"), "--jobs", "2"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(usable_cpus() // 2)
+    try:
+        assert main([*args, "--out", str(tmp_path / "alone")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert list(load_results(tmp_path / "together")) == ["resnet18", "resnet34"]
+    for arch in ("resnet18", "resnet34"):
+        together, alone = tmp_path / "together" / "runs" / arch, tmp_path / "alone" / "runs" / arch
+        env = json.loads((together / "environment.json").read_text())
+        assert env["torch_threads"] == usable_cpus() // 2
+        assert (together / "predictions.csv").read_text() == (alone / "predictions.csv").read_text()
+        assert (together / "history.csv").read_text().splitlines()[1].split(",")[:3] == (
+            (alone / "history.csv").read_text().splitlines()[1].split(",")[:3]
+        )
+
+
+def test_a_failing_call_side_by_side_is_raised_as_itself():
+    from brainmri.errors import BrainMRIError
+    from brainmri.experiments.side_by_side import run_side_by_side
+    from brainmri.runtime import check_threads, usable_cpus
+
+    if usable_cpus() < 2:
+        pytest.skip("runs side by side need 2 CPUs")
+    assert run_side_by_side(check_threads, [{"threads": 2}, {"threads": 1}, {"threads": 2}], 2) == [2, 1, 2]
+    with pytest.raises(BrainMRIError, match="--threads must be between 1 and"):
+        run_side_by_side(check_threads, [{"threads": 1}, {"threads": 10**6}, {"threads": 1}], 2)

@@ -21,6 +21,7 @@ from brainmri.data.prepared import PreparedFolder
 from brainmri.data.splits import crossing_groups, make_random_split
 from brainmri.errors import BrainMRIError
 from brainmri.evaluation.evaluate import evaluate_run, read_history
+from brainmri.experiments.side_by_side import check_jobs, longest_first, run_side_by_side
 from brainmri.files import atomic_write_text, read_json
 from brainmri.metrics.classification import compute_metrics
 from brainmri.metrics.predictions import read_predictions
@@ -222,6 +223,7 @@ def compare(
     seeds: int | None = None,
     boxes: str | Path | None = None,
     finished_only: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Train and evaluate ``archs`` on one prepared folder with one split and one config,
     then write ``report.md`` and ``report.html`` into ``out``; returns the HTML report.
@@ -237,9 +239,15 @@ def compare(
     ``finished_only`` trains nothing: the report covers the runs that have finished (trained
     and evaluated) and says which are left out, so that a long grid can be reported while its
     last runs are still training elsewhere.
+
+    ``jobs`` runs that many trainings at once on a CPU machine, each process with an equal share
+    of the cores and the largest architectures first (:mod:`brainmri.experiments.side_by_side`);
+    each run is the same as alone but for the threads it computes with, which its
+    ``environment.json`` records.
     """
     prepared, out = Path(prepared), Path(out)
     archs, externals = _check_inputs(prepared, archs, cv, config, externals, seeds)
+    jobs = check_jobs(jobs, config.device)
     box_map = boxes_for(boxes, externals)
     from brainmri.provenance import provenance
     from brainmri.training.records import validate_config
@@ -258,10 +266,10 @@ def compare(
     started = time.perf_counter()
     if seeds is not None:
         results = _compare_seeds(out, base, archs, seeds, n_bootstrap, progress, log, externals, box_map,
-                                 finished_only)  # fmt: skip
+                                 finished_only, jobs)  # fmt: skip
     else:
         results = _compare_single(out, base, archs, cv, n_bootstrap, progress, log, externals, box_map,
-                                  finished_only)  # fmt: skip
+                                  finished_only, jobs)  # fmt: skip
     if not results:
         raise BrainMRIError(f"no run in {out} has finished: nothing to report (--finished-only trains nothing)")
     log(f"all runs done in {time.perf_counter() - started:.0f} s")
@@ -314,42 +322,60 @@ def _left_out(run_dir: Path, finished_only: bool, log: Log) -> bool:
 
 
 def _compare_seeds(
-    out, base, archs, seeds, n_bootstrap, progress, log, externals, boxes, finished_only=False
+    out, base, archs, seeds, n_bootstrap, progress, log, externals, boxes, finished_only=False, jobs=1
 ) -> dict[str, dict[str, Any]]:
     """Every architecture at every seed, seed by seed, on the one split; the results of each
     architecture hold its runs in seed order."""
     results: dict[str, dict[str, Any]] = {arch: {"runs": []} for arch in archs}
+    keys, calls = [], []
     for seed in seed_values(base, seeds):
-        for arch in archs:
+        for arch in longest_first(archs) if jobs > 1 else archs:
             run_dir = out / "runs" / arch / f"seed{seed}"
             if _left_out(run_dir, finished_only, log):
                 continue
-            done = train_and_evaluate(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log,
-                                      externals, gallery=False, boxes=boxes)  # fmt: skip
-            results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
+            keys.append((arch, seed, run_dir))
+            calls.append(_run_call(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log, jobs,
+                                   externals=externals, gallery=False, boxes=boxes))  # fmt: skip
+    for (arch, seed, run_dir), done in zip(keys, run_side_by_side(train_and_evaluate, calls, jobs), strict=True):
+        results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
     return {arch: res for arch, res in results.items() if res["runs"]}
 
 
 def _compare_single(
-    out, base, archs, cv, n_bootstrap, progress, log, externals, boxes, finished_only=False
+    out, base, archs, cv, n_bootstrap, progress, log, externals, boxes, finished_only=False, jobs=1
 ) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
-    for arch in archs:
+    kept, keys, calls = [], [], []
+    for arch in longest_first(archs) if jobs > 1 else archs:
         folders = [out / "runs" / arch / f"fold{k}" for k in range(cv)] if cv else [out / "runs" / arch]
         if any([_left_out(f, finished_only, log) for f in folders]):
             continue
+        kept.append(arch)
+        for k, run_dir in enumerate(folders):
+            keys.append((arch, k if cv else None))
+            if cv:
+                calls.append(_run_call(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log, jobs))
+            else:
+                calls.append(_run_call(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, jobs,
+                                       externals=externals, boxes=boxes))  # fmt: skip
+    done = dict(zip(keys, run_side_by_side(train_and_evaluate, calls, jobs), strict=True))
+    results: dict[str, dict[str, Any]] = {}
+    for arch in [a for a in archs if a in kept]:
         if cv:
-            folds = []
-            for k in range(cv):
-                run_dir = out / "runs" / arch / f"fold{k}"
-                done = train_and_evaluate(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log)
-                folds.append(done["metrics"])
+            folds = [done[(arch, k)]["metrics"] for k in range(cv)]
             results[arch] = {"folds": folds, "pooled": _pool_folds(out / "runs" / arch, cv, n_bootstrap, base.seed)}
         else:
-            run_dir = out / "runs" / arch
-            results[arch] = train_and_evaluate(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, externals,
-                                               boxes=boxes)  # fmt: skip
+            results[arch] = done[(arch, None)]
     return results
+
+
+def _run_call(
+    config: TrainConfig, run_dir: Path, n_bootstrap: int, progress: bool, log: Log, jobs: int, **more: Any
+) -> dict[str, Any]:
+    """The arguments of one :func:`train_and_evaluate` call; with runs side by side each process
+    prints its own lines, without progress bars (they would overwrite each other)."""
+    side_by_side = jobs > 1
+    return dict(config=config, run_dir=run_dir, n_bootstrap=n_bootstrap, progress=progress and not side_by_side,
+                log=print if side_by_side else log, **more)  # fmt: skip
 
 
 def _check_inputs(

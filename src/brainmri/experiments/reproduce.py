@@ -110,6 +110,7 @@ def reproduce(
     leakage_archs: Sequence[str] | None = None,
     leakage_seeds: int | None = None,
     finished_only: bool = False,
+    jobs: int = 1,
     **overrides: Any,
 ) -> Path:
     """Fetch (or use ``data``), prepare, and compare with a preset's settings; returns the
@@ -124,11 +125,14 @@ def reproduce(
     ``leakage_seeds`` seeds (default: ``seeds``, else 3) in ``out/<preset>-leakage/``, and the
     report gains its section. ``finished_only`` trains nothing and reports the finished runs
     (:func:`brainmri.experiments.compare.compare`); it does not combine with ``leakage``.
+    ``jobs`` trainings of the comparison run at once (:func:`brainmri.experiments.compare.compare`).
     """
     from brainmri.data.fetch import ensure_dataset
     from brainmri.experiments.leakage import leakage_sections, run_leakage_study
+    from brainmri.experiments.side_by_side import check_jobs
 
     config = preset_config(preset, **overrides)
+    check_jobs(jobs, config.device)  # before the data are fetched and prepared
     if leakage and cv:
         raise BrainMRIError("the leakage study compares single 80/20 splits; it does not combine with --cv")
     if leakage and finished_only:
@@ -146,7 +150,7 @@ def reproduce(
     meta = {"preset": preset, "source": str(source), "n_bootstrap": n_bootstrap}
     common: dict[str, Any] = dict(cv=cv, n_bootstrap=n_bootstrap, progress=progress, log=log, externals=externals)
     report = compare(prepared, out / preset, config, archs=archs or PAPER_ARCHS, meta=meta, seeds=seeds, boxes=boxes,
-                     finished_only=finished_only, **common)  # fmt: skip
+                     finished_only=finished_only, jobs=jobs, **common)  # fmt: skip
     if leakage:
         arch = list(leakage_archs or archs or PAPER_ARCHS)[0]
         study = run_leakage_study(prepared, out / f"{preset}-leakage", config.replace(arch=arch),

@@ -31,11 +31,13 @@ def _table_rows(md: str, first_header: str) -> tuple[list[str], list[list[str]]]
 
 
 @pytest.mark.slow
-def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capsys):
+def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capfd):
+    """The quick preset trains its runs side by side (``--jobs 2`` on 2 cores): their lines come
+    from their processes, so the test reads the output at the file descriptors."""
     out = tmp_path / "repro"
     args = ["reproduce", "--preset", "quick", "--data", str(sartaj), "--out", str(out), "--external", str(external)]
     assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
-    printed = capsys.readouterr().out.strip().splitlines()
+    printed = capfd.readouterr().out.strip().splitlines()
     html_path = Path(printed[-1])
     assert html_path == out / "quick" / "report.html" and html_path.is_file()
     md = (out / "quick" / "report.md").read_text()
@@ -85,7 +87,7 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capsy
     (out / "quick" / "runs" / "resnet152" / "metrics.json").unlink()
     checkpoint_mtime = (out / "quick" / "runs" / "resnet152" / "checkpoints" / "best.pt").stat().st_mtime_ns
     assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
-    log = capsys.readouterr().out
+    log = capfd.readouterr().out
     assert "using prepared data" in log
     assert "resnet50: finished earlier, skipped" in log and "resnet101: finished earlier, skipped" in log
     assert "resnet152: evaluating" in log and "resnet152: training" not in log
@@ -94,7 +96,7 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capsy
 
     # Other settings in the same folder are refused instead of mixing two experiments.
     assert main([*args, "--epochs", str(PRESETS["quick"]["epochs"] + 1), "--no-progress"]) == 2
-    assert "other settings (epochs)" in capsys.readouterr().err
+    assert "other settings (epochs)" in capfd.readouterr().err
 
 
 @pytest.mark.slow
@@ -228,6 +230,14 @@ def test_runs_side_by_side_are_the_runs_one_at_a_time_with_the_same_threads(trai
         assert (together / "history.csv").read_text().splitlines()[1].split(",")[:3] == (
             (alone / "history.csv").read_text().splitlines()[1].split(",")[:3]
         )
+
+
+def test_the_quick_preset_runs_side_by_side_on_a_cpu_and_the_others_one_at_a_time():
+    from brainmri.experiments.reproduce import preset_jobs
+    from brainmri.runtime import usable_cpus
+
+    assert preset_jobs("quick", "cpu") == min(2, usable_cpus())
+    assert preset_jobs("scratch", "cpu") == preset_jobs("paper", "cpu") == 1
 
 
 def test_a_failing_call_side_by_side_is_raised_as_itself():

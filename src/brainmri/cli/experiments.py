@@ -95,13 +95,13 @@ def _add_finished_only(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_jobs(parser: argparse.ArgumentParser) -> None:
+def _add_jobs(parser: argparse.ArgumentParser, default: int | None = 1, more: str = "") -> None:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=1,
+        default=default,
         help="trainings at once on a CPU machine, each with an equal share of the cores, largest architectures "
-        "first; on 2 cores 2 finish a grid of small images sooner (default: 1)",
+        f"first; on 2 cores 2 finish a grid of small images sooner (default: {more or default})",
     )
 
 
@@ -215,7 +215,7 @@ def add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
         help="tumour boxes of an --external folder (its boxes.csv): every run's explanations are scored against them",
     )
     rep.add_argument("--bootstrap", type=int_at_least(0), default=1000, help="bootstrap resamples (default: 1000)")
-    _add_jobs(rep)
+    _add_jobs(rep, None, "2 for the quick preset on a CPU with 2 cores or more, else 1")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.set_defaults(func=_run_reproduce)
 

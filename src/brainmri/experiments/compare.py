@@ -21,7 +21,7 @@ from brainmri.data.prepared import PreparedFolder
 from brainmri.data.splits import crossing_groups, make_random_split
 from brainmri.errors import BrainMRIError
 from brainmri.evaluation.evaluate import evaluate_run, read_history
-from brainmri.experiments.side_by_side import check_jobs, longest_first, run_side_by_side
+from brainmri.experiments.side_by_side import check_jobs, longest_first, run_side_by_side, say
 from brainmri.files import atomic_write_text, read_json
 from brainmri.metrics.classification import compute_metrics
 from brainmri.metrics.predictions import read_predictions
@@ -375,7 +375,7 @@ def _run_call(
     prints its own lines, without progress bars (they would overwrite each other)."""
     side_by_side = jobs > 1
     return dict(config=config, run_dir=run_dir, n_bootstrap=n_bootstrap, progress=progress and not side_by_side,
-                log=print if side_by_side else log, **more)  # fmt: skip
+                log=say if side_by_side else log, **more)  # fmt: skip
 
 
 def _check_inputs(

@@ -47,6 +47,12 @@ def longest_first(archs: Sequence[str]) -> list[str]:
     return sorted(archs, key=size, reverse=True)
 
 
+def say(message: str) -> None:
+    """The log of a run side by side: its own line at once (``print`` to a file or pipe waits
+    for its buffer to fill, so the lines of two processes would come late and out of order)."""
+    print(message, flush=True)
+
+
 def _limit_threads(threads: int) -> None:
     import torch
 

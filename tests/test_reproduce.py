@@ -241,6 +241,8 @@ def test_the_quick_preset_runs_side_by_side_on_a_cpu_and_the_others_one_at_a_tim
 
 
 def test_a_failing_call_side_by_side_is_raised_as_itself():
+    import os
+
     from brainmri.errors import BrainMRIError
     from brainmri.experiments.side_by_side import run_side_by_side
     from brainmri.runtime import check_threads, usable_cpus
@@ -250,3 +252,6 @@ def test_a_failing_call_side_by_side_is_raised_as_itself():
     assert run_side_by_side(check_threads, [{"threads": 2}, {"threads": 1}, {"threads": 2}], 2) == [2, 1, 2]
     with pytest.raises(BrainMRIError, match="--threads must be between 1 and"):
         run_side_by_side(check_threads, [{"threads": 1}, {"threads": 10**6}, {"threads": 1}], 2)
+    # A process that dies (killed, out of memory) is one line, not the executor's traceback.
+    with pytest.raises(BrainMRIError, match="ended without a result"):
+        run_side_by_side(os._exit, [{"status": 1}, {"status": 1}], 2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from brainmri.errors import BrainMRIError
@@ -78,5 +79,10 @@ def run_side_by_side(function: Callable[..., Any], calls: Sequence[Mapping[str, 
             if future.done() and future.exception() is not None:
                 raise future.exception()  # type: ignore[misc]
         return [future.result() for future in futures]
+    except BrokenProcessPool:
+        raise BrainMRIError(
+            "a process running trainings side by side ended without a result (killed, or out of memory?); "
+            "rerun the same command to resume, or use --jobs 1"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -243,7 +243,8 @@ def compare(
     ``jobs`` runs that many trainings at once on a CPU machine, each process with an equal share
     of the cores and the largest architectures first (:mod:`brainmri.experiments.side_by_side`);
     each run is the same as alone but for the threads it computes with, which its
-    ``environment.json`` records.
+    ``environment.json`` records. The lines of runs side by side are printed by their
+    processes, not passed to ``log``.
     """
     prepared, out = Path(prepared), Path(out)
     archs, externals = _check_inputs(prepared, archs, cv, config, externals, seeds)

@@ -329,8 +329,9 @@ def _compare_seeds(
     architecture hold its runs in seed order."""
     results: dict[str, dict[str, Any]] = {arch: {"runs": []} for arch in archs}
     keys, calls = [], []
+    order = longest_first(archs) if jobs > 1 else archs
     for seed in seed_values(base, seeds):
-        for arch in longest_first(archs) if jobs > 1 else archs:
+        for arch in order:
             run_dir = out / "runs" / arch / f"seed{seed}"
             if _left_out(run_dir, finished_only, log):
                 continue

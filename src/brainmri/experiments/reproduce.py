@@ -87,7 +87,7 @@ def preset_jobs(preset: str, device: str) -> int:
 
     if resolve_device(device).type != "cpu":
         return 1
-    return max(1, min(PRESET_JOBS.get(preset, 1), usable_cpus()))
+    return min(PRESET_JOBS.get(preset, 1), usable_cpus())
 
 
 #: Size at which ``reproduce`` prepares data (the paper's); presets train at their own size.

@@ -67,4 +67,6 @@ def to_input(batch: torch.Tensor) -> torch.Tensor:
         return batch.float()
     if batch.device.type != "cpu":
         return batch.float().div_(255.0)
-    return torch.from_numpy(batch.numpy().astype(np.float32) / np.float32(255.0))
+    floats = batch.numpy().astype(np.float32)  # a new array: divided in place
+    floats /= np.float32(255.0)
+    return torch.from_numpy(floats)

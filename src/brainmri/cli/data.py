@@ -6,8 +6,6 @@ import argparse
 import sys
 
 from brainmri.cli.args import EXIT_USER_ERROR, add_groups_flags, int_at_least
-from brainmri.data import prepare as preparation
-from brainmri.data import splitfile, splits
 from brainmri.files import one_line
 
 
@@ -106,6 +104,7 @@ def _run_data_fetch(args: argparse.Namespace) -> int:
 
 
 def _run_data_prepare(args: argparse.Namespace) -> int:
+    from brainmri.data import prepare as preparation
 
     threshold = preparation.PHASH_THRESHOLD if args.phash_threshold is None else args.phash_threshold
     summary = preparation.prepare(
@@ -131,6 +130,7 @@ def _run_data_split(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from brainmri.data import prepared as data
+    from brainmri.data import splitfile, splits
 
     path = splits.split(
         args.prepared,
@@ -153,6 +153,7 @@ def _run_data_split(args: argparse.Namespace) -> int:
 
 
 def _run_data_audit(args: argparse.Namespace) -> int:
+    from brainmri.data import prepare as preparation
     from brainmri.data.audit_report import audit, format_summary
 
     result = audit(

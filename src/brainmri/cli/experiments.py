@@ -32,14 +32,16 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from brainmri.files import plain_name
-    from brainmri.training.records import default_run_name
-    from brainmri.training.run import train
 
     config = train_config_from_args(args)
     if args.resume and not args.name:
         raise BrainMRIError("--resume needs --name of the run to continue")
     if args.name is not None:  # a name is one folder inside --runs-dir, never a path out of it
         plain_name(args.name, "--name")
+    # PyTorch and the models only once the settings hold: a mistake is a line at once.
+    from brainmri.training.records import default_run_name
+    from brainmri.training.run import train
+
     run_dir = Path(args.runs_dir) / (args.name or default_run_name(config))
     run_dir = train(config, run_dir, overwrite=args.overwrite, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":

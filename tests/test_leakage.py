@@ -113,3 +113,38 @@ def test_the_study_runs_end_to_end_and_says_what_its_numbers_say(prepared_with_c
     with pytest.raises(Exception, match="other settings"):
         run_leakage_study(prepared_with_copies, out, config.replace(epochs=2), seeds=1, progress=False,
                           log=lambda *a, **k: None)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_arms_side_by_side_are_the_arms_one_at_a_time_with_the_same_threads(prepared_with_copies, tmp_path):
+    """``jobs=2`` trains the two arms at once, each process with half the cores: the study is the
+    one made one arm at a time with that many threads; a bad ``jobs`` stops before anything is
+    written."""
+    import torch
+
+    from brainmri.errors import BrainMRIError
+    from brainmri.runtime import usable_cpus
+
+    if usable_cpus() < 2:
+        pytest.skip("runs side by side need 2 CPUs")
+    config = TrainConfig(data=str(prepared_with_copies), arch="resnet18", weights="none", epochs=1, batch_size=8,
+                         image_size=32, device="cpu", deterministic=True, seed=5, test_size=0.25)  # fmt: skip
+    quiet = dict(seeds=1, n_bootstrap=50, progress=False, log=lambda *a, **k: None)
+    with pytest.raises(BrainMRIError, match="--jobs must be between 1 and"):
+        run_leakage_study(prepared_with_copies, tmp_path / "bad", config, jobs=usable_cpus() + 1, **quiet)
+    assert not (tmp_path / "bad").exists()
+
+    together = run_leakage_study(prepared_with_copies, tmp_path / "together", config, jobs=2, **quiet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(usable_cpus() // 2)
+    try:
+        alone = run_leakage_study(prepared_with_copies, tmp_path / "alone", config, **quiet)
+    finally:
+        torch.set_num_threads(threads)
+    assert together["per_seed"] == alone["per_seed"]
+    for arm in ARMS:
+        run = tmp_path / "together" / "seed5" / arm
+        assert json.loads((run / "environment.json").read_text())["torch_threads"] == usable_cpus() // 2
+        assert (run / "predictions.csv").read_text() == (
+            tmp_path / "alone" / "seed5" / arm / "predictions.csv"
+        ).read_text()

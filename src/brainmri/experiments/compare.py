@@ -336,7 +336,7 @@ def _compare_seeds(
             if _left_out(run_dir, finished_only, log):
                 continue
             keys.append((arch, seed, run_dir))
-            calls.append(_run_call(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log, jobs,
+            calls.append(run_call(base.replace(arch=arch, seed=seed), run_dir, n_bootstrap, progress, log, jobs,
                                    externals=externals, gallery=False, boxes=boxes))  # fmt: skip
     for (arch, seed, run_dir), done in zip(keys, run_side_by_side(train_and_evaluate, calls, jobs), strict=True):
         results[arch]["runs"].append({"seed": seed, "path": str(run_dir), **done})
@@ -355,9 +355,9 @@ def _compare_single(
         for k, run_dir in enumerate(folders):
             keys.append((arch, k if cv else None))
             if cv:
-                calls.append(_run_call(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log, jobs))
+                calls.append(run_call(base.replace(arch=arch, fold=k), run_dir, n_bootstrap, progress, log, jobs))
             else:
-                calls.append(_run_call(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, jobs,
+                calls.append(run_call(base.replace(arch=arch), run_dir, n_bootstrap, progress, log, jobs,
                                        externals=externals, boxes=boxes))  # fmt: skip
     done = dict(zip(keys, run_side_by_side(train_and_evaluate, calls, jobs), strict=True))
     results: dict[str, dict[str, Any]] = {}
@@ -370,7 +370,7 @@ def _compare_single(
     return results
 
 
-def _run_call(
+def run_call(
     config: TrainConfig, run_dir: Path, n_bootstrap: int, progress: bool, log: Log, jobs: int, **more: Any
 ) -> dict[str, Any]:
     """The arguments of one :func:`train_and_evaluate` call; with runs side by side each process

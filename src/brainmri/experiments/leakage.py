@@ -29,8 +29,9 @@ from scipy import stats
 from brainmri.config import TrainConfig
 from brainmri.data import splitfile
 from brainmri.errors import BrainMRIError
-from brainmri.experiments.compare import Log, external_name, train_and_evaluate
+from brainmri.experiments.compare import Log, external_name, run_call, train_and_evaluate
 from brainmri.experiments.leakage_arms import ARMS, leakage_splits
+from brainmri.experiments.side_by_side import check_jobs, run_side_by_side
 from brainmri.files import atomic_write_text, read_json
 from brainmri.metrics import paired
 from brainmri.provenance import provenance
@@ -56,12 +57,19 @@ def run_leakage_study(
     n_bootstrap: int = 1000,
     progress: bool = True,
     log: Log = print,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train both arms at ``seeds`` seeds (``config.seed`` on; each seed draws its own test
-    set), evaluate, analyse; resumable like ``compare``. Returns the study (leakage.json)."""
+    set), evaluate, analyse; resumable like ``compare``. Returns the study (leakage.json).
+
+    ``jobs`` trainings run at once on a CPU machine, each in its own process with an equal share
+    of the cores (:mod:`brainmri.experiments.side_by_side`); every arm trains the same
+    architecture on as many images, so they take about as long and any order keeps the
+    processes busy."""
     prepared, out = Path(prepared), Path(out)
     if seeds < 1:
         raise BrainMRIError(f"--seeds must be at least 1, got {seeds}")
+    jobs = check_jobs(jobs, config.device)
     # No validation side: the arms keep their last epoch, so both train on exactly N images.
     config = config.replace(data=str(prepared.resolve()), val_size=0.0, limit_per_class=None)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,14 +78,18 @@ def run_leakage_study(
     if old is not None and old != settings:
         raise BrainMRIError(f"{out} holds a leakage study with other settings; use another --out or delete it")
     atomic_write_text(out / "settings.json", json.dumps(settings, indent=2) + "\n")
+    calls = []
     for k in range(seeds):
         seed = config.seed + k
         folder = out / f"seed{seed}"
         drawn = _arm_splits(prepared, folder, seed, config.test_size)
         for arm in ARMS:
             run_config = config.replace(split=str(drawn[arm].resolve()), seed=seed)
-            log(f"leakage study, seed {seed}, {arm} arm")
-            train_and_evaluate(run_config, folder / arm, n_bootstrap, progress, log, externals, gallery=False)
+            calls.append(run_call(run_config, folder / arm, n_bootstrap, progress, log, jobs, externals=externals,
+                                  gallery=False))  # fmt: skip
+    for k, call in enumerate(calls):
+        log(f"leakage study, seed {config.seed + k // len(ARMS)}, {ARMS[k % len(ARMS)]} arm: {call['run_dir']}")
+    run_side_by_side(train_and_evaluate, calls, jobs)
     study = analyse(out, [config.seed + k for k in range(seeds)], [external_name(e) for e in externals])
     study["provenance"] = provenance()
     atomic_write_text(out / "leakage.json", json.dumps(study, indent=2) + "\n")

@@ -23,7 +23,8 @@ from brainmri.rundir import SPLIT_CSV, RunDir
 #: ``paper`` repeats the published settings (ImageNet weights). ``scratch`` trains from
 #: scratch with the recipe chosen on a validation side carved from training (see
 #: docs/training.md, the ablation); ``configs/scratch.yaml`` holds the same settings for
-#: ``train`` and ``compare``. ``quick`` is that recipe at a small size, a few-minute CI run.
+#: ``train`` and ``compare``. ``quick`` is that recipe at a small size: a smoke run of minutes on
+#: a CPU with native bf16.
 SCRATCH_RECIPE: dict[str, Any] = {
     "weights": "none",
     "optimizer": "adamw",
@@ -141,8 +142,8 @@ def reproduce(
     ``leakage_seeds`` seeds (default: ``seeds``, else 3) in ``out/<preset>-leakage/``, and the
     report gains its section. ``finished_only`` trains nothing and reports the finished runs
     (:func:`brainmri.experiments.compare.compare`); it does not combine with ``leakage``.
-    ``jobs`` trainings of the comparison run at once (:func:`brainmri.experiments.compare.compare`);
-    by default the preset's (:data:`PRESET_JOBS`).
+    ``jobs`` trainings of the comparison, and of the leakage study, run at once
+    (:func:`brainmri.experiments.compare.compare`); by default the preset's (:data:`PRESET_JOBS`).
     """
     from brainmri.data.fetch import ensure_dataset
     from brainmri.experiments.leakage import leakage_sections, run_leakage_study
@@ -172,7 +173,7 @@ def reproduce(
         arch = list(leakage_archs or archs or PAPER_ARCHS)[0]
         study = run_leakage_study(prepared, out / f"{preset}-leakage", config.replace(arch=arch),
                                   seeds=leakage_seeds or seeds or 3, externals=externals, n_bootstrap=n_bootstrap,
-                                  progress=progress, log=log)  # fmt: skip
+                                  progress=progress, log=log, jobs=jobs)  # fmt: skip
         sections = leakage_sections(study)
         sections[0]["text"].append(f"Details: ../{preset}-leakage/leakage.md.")
         report = rewrite_report(out / preset, meta, extra=sections)

@@ -276,6 +276,9 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet50", help="model (resnet50; smaller ones for a smoke run)")
     parser.add_argument("--limit-per-class", type=int, default=None, help="fewer images, for a smoke run")
     parser.add_argument(
+        "--image-size", type=int, default=None, help="smaller images than today's 128 px, for a smoke run"
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=42,
@@ -306,6 +309,8 @@ def main() -> None:
     }
     if args.limit_per_class:
         base["limit_per_class"] = args.limit_per_class
+    if args.image_size:
+        base["image_size"] = args.image_size
     if args.seed != 42 and not args.split:
         parser.error("--seed other than 42 needs --split FILE (seed 42's split), so that the test side stays the same")
     base["seed"] = args.seed

@@ -56,6 +56,18 @@ def real_images(sartaj: Path, folder: str, n: int, split: str = "Training") -> l
 
 
 @pytest.fixture(scope="session")
+def small_external(external: Path, tmp_path_factory) -> Path:
+    """The first 6 slices of each class of the external folder, under the folder's own name:
+    for tests of a pipeline that evaluates on it, not of its score."""
+    out = tmp_path_factory.mktemp("small_external") / external.name
+    for folder in sorted(p for p in external.iterdir() if p.is_dir()):
+        (out / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:6]:
+            shutil.copy2(image, out / folder.name / image.name)
+    return out
+
+
+@pytest.fixture(scope="session")
 def small_raw(sartaj: Path, tmp_path_factory) -> Path:
     """A temporary folder of class sub-folders with 12 real images per class."""
     out = tmp_path_factory.mktemp("small_raw")

@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_the_gpu_script_runs_in_its_reduced_mode(small_raw, tmp_path):
+def test_the_gpu_script_runs_in_its_reduced_mode(small_raw, small_external, tmp_path):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the script would run its full mode (minutes on a GPU, not a test)")
     out = tmp_path / "check"
-    env = {**os.environ, "DATA": str(small_raw), "MODE": "reduced", "PYTHON": sys.executable}
+    env = {**os.environ, "DATA": str(small_raw), "EXTERNAL": str(small_external), "MODE": "reduced",
+           "PYTHON": sys.executable}  # fmt: skip
     done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=1200)  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
@@ -36,18 +37,11 @@ def test_the_gpu_script_runs_in_its_reduced_mode(small_raw, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_gpu_grid_script_runs_in_its_reduced_mode_and_publishes_records(small_raw, external, tmp_path):
-    import shutil
-
+def test_the_gpu_grid_script_runs_in_its_reduced_mode_and_publishes_records(small_raw, small_external, tmp_path):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the script would run the full 40-epoch grid (not a test)")
-    small_external = tmp_path / "brain-tumor-mri-external"  # 6 slices a class: eight evaluations stay quick
-    for folder in sorted(p for p in external.iterdir() if p.is_dir()):
-        (small_external / folder.name).mkdir(parents=True)
-        for image in sorted(folder.iterdir())[:6]:
-            shutil.copy2(image, small_external / folder.name / image.name)
     out = tmp_path / "grid"
     env = {**os.environ, "DATA": str(small_raw), "EXTERNAL": str(small_external), "MODE": "reduced",
            "PYTHON": sys.executable}  # fmt: skip

@@ -30,12 +30,21 @@ def _table_rows(md: str, first_header: str) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
+#: The quick preset in this test: its recipe on fewer images and epochs. The whole preset takes
+#: 7 minutes on the AVX512-BF16 CPU and 21 on the AVX2 one (fp32): its accuracy is a recorded
+#: experiment (docs/results/quick-jobs), and this test checks the pipeline around it.
+SMOKE = {"epochs": 1, "limit_per_class": 24}
+
+
 @pytest.mark.slow
-def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capfd):
+def test_reproduce_quick_end_to_end_and_resume(sartaj, small_external, tmp_path, capfd):
     """The quick preset trains its runs side by side (``--jobs 2`` on 2 cores): their lines come
     from their processes, so the test reads the output at the file descriptors."""
+    external = small_external
+    n_external = sum(1 for p in external.rglob("*") if p.is_file())
     out = tmp_path / "repro"
     args = ["reproduce", "--preset", "quick", "--data", str(sartaj), "--out", str(out), "--external", str(external)]
+    args += ["--epochs", str(SMOKE["epochs"]), "--limit-per-class", str(SMOKE["limit_per_class"])]
     assert main([*args, "--no-progress", "--bootstrap", "200"]) == 0
     printed = capfd.readouterr().out.strip().splitlines()
     html_path = Path(printed[-1])
@@ -49,16 +58,13 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capfd
         assert len(row) == len(header)
         assert all(re.fullmatch(r"\d+\.\d+", cell) for cell in row[1 : 1 + len(METRIC_COLUMNS)]), row
     assert [r[-2] for r in rows] == [f"{PUBLISHED[a]['accuracy']:.2f}" for a in ARCHS]
-    # The quick preset learns: chance is 0.25, and ResNet-50 measured 0.63 (docs/results/quick);
-    # 0.40 leaves a margin no CPU's rounding crosses.
-    assert float(rows[0][1]) > 0.40, rows[0]
     _, stats = _table_rows(md, "Model | Test images")
     assert all(re.fullmatch(r"\d\.\d{3}–\d\.\d{3}", r[2]) for r in stats)  # accuracy CI
 
     # External validation: a table row and a confusion matrix per architecture.
     _, ext_rows = _table_rows(md, "Model | Images")
     assert [r[0] for r in ext_rows] == ["ResNet-50", "ResNet-101", "ResNet-152"]
-    assert all(r[1] == "850" and re.fullmatch(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", r[2]) for r in ext_rows)
+    assert all(r[1] == str(n_external) and re.fullmatch(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", r[2]) for r in ext_rows)
 
     # Every figure of every architecture: referenced, present, a valid PNG, embedded in the HTML.
     linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
@@ -95,7 +101,7 @@ def test_reproduce_quick_end_to_end_and_resume(sartaj, external, tmp_path, capfd
     assert (out / "quick" / "runs" / "resnet152" / "checkpoints" / "best.pt").stat().st_mtime_ns >= checkpoint_mtime
 
     # Other settings in the same folder are refused instead of mixing two experiments.
-    assert main([*args, "--epochs", str(PRESETS["quick"]["epochs"] + 1), "--no-progress"]) == 2
+    assert main([*args, "--epochs", str(SMOKE["epochs"] + 1), "--no-progress"]) == 2
     assert "other settings (epochs)" in capfd.readouterr().err
 
 

@@ -54,8 +54,8 @@ def test_a_smoke_run_writes_the_tables_and_resumes_without_training_again(small_
     prepare(small_raw, prepared, size=128, workers=1, progress=False)
     out = tmp_path / "tta"
     argv = [sys.executable, str(ROOT / "scripts" / "time_to_accuracy.py"), "--data", str(prepared), "--out", str(out),
-            "--arch", "resnet18", "--limit-per-class", "6", "--recipes", "20-epochs", "--levers", "no-channels-last",
-            "--pairs", "1", "--pair-epochs", "1", "--targets", "0,1.01"]  # fmt: skip
+            "--arch", "resnet18", "--limit-per-class", "6", "--image-size", "32", "--recipes", "20-epochs",
+            "--levers", "no-channels-last", "--pairs", "1", "--pair-epochs", "1", "--targets", "0,1.01"]  # fmt: skip
     first = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
     record = json.loads((out / "time_to_accuracy.json").read_text())
@@ -109,7 +109,7 @@ def test_a_smoke_run_writes_the_tables_and_resumes_without_training_again(small_
     # Another seed on the same test side: --seed needs --split, and keeps that split's test rows
     # while the validation side is carved again.
     other = tmp_path / "tta-seed43"
-    seeded = [*argv[:5], str(other), *argv[6:12], "--levers", "", "--targets", "0", "--seed", "43"]
+    seeded = [*argv[:5], str(other), *argv[6:14], "--levers", "", "--targets", "0", "--seed", "43"]
     refused = subprocess.run(seeded, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert refused.returncode == 2 and "--split" in refused.stderr and not other.exists()
     done = subprocess.run([*seeded, "--split", str(run / "split.csv")], cwd=ROOT, capture_output=True, text=True,

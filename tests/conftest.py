@@ -11,6 +11,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,20 @@ def external() -> Path:
 def real_images(sartaj: Path, folder: str, n: int, split: str = "Training") -> list[Path]:
     """The first ``n`` files (sorted, so every machine picks the same) of one class folder."""
     return sorted((sartaj / split / folder).iterdir())[:n]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """PyTorch's threads set to ``n`` inside the block, restored after: a run made here as a
+    process side by side makes it (``usable_cpus() // jobs`` threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import torch_threads
 from PIL import Image
 
 from brainmri.config import TrainConfig
@@ -87,10 +88,15 @@ def test_the_copy_effect_is_a_difference_of_paired_differences():
     assert none["mean"] is None and none["n_without"] == 20
 
 
+def _tiny_config(prepared: Path) -> TrainConfig:
+    """One epoch of a resnet18 at 32 px, deterministic: a study in seconds."""
+    return TrainConfig(data=str(prepared), arch="resnet18", weights="none", epochs=1, batch_size=8, image_size=32,
+                       device="cpu", deterministic=True, seed=5, test_size=0.25)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_the_study_runs_end_to_end_and_says_what_its_numbers_say(prepared_with_copies, tmp_path):
-    config = TrainConfig(data=str(prepared_with_copies), arch="resnet18", weights="none", epochs=1, batch_size=8,
-                         image_size=32, device="cpu", deterministic=True, seed=5, test_size=0.25)  # fmt: skip
+    config = _tiny_config(prepared_with_copies)
     out = tmp_path / "leakage"
     study = run_leakage_study(prepared_with_copies, out, config, seeds=1, n_bootstrap=50, progress=False,
                               log=lambda *a, **k: None)  # fmt: skip
@@ -120,27 +126,20 @@ def test_the_arms_side_by_side_are_the_arms_one_at_a_time_with_the_same_threads(
     """``jobs=2`` trains the two arms at once, each process with half the cores: the study is the
     one made one arm at a time with that many threads; a bad ``jobs`` stops before anything is
     written."""
-    import torch
-
     from brainmri.errors import BrainMRIError
     from brainmri.runtime import usable_cpus
 
     if usable_cpus() < 2:
         pytest.skip("runs side by side need 2 CPUs")
-    config = TrainConfig(data=str(prepared_with_copies), arch="resnet18", weights="none", epochs=1, batch_size=8,
-                         image_size=32, device="cpu", deterministic=True, seed=5, test_size=0.25)  # fmt: skip
+    config = _tiny_config(prepared_with_copies)
     quiet = dict(seeds=1, n_bootstrap=50, progress=False, log=lambda *a, **k: None)
     with pytest.raises(BrainMRIError, match="--jobs must be between 1 and"):
         run_leakage_study(prepared_with_copies, tmp_path / "bad", config, jobs=usable_cpus() + 1, **quiet)
     assert not (tmp_path / "bad").exists()
 
     together = run_leakage_study(prepared_with_copies, tmp_path / "together", config, jobs=2, **quiet)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(usable_cpus() // 2)
-    try:
+    with torch_threads(usable_cpus() // 2):
         alone = run_leakage_study(prepared_with_copies, tmp_path / "alone", config, **quiet)
-    finally:
-        torch.set_num_threads(threads)
     assert together["per_seed"] == alone["per_seed"]
     for arm in ARMS:
         run = tmp_path / "together" / "seed5" / arm

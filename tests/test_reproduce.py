@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import torch_threads
 from PIL import Image
 
 from brainmri.cli.command import build_parser, main
@@ -205,8 +206,6 @@ def test_runs_side_by_side_are_the_runs_one_at_a_time_with_the_same_threads(trai
     the order asked for, and a bad --jobs is one line before anything is written."""
     import json
 
-    import torch
-
     from brainmri.experiments.compare import load_results
     from brainmri.runtime import usable_cpus
 
@@ -221,12 +220,8 @@ def test_runs_side_by_side_are_the_runs_one_at_a_time_with_the_same_threads(trai
     assert not (tmp_path / "bad").exists()
 
     assert main([*args, "--out", str(tmp_path / "together"), "--jobs", "2"]) == 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(usable_cpus() // 2)
-    try:
+    with torch_threads(usable_cpus() // 2):
         assert main([*args, "--out", str(tmp_path / "alone")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     assert list(load_results(tmp_path / "together")) == ["resnet18", "resnet34"]
     for arch in ("resnet18", "resnet34"):
         together, alone = tmp_path / "together" / "runs" / arch, tmp_path / "alone" / "runs" / arch

@@ -85,10 +85,9 @@ def run_leakage_study(
         drawn = _arm_splits(prepared, folder, seed, config.test_size)
         for arm in ARMS:
             run_config = config.replace(split=str(drawn[arm].resolve()), seed=seed)
+            log(f"leakage study, seed {seed}, {arm} arm: {folder / arm}")
             calls.append(run_call(run_config, folder / arm, n_bootstrap, progress, log, jobs, externals=externals,
                                   gallery=False))  # fmt: skip
-    for k, call in enumerate(calls):
-        log(f"leakage study, seed {config.seed + k // len(ARMS)}, {ARMS[k % len(ARMS)]} arm: {call['run_dir']}")
     run_side_by_side(train_and_evaluate, calls, jobs)
     study = analyse(out, [config.seed + k for k in range(seeds)], [external_name(e) for e in externals])
     study["provenance"] = provenance()

@@ -45,6 +45,14 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
     assert result["quick"] is True
     assert result["machine"]["cores"] >= 1 and result["machine"]["torch"] and result["machine"]["device"] == "cpu"
     assert result["settings"]["archs"] == ["resnet50"]
+    # The default 9-minute budget sized the timings; the pairs, set here, were kept.
+    assert result["settings"]["budget_seconds"] == 540 and result["settings"]["fixed"] == ["pairs"]
+    assert {k: result["train"]["resnet50"][k] for k in ("pairs", "warmup", "steps")} == {
+        "pairs": 2,
+        "warmup": 1,
+        "steps": 2,
+    }
+    assert "sized to a 9-min budget" in printed and "2 x (1 + 2)" in printed
     assert result["environment"]["code"]["version"] and result["environment"]["command"]
     numbers = {
         "train ours": result["train"]["resnet50"]["ours_ips"],
@@ -112,6 +120,52 @@ def test_bench_rejects_bad_settings(sartaj, capsys):
     assert "--pairs must be at least 1" in capsys.readouterr().err
     assert main(["bench", "--quick", "--data", str(sartaj), "--archs", "resnet5"]) == 2
     assert "unknown architecture 'resnet5'" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--data", str(sartaj), "--budget-minutes", "-1"]) == 2
+    assert "--budget-minutes must be >= 0" in capsys.readouterr().err
+
+
+def _budget(seconds: float, s_per_gflop: float, fixed: tuple[str, ...] = ()):
+    """A budget with the default CPU settings (batch 8, 2 warm-up + 6 timed steps, 3 pairs), both
+    loops at ``s_per_gflop``, nothing spent yet and nothing reserved."""
+    from brainmri.bench.budget import StepBudget
+
+    settings = {"batch_size": 8, "warmup": 2, "steps": 6, "pairs": 3}
+    return StepBudget(seconds, 0.0, **settings, ours_s_per_gflop=s_per_gflop, base_s_per_gflop=s_per_gflop,
+                      fixed=frozenset(fixed))  # fmt: skip
+
+
+# Training GFLOP per image of ResNet-50, -101 and -152 at 256 px (as flops_per_image counts them).
+DEPTHS = [32.5, 61.8, 91.9]
+
+
+def test_the_budget_keeps_the_defaults_where_they_fit_and_lowers_steps_then_warmup_then_pairs():
+    # A fast machine (bf16, 0.3 s a ResNet-152 step): 9 minutes hold the default timings.
+    assert _budget(540, 1 / 600).plan(DEPTHS, now=0) == {"warmup": 2, "steps": 6, "pairs": 3}
+    # The AVX2-only CPU in fp32 (about 58 GFLOP/s in each loop): the default would take ~17 min.
+    slow = _budget(540, 1 / 58)
+    assert slow.cost(DEPTHS, warmup=2, steps=6, pairs=3) > 2 * 540
+    plan = slow.plan(DEPTHS, now=0)
+    assert plan == {"warmup": 1, "steps": 2, "pairs": 3} and slow.cost(DEPTHS, **plan) <= 540
+    plan = _budget(450, 1 / 58).plan(DEPTHS, now=0)
+    assert plan == {"warmup": 1, "steps": 2, "pairs": 2} and slow.cost(DEPTHS, **plan) <= 450
+    # More time keeps the pairs and the warm-up, and buys timed steps; none go above the defaults.
+    roomier = _budget(900, 1 / 58).plan(DEPTHS, now=0)
+    assert roomier["pairs"] == 3 and roomier["warmup"] == 2 and 2 < roomier["steps"] < 6
+    assert slow.cost(DEPTHS, **roomier) <= 900 < slow.cost(DEPTHS, **{**roomier, "steps": roomier["steps"] + 1})
+    assert _budget(60, 1 / 58).plan(DEPTHS, now=0) == {"warmup": 1, "steps": 2, "pairs": 2}  # never below
+    # Time already spent counts: 8 of the 9 minutes gone leaves the minimum.
+    assert _budget(540, 1 / 600).plan(DEPTHS, now=480) == {"warmup": 1, "steps": 2, "pairs": 2}
+
+
+def test_the_budget_never_lowers_what_the_caller_set_and_learns_from_each_depth():
+    plan = _budget(540, 1 / 58, fixed=("steps", "pairs")).plan(DEPTHS, now=0)
+    assert plan == {"warmup": 1, "steps": 6, "pairs": 3}
+    budget = _budget(540, 1 / 58)
+    assert budget.plan(DEPTHS[1:], now=0)["steps"] < 6
+    # ResNet-50 measured ten times faster than estimated, in both loops: the deeper depths get more.
+    budget.measured(DEPTHS[0], ours_ips=10 * 58 / DEPTHS[0], base_ips=10 * 58 / DEPTHS[0])
+    assert budget.ours_s_per_gflop == pytest.approx(1 / 580)
+    assert budget.plan(DEPTHS[1:], now=0) == {"warmup": 2, "steps": 6, "pairs": 3}
 
 
 def test_the_spread_says_how_far_a_training_timing_can_be_trusted():

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from brainmri.bench.budget import DEFAULT_BUDGET_MINUTES, StepBudget
 from brainmri.bench.inference import inference_summary
 from brainmri.bench.measure import flops_per_image, machine_info, matmul_max_size, matmul_peak, matmul_table
 from brainmri.bench.training import compare_data_pipelines, compare_training, copy_sample, sample_sources
@@ -100,11 +101,16 @@ def bench_settings(
     baseline_workers: int | None,
     infer_arch: str,
     pairs: int | None = None,
+    budget_minutes: float = DEFAULT_BUDGET_MINUTES,
 ) -> dict[str, Any]:
-    """:func:`default_settings` with the caller's choices, each checked: one clear error per bad one."""
+    """:func:`default_settings` with the caller's choices, each checked: one clear error per bad one.
+
+    ``budget_minutes`` (0: none) bounds the run: the training timings of each depth are
+    sized to fit it (:mod:`brainmri.bench.budget`), lowering only the step counts the caller left
+    to their defaults; ``settings["fixed"]`` names those the caller set."""
     from brainmri.models.build import PAPER_ARCHS, available_archs
 
-    settings = default_settings(device, quick)
+    settings = {**default_settings(device, quick), "fixed": []}
     archs = list(archs) if archs else settings["archs"]
     for arch in [*archs, infer_arch]:
         if arch not in available_archs():
@@ -114,6 +120,10 @@ def bench_settings(
             if value < 1:  # the first step's end is where timing starts
                 raise BrainMRIError(f"--{name.replace('_', '-')} must be at least 1")
             settings[name] = value
+            settings["fixed"].append(name)
+    if budget_minutes < 0:
+        raise BrainMRIError("--budget-minutes must be >= 0 (0: no budget)")
+    settings["budget_seconds"] = 60.0 * budget_minutes if budget_minutes else None
     if baseline_workers is None:
         # The textbook loop uses DataLoader workers; on a small CPU-only machine they would only
         # take cores from the model, so the baseline decodes in the main process there.
@@ -127,11 +137,12 @@ def bench_settings(
 
 
 class _Laps:
-    """Seconds each part of the bench took, rounded to 10 ms: the JSON's ``seconds``."""
+    """Seconds each part of the bench took, rounded to 10 ms: the JSON's ``seconds``; ``start``
+    is when the run began, for the time budget."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self.start = self._last = time.perf_counter()
 
     def __call__(self, name: str) -> None:
         now = time.perf_counter()
@@ -155,15 +166,17 @@ def run_bench(
     infer_arch: str = "resnet50",
     log: Callable[[str], None] | None = None,
     pairs: int | None = None,
+    budget_minutes: float = DEFAULT_BUDGET_MINUTES,
 ) -> dict[str, Any]:
     """Measure everything and return the results (the JSON written by ``brainmri bench``)."""
     from brainmri.runtime import resolve_device
 
+    lap = _Laps()
     say = log or (lambda message: None)
     data = resolve_data(data)
     dev = resolve_device(device)
     settings = bench_settings(
-        dev, quick, archs, image_size, batch_size, warmup, steps, baseline_workers, infer_arch, pairs
+        dev, quick, archs, image_size, batch_size, warmup, steps, baseline_workers, infer_arch, pairs, budget_minutes
     )
     from brainmri.provenance import provenance
 
@@ -174,7 +187,6 @@ def run_bench(
         "settings": settings,
         "environment": provenance(),  # the code (commit, uncommitted changes), command line, packages
     }
-    lap = _Laps()
     with tempfile.TemporaryDirectory(prefix="brainmri-bench-") as tmp:
         _measure(Path(tmp), data, dev, result, say, lap)
     result["seconds"] = lap.seconds
@@ -217,9 +229,19 @@ def _measure(
     result["data_pipeline"] = compare_data_pipelines(prepared, raw, dev, settings, quick)
     lap("data_pipeline")
 
+    budget = _budget(result, dev, lap.start)
+    gflop = {arch: flops_per_image(arch, settings["image_size"], backward=True) / 1e9 for arch in settings["archs"]}
     result["train"] = {}
-    for arch in settings["archs"]:
-        result["train"][arch], recipe = compare_training(prepared, raw, work, arch, dev, settings, say)
+    for i, arch in enumerate(settings["archs"]):
+        plan = {k: settings[k] for k in ("warmup", "steps", "pairs")}
+        if budget is not None:
+            plan = budget.plan([gflop[a] for a in settings["archs"][i:]])
+            say(f"{arch}: {plan['pairs']} pairs of {plan['warmup']} warm-up + {plan['steps']} timed steps "
+                f"fit the budget ({budget.seconds_left():.0f} s left)")  # fmt: skip
+        row, recipe = compare_training(prepared, raw, work, arch, dev, {**settings, **plan}, say)
+        result["train"][arch] = {**row, **plan}
+        if budget is not None:
+            budget.measured(gflop[arch], row["ours_ips"], row["baseline_ips"])
         settings.update(recipe)
         gc.collect()
         lap(f"train_{arch}")
@@ -228,6 +250,31 @@ def _measure(
     say(f"inference ({settings['infer_arch']}, torch and onnx) ...")
     result["inference"] = inference_summary(work, files, dev, settings, quick, result["matmul"]["fp32_gflops"])
     lap("inference")
+
+
+def _budget(result: dict[str, Any], dev: torch.device, start: float) -> StepBudget | None:
+    """The time budget of the training timings, first estimated from the matmul peaks and the
+    baseline's measured decoding; None without a budget."""
+    from brainmri.runtime import resolve_precision
+
+    settings, mm = result["settings"], result["matmul"]
+    if not settings["budget_seconds"]:
+        return None
+    precision = resolve_precision("auto", dev)
+    # The inference timings' forward passes: single slices and batches of 32 on three backends,
+    # the warm-ups, the export and the int8 calibration.
+    passes = 3 * (settings["latency_runs"] + 2) + 3 * 32 * (settings["batch_runs"] + 1) + 2 * 32
+    inference_gflop = passes * flops_per_image(settings["infer_arch"], settings["image_size"], backward=False) / 1e9
+    return StepBudget.from_peaks(
+        settings["budget_seconds"],
+        start,
+        settings,
+        ours_peak_gflops=mm.get(f"{precision}_gflops", mm["fp32_gflops"]),
+        fp32_peak_gflops=mm["fp32_gflops"],
+        base_decode_ips=result["data_pipeline"]["baseline_ips"],
+        inference_gflop=inference_gflop,
+        fixed=settings["fixed"],
+    )
 
 
 def _training_summary(result: dict[str, Any], dev: torch.device) -> None:
@@ -304,24 +351,26 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"brainmri bench{' --quick' if result['quick'] else ''}: {m['device_name']} ({m['device']}, "
         f"{m['cores']} cores, torch {m['torch']}), {s['image_size']} px, batch {s['batch_size']}, "
-        f"{s.get('pairs', 1)} x ({s['warmup']} warm-up + {s['steps']} timed steps), precision {s.get('precision')}, "
-        f"channels_last {s.get('channels_last')}",
+        f"precision {s.get('precision')}, channels_last {s.get('channels_last')}, "
+        + (f"sized to a {s['budget_seconds'] / 60:g}-min budget" if s.get("budget_seconds") else "no time budget"),
         "",
         f"{'training (img/s)':<20}{'ours':>10}{'baseline':>10}{'ratio':>8}{'peak RSS MB':>13}"
-        f"{'spread ours/base/ratio':>24}",
+        f"{'spread ours/base/ratio':>24}{'pairs x (warm-up + timed)':>28}",
     ]
     for arch, r in result["train"].items():
         spreads = "/".join(
             "–" if r.get(k) is None else f"{r[k]:.0f}%"
             for k in ("ours_spread_pct", "baseline_spread_pct", "ratio_spread_pct")
         )
+        timed = f"{r.get('pairs', s.get('pairs', 1))} x ({r.get('warmup', s['warmup'])} + {r.get('steps', s['steps'])})"
         lines.append(
             f"{arch:<20}{r['ours_ips']:>10.2f}{r['baseline_ips']:>10.2f}{r['ratio']:>7.2f}x{r['ours_peak_rss_mb']:>13.0f}"
-            f"{spreads:>24}"
+            f"{spreads:>24}{timed:>28}"
         )
     lines.append(
         "spread: range over the timed pairs (ours and the baseline one right after the other), as % of the "
-        "median; above 5 %, the machine was busy or the steps too few to steer by"
+        "median; above 5 %, the machine was busy or the steps too few to steer by (a longer --budget-minutes, "
+        "or --steps, times more)"
     )
     d, mm, f = result["data_pipeline"], result["matmul"], result["flops"]
     lines += [

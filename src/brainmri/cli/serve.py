@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from brainmri.bench.budget import DEFAULT_BUDGET_MINUTES
 from brainmri.cli.args import cpu_count, positive_mb
 from brainmri.errors import BrainMRIError
 
@@ -28,13 +29,20 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--archs", help="comma-separated architectures to train (default: resnet50,resnet101,resnet152)")
     p.add_argument("--image-size", type=int, default=256, help="image size in pixels (default: 256)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: 8 on CPU, 32 on GPU; --quick 4)")
-    p.add_argument("--warmup", type=int, help="untimed training steps first (default: 2 on CPU, 10 on GPU)")
-    p.add_argument("--steps", type=int, help="timed training steps per timing (default: 6 on CPU, 20 on GPU)")
+    p.add_argument("--warmup", type=int, help="untimed training steps first (default: at most 2 on CPU, 10 on GPU)")
+    p.add_argument("--steps", type=int, help="timed training steps per timing (default: at most 6 on CPU, 20 on GPU)")
     p.add_argument(
         "--pairs",
         type=int,
         help="timings of ours and the baseline, one right after the other; the ratio is their median (default: 3; "
-        "--quick 1)",
+        "--quick 1; at least 2 within the budget)",
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=DEFAULT_BUDGET_MINUTES,
+        help="the run's time budget: each depth's training timings are sized to fit it, lowering the timed "
+        "steps, then the warm-up, then the pairs you did not set (default: %(default)s; 0: no budget)",
     )
     p.add_argument(
         "--baseline-workers", type=int, help="DataLoader workers of the baseline (default: 0 on CPU, up to 8 on GPU)"
@@ -57,6 +65,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         pairs=args.pairs,
         steps=args.steps,
+        budget_minutes=args.budget_minutes,
         baseline_workers=args.baseline_workers,
         infer_arch=args.infer_arch,
         log=lambda message: print(message, file=sys.stderr, flush=True),

@@ -7,9 +7,9 @@
 #      the external folder;
 #   5. a one-process torchrun of the same training (NCCL on a GPU, gloo on a CPU).
 # With a GPU it runs the full preset (40 epochs; within 10 minutes on one H200). Without one it
-# runs a reduced mode on the CPU (tiny images, one epoch, the bench at 32 px), which
-# tests/test_gpu_script.py runs, so the script stays runnable where no GPU is. Wheels in .whl/ (carried to a machine that cannot
-# reach a registry) are installed first.
+# runs a reduced mode on the CPU (tiny images, one epoch, the bench at 32 px with ResNet-18 for
+# inference), which tests/test_gpu_script.py runs, so the script stays runnable where no GPU is.
+# Wheels in .whl/ (carried to a machine that cannot reach a registry) are installed first.
 #
 #   scripts/gpu_check.sh [OUT]        env: DATA, EXTERNAL (datasets), MODE=auto|full|reduced, PYTHON
 set -uo pipefail
@@ -22,7 +22,7 @@ if [ "$MODE" = full ]; then
     TORCHRUN=(--config configs/scratch.yaml --epochs 2)
 else
     TRAIN=(--config configs/scratch.yaml --progressive none --epochs 1 --image-size 32 --limit-per-class 8 --batch-size 8)
-    BENCH=(--quick --image-size 32)
+    BENCH=(--quick --image-size 32 --infer-arch resnet18)
     TORCHRUN=("${TRAIN[@]}")
 fi
 BRAINMRI=("$PY" -m brainmri)

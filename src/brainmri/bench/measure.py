@@ -105,11 +105,12 @@ def matmul_max_size(device: torch.device) -> int:
     return 8192 if device.type == "cuda" else 4096
 
 
-def matmul_table(device: torch.device) -> dict[str, float]:
-    """The fp32 and bf16 matmul peaks of ``device`` and the sizes they were reached at."""
+def matmul_table(device: torch.device, seconds: float = 1.0) -> dict[str, float]:
+    """The fp32 and bf16 matmul peaks of ``device`` and the sizes they were reached at, each
+    size timed in windows of about ``seconds`` / 5 (shorter windows: a quicker, rougher peak)."""
     max_n = matmul_max_size(device)
-    fp32 = matmul_peak(device, torch.float32, max_n)
-    bf16 = matmul_peak(device, torch.bfloat16, max_n)
+    fp32 = matmul_peak(device, torch.float32, max_n, seconds)
+    bf16 = matmul_peak(device, torch.bfloat16, max_n, seconds)
     return {
         "fp32_gflops": fp32["gflops"],
         "fp32_size": fp32["size"],

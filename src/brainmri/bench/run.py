@@ -49,7 +49,8 @@ TARGETS = {
 
 
 def default_settings(device: torch.device, quick: bool) -> dict[str, Any]:
-    """Step counts sized so that the full CPU bench takes minutes, not hours, on 2 cores."""
+    """The most each depth is timed for; the time budget (:mod:`brainmri.bench.budget`) lowers
+    the counts the caller did not set where they would not fit on the machine at hand."""
     gpu = device.type == "cuda"
     if quick:
         return {

@@ -39,7 +39,8 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
     )
     assert code == 0
     result = json.loads(out.read_text())
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "resnet50" in printed and "targets:" in printed
 
     assert result["quick"] is True
@@ -53,6 +54,7 @@ def test_quick_bench_writes_every_field(sartaj, tmp_path, capsys):
         "steps": 2,
     }
     assert "sized to a 9-min budget" in printed and "2 x (1 + 2)" in printed
+    assert "resnet50: 2 pairs of 1 warm-up + 2 timed steps fit the budget" in captured.err
     assert result["environment"]["code"]["version"] and result["environment"]["command"]
     numbers = {
         "train ours": result["train"]["resnet50"]["ours_ips"],

@@ -237,9 +237,12 @@ def _measure(
     for i, arch in enumerate(settings["archs"]):
         plan = {k: settings[k] for k in ("warmup", "steps", "pairs")}
         if budget is not None:
-            plan = budget.plan([gflop[a] for a in settings["archs"][i:]])
+            left = [gflop[a] for a in settings["archs"][i:]]
+            plan = budget.plan(left)
+            fits = budget.cost(left, **plan) <= budget.seconds_left()
             say(f"{arch}: {plan['pairs']} pairs of {plan['warmup']} warm-up + {plan['steps']} timed steps "
-                f"fit the budget ({budget.seconds_left():.0f} s left)")  # fmt: skip
+                + ("fit the budget" if fits else "are as few as the budget allows and overrun it")
+                + f" ({budget.seconds_left():.0f} s left)")  # fmt: skip
         row, recipe = compare_training(prepared, raw, work, arch, dev, {**settings, **plan}, say)
         result["train"][arch] = {**row, **plan}
         if budget is not None:

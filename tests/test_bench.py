@@ -141,7 +141,7 @@ DEPTHS = [32.5, 61.8, 91.9]
 
 
 def test_the_budget_keeps_the_defaults_where_they_fit_and_lowers_steps_then_warmup_then_pairs():
-    # A fast machine (bf16, 0.3 s a ResNet-152 step): 9 minutes hold the default timings.
+    # A fast machine (bf16, 1.2 s a ResNet-152 step of 8 images): 9 minutes hold the default timings.
     assert _budget(540, 1 / 600).plan(DEPTHS, now=0) == {"warmup": 2, "steps": 6, "pairs": 3}
     # The AVX2-only CPU in fp32 (about 58 GFLOP/s in each loop): the default would take ~17 min.
     slow = _budget(540, 1 / 58)

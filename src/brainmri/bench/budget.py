@@ -1,7 +1,7 @@
 """How much training ``brainmri bench`` times per depth so that the whole run fits a time budget.
 
 A fixed step count makes the same command last minutes on one CPU and much longer on another:
-one ResNet-152 step of batch 8 at 256 px takes about 0.3 s with native bf16 and about 10 s in
+one ResNet-152 step of batch 8 at 256 px takes about 1.3 s with native bf16 and about 9 s in
 fp32 on 2 AVX2 cores, where the default bench took 19 min. Before each depth, :class:`StepBudget`
 estimates what one step of ours and of the baseline costs there (from the depth's FLOPs and the
 seconds per GFLOP measured on the depths before it, or at first from the matmul peak) and picks

@@ -96,12 +96,16 @@ class StepBudget:
         timings = 2 * pairs * len(gflops)
         return pairs * (warmup + steps) * self.batch_size * per_image + timings * TIMING_OVERHEAD_SECONDS
 
+    def overruns(self, gflops: Sequence[float], plan: dict[str, int], now: float | None = None) -> bool:
+        """Whether timing every depth of ``gflops`` as ``plan`` says would take more than is left."""
+        return self.cost(gflops, **plan) > self.seconds_left(now)
+
     def plan(self, gflops_left: Sequence[float], now: float | None = None) -> dict[str, int]:
         """Warm-up steps, timed steps and pairs for the next depth, ``gflops_left[0]``, with the
         depths after it (the rest of ``gflops_left``) timed alike: the most that fits what is
         left, lowering steps, then warm-up, then pairs, never below their minimums nor what the
         caller set."""
-        left = self.seconds_left(now)
+        now = time.perf_counter() if now is None else now  # one reading for every comparison
         plan = {"warmup": self.warmup, "steps": self.steps, "pairs": self.pairs}
         floors = {
             "steps": min(self.steps, MIN_STEPS),
@@ -111,7 +115,7 @@ class StepBudget:
         for name in ("steps", "warmup", "pairs"):
             if name in self.fixed:
                 continue
-            while plan[name] > floors[name] and self.cost(gflops_left, **plan) > left:
+            while plan[name] > floors[name] and self.overruns(gflops_left, plan, now):
                 plan[name] -= 1
         return plan
 

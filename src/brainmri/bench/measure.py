@@ -5,6 +5,7 @@ description of the machine. They measure; they know nothing of what is measured.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import threading
@@ -119,9 +120,12 @@ def matmul_table(device: torch.device, seconds: float = 1.0) -> dict[str, float]
     }
 
 
+@functools.cache
 def flops_per_image(arch: str, image_size: int, backward: bool) -> float:
     """FLOPs per image of one forward (+ backward) pass, counted on the real model at the real
-    size by ``FlopCounterMode`` (on the meta device: nothing is computed)."""
+    size by ``FlopCounterMode`` (on the meta device: nothing is computed). Counting builds the
+    model and takes a second or two, and the bench asks for each count more than once (the time
+    budget, the fraction of the peak, the inference summary), so each is counted once a process."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from brainmri.models.build import build_model

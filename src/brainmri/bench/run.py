@@ -232,21 +232,24 @@ def _measure(
     lap("data_pipeline")
 
     budget = _budget(result, dev, lap.start)
-    gflop = {arch: flops_per_image(arch, settings["image_size"], backward=True) / 1e9 for arch in settings["archs"]}
+
+    def gflop(arch: str) -> float:
+        return flops_per_image(arch, settings["image_size"], backward=True) / 1e9
+
     result["train"] = {}
     for i, arch in enumerate(settings["archs"]):
         plan = {k: settings[k] for k in ("warmup", "steps", "pairs")}
         if budget is not None:
-            left = [gflop[a] for a in settings["archs"][i:]]
+            left = [gflop(a) for a in settings["archs"][i:]]
             plan = budget.plan(left)
-            fits = budget.cost(left, **plan) <= budget.seconds_left()
-            say(f"{arch}: {plan['pairs']} pairs of {plan['warmup']} warm-up + {plan['steps']} timed steps "
-                + ("fit the budget" if fits else "are as few as the budget allows and overrun it")
-                + f" ({budget.seconds_left():.0f} s left)")  # fmt: skip
+            over = budget.overruns(left, plan)
+            verdict = "are as few as the budget allows and overrun it" if over else "fit the budget"
+            say(f"{arch}: {plan['pairs']} pairs of {plan['warmup']} warm-up + {plan['steps']} timed steps {verdict} "
+                f"({budget.seconds_left():.0f} s left)")  # fmt: skip
         row, recipe = compare_training(prepared, raw, work, arch, dev, {**settings, **plan}, say)
         result["train"][arch] = {**row, **plan}
         if budget is not None:
-            budget.measured(gflop[arch], row["ours_ips"], row["baseline_ips"])
+            budget.measured(gflop(arch), row["ours_ips"], row["baseline_ips"])
         settings.update(recipe)
         gc.collect()
         lap(f"train_{arch}")
